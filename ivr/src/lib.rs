@@ -1,0 +1,2 @@
+//! Sans-IO IVR flow model and interpreter (grows with the IVR issue).
+#![forbid(unsafe_code)]

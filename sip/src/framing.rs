@@ -1,0 +1,1 @@
+//! Framing SIP messages on stream transports by Content-Length (RFC 3261 §18.3).
