@@ -7,6 +7,17 @@
 //!
 //! Any [`FrameError`] means the byte stream can no longer be split reliably: the framer is
 //! poisoned and the driver must close the connection (RFC 3261 §18.3).
+//!
+//! ```
+//! use voxgate_sip::framing::{Frame, StreamFramer};
+//!
+//! let mut framer = StreamFramer::default();
+//! framer.push(b"\r\n\r\nOPTIONS sip:x SIP/2.0\r\nl: 2\r\n\r\nhi");
+//! assert_eq!(framer.next_frame(), Some(Ok(Frame::Ping))); // answer with "\r\n"
+//! let Some(Ok(Frame::Message(bytes))) = framer.next_frame() else { panic!() };
+//! assert!(bytes.ends_with(b"\r\n\r\nhi")); // hand to Message::parse
+//! assert_eq!(framer.next_frame(), None); // need more bytes
+//! ```
 
 use bytes::{Buf, Bytes, BytesMut};
 

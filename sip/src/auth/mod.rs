@@ -11,6 +11,43 @@
 //!
 //! Sans-IO: `now` (seconds since the UNIX epoch), the nonce secret, random bytes and cnonces
 //! are all passed in by the caller.
+//!
+//! ```
+//! use voxgate_sip::auth::{ha1, AnswerInput, AuthError, ClientSecret, Nonces, Verifier};
+//! use voxgate_sip::auth::select_challenge;
+//!
+//! let now = 1_700_000_000;
+//! let mut registrar = Verifier::new("voxgate.test", Nonces::new(&[42; 32]));
+//! // 401 with two WWW-Authenticate headers, SHA-256 first (RFC 8760 §2.4).
+//! let headers: Vec<String> =
+//!     registrar.challenges(now, [1; 8], false).iter().map(ToString::to_string).collect();
+//!
+//! // The UA answers the first challenge it supports.
+//! let challenge = select_challenge(headers.iter().map(String::as_str)).unwrap();
+//! let authorization = challenge
+//!     .answer(&AnswerInput {
+//!         username: "alice",
+//!         secret: ClientSecret::Password("s3cret"),
+//!         method: "REGISTER",
+//!         uri: "sip:voxgate.test",
+//!         cnonce: "3f1c5a9e",
+//!         nc: 1,
+//!     })
+//!     .unwrap()
+//!     .to_string();
+//!
+//! // The registrar stores only HA1s and looks one up by username and hash.
+//! let lookup = |user: &str, alg| {
+//!     (user == "alice").then(|| ha1(alg, "alice", "voxgate.test", "s3cret"))
+//! };
+//! let ok = registrar.verify("REGISTER", &authorization, lookup, now + 1).unwrap();
+//! assert_eq!(ok.username, "alice");
+//! // The same header again is a replay.
+//! assert_eq!(
+//!     registrar.verify("REGISTER", &authorization, lookup, now + 2),
+//!     Err(AuthError::Replay)
+//! );
+//! ```
 
 mod digest;
 mod nonce;
