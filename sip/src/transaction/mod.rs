@@ -223,8 +223,6 @@ pub enum InvalidMessage {
     Ack,
     #[error("top Via has no branch starting with z9hG4bK (RFC 3261 §8.1.1.7)")]
     Branch,
-    #[error("CSeq method differs from the request method")]
-    CSeqMethod,
 }
 
 /// What a state machine asks of the layer after one input. Filled by the machine, applied
@@ -499,9 +497,6 @@ impl TransactionLayer {
         let key = ClientKey::of(&msg).ok_or(InvalidMessage::Branch)?;
         if !key.branch.starts_with(MAGIC_COOKIE.as_bytes()) {
             return Err(InvalidMessage::Branch.into());
-        }
-        if key.method != method {
-            return Err(InvalidMessage::CSeqMethod.into());
         }
         if self.clients.contains_key(&key) {
             return Err(TxError::DuplicateTransaction);
