@@ -1,7 +1,5 @@
 //! Transaction identifiers and matching keys (RFC 3261 §17.1.3, §17.2.3).
 
-use std::hash::{Hash, Hasher};
-
 use bytes::Bytes;
 
 use crate::message::{Message, Method};
@@ -68,10 +66,12 @@ impl ClientKey {
 /// peers) get a composite key instead, see [`ServerKey::of`].
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct ServerKey {
-    pub(crate) branch: Bytes,
-    pub(crate) host: NoCase,
-    pub(crate) port: u16,
-    pub(crate) method: Method,
+    /// The branch, a NUL, and the sent-by host lower-cased (hosts compare case-insensitively,
+    /// §19.1.4): one small copy, so a transaction lingering 32 s for Timer J does not pin the
+    /// whole receive buffer its request arrived in.
+    id: Bytes,
+    port: u16,
+    method: Method,
 }
 
 impl ServerKey {
@@ -85,17 +85,27 @@ impl ServerKey {
         };
         let via = msg.top_via();
         let port = via.port.unwrap_or_else(|| default_port(via.transport));
-        let buf = msg.as_bytes();
-        let branch = match via.branch {
-            Some(b) if b.starts_with(MAGIC_COOKIE) => sub_bytes(buf, b),
+        let mut id = Vec::with_capacity(via.branch.map_or(64, str::len) + via.host.len() + 1);
+        match via.branch {
+            Some(b) if b.starts_with(MAGIC_COOKIE) => id.extend_from_slice(b.as_bytes()),
             // §17.2.3 (RFC 2543 fallback), simplified: Request-URI, From tag, Call-ID, CSeq
             // number and the top Via's branch (if any) identify the transaction. The To tag
-            // is left out, so the ACK (which carries our tag) still matches its INVITE.
-            b => legacy_branch(msg, b.unwrap_or("")),
-        };
+            // is left out, so the ACK (which carries our tag) still matches its INVITE. The
+            // leading NUL keeps these apart from cookie branches.
+            b => {
+                let seq = msg.cseq().seq.to_string();
+                let uri = msg.request_uri().unwrap_or("");
+                let from_tag = msg.from().tag().unwrap_or("");
+                for part in [b.unwrap_or(""), uri, from_tag, msg.call_id(), &seq] {
+                    id.push(0);
+                    id.extend_from_slice(part.as_bytes());
+                }
+            }
+        }
+        id.push(0);
+        id.extend(via.host.bytes().map(|c| c.to_ascii_lowercase()));
         Some(ServerKey {
-            branch,
-            host: NoCase(sub_bytes(buf, via.host)),
+            id: Bytes::from(id),
             port,
             method,
         })
@@ -108,19 +118,6 @@ impl ServerKey {
             ..self.clone()
         }
     }
-}
-
-fn legacy_branch(msg: &Message, branch: &str) -> Bytes {
-    let uri = msg.request_uri().unwrap_or("");
-    let from_tag = msg.from().tag().unwrap_or("");
-    let seq = msg.cseq().seq.to_string();
-    let mut v = Vec::with_capacity(8 + branch.len() + uri.len() + from_tag.len() + 64);
-    // A NUL cannot occur in a real branch, so composite keys never equal cookie branches.
-    for part in [branch, uri, from_tag, msg.call_id(), &seq] {
-        v.push(0);
-        v.extend_from_slice(part.as_bytes());
-    }
-    Bytes::from(v)
 }
 
 /// RFC 3261 §18.2.2 / §19.1.2: default ports when sent-by has none.
@@ -143,50 +140,9 @@ pub(crate) fn sub_bytes(buf: &Bytes, s: &str) -> Bytes {
     }
 }
 
-/// Bytes compared and hashed ASCII-case-insensitively (host names, RFC 3261 §19.1.4).
-#[derive(Debug, Clone)]
-pub(crate) struct NoCase(pub(crate) Bytes);
-
-impl PartialEq for NoCase {
-    fn eq(&self, other: &Self) -> bool {
-        self.0.eq_ignore_ascii_case(&other.0)
-    }
-}
-
-impl Eq for NoCase {}
-
-impl Hash for NoCase {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        let mut chunk = [0u8; 64];
-        for part in self.0.chunks(chunk.len()) {
-            let lower = &mut chunk[..part.len()];
-            lower.copy_from_slice(part);
-            lower.make_ascii_lowercase();
-            state.write(lower);
-        }
-        state.write_usize(self.0.len());
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::hash_map::DefaultHasher;
-
-    fn hash(v: &NoCase) -> u64 {
-        let mut h = DefaultHasher::new();
-        v.hash(&mut h);
-        h.finish()
-    }
-
-    #[test]
-    fn host_compares_case_insensitively() {
-        let a = NoCase(Bytes::from_static(b"Example.COM"));
-        let b = NoCase(Bytes::from_static(b"example.com"));
-        assert_eq!(a, b);
-        assert_eq!(hash(&a), hash(&b));
-        assert_ne!(a, NoCase(Bytes::from_static(b"example.org")));
-    }
 
     #[test]
     fn sub_bytes_is_zero_copy_inside_and_copies_outside() {

@@ -178,6 +178,8 @@ pub enum Incoming {
 }
 
 /// What the layer tells the TU about its transactions, via [`TransactionLayer::poll_event`].
+// Events are short-lived; boxing the Message would cost an allocation per response.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum TxEvent {
     /// A response for a client transaction: provisionals, the final, and in Accepted further
@@ -269,13 +271,16 @@ pub(crate) enum Failure {
     Transport,
 }
 
+/// The four machines of §17. Messages kept by INVITE transactions are boxed so that the
+/// slab's slots stay small for the (far more numerous) non-INVITE transactions.
+#[allow(clippy::enum_variant_names)]
 #[derive(Debug)]
 enum Kind {
     /// The request is kept to build the ACK (§17.1.1.3) and CANCEL (§9.1) from.
     ClientInvite {
         m: ClientInvite,
         key: ClientKey,
-        request: Message,
+        request: Box<Message>,
     },
     ClientNonInvite {
         m: ClientNonInvite,
@@ -285,7 +290,7 @@ enum Kind {
     ServerInvite {
         m: ServerInvite,
         key: ServerKey,
-        request: Option<Message>,
+        request: Option<Box<Message>>,
     },
     ServerNonInvite {
         m: ServerNonInvite,
@@ -382,7 +387,7 @@ impl TransactionLayer {
                     if is_ack {
                         m.on_ack(now, &cfg, &mut out);
                     } else {
-                        m.on_invite(|| request.as_ref().map(build_trying), &mut out);
+                        m.on_invite(|| request.as_deref().map(build_trying), &mut out);
                         if !m.awaits_first_response() {
                             *request = None;
                         }
@@ -405,7 +410,7 @@ impl TransactionLayer {
         let (kind, cancels) = match msg.method() {
             Some(Method::Invite) => {
                 let m = ServerInvite::start(reliable, now, &cfg, &mut out);
-                let request = Some(msg.clone());
+                let request = Some(Box::new(msg.clone()));
                 (
                     Kind::ServerInvite {
                         m,
@@ -510,7 +515,7 @@ impl TransactionLayer {
             Kind::ClientInvite {
                 m,
                 key: key.clone(),
-                request: msg,
+                request: Box::new(msg),
             }
         } else {
             let m = ClientNonInvite::start(bytes, reliable, now, &cfg, &mut out);
@@ -621,7 +626,7 @@ impl TransactionLayer {
                         timer,
                         now,
                         &cfg,
-                        || request.as_ref().map(build_trying),
+                        || request.as_deref().map(build_trying),
                         &mut out,
                     );
                     if !m.awaits_first_response() {

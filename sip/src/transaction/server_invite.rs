@@ -192,11 +192,9 @@ impl ServerInvite {
         out: &mut Out,
     ) {
         match (&mut self.state, timer) {
-            (State::Proceeding { last }, Timer::Trying) => {
-                if last.is_none() {
-                    *last = build_trying();
-                    out.send.clone_from(last);
-                }
+            (State::Proceeding { last }, Timer::Trying) if last.is_none() => {
+                *last = build_trying();
+                out.send.clone_from(last);
             }
             (State::Completed { response, interval }, Timer::G) => {
                 // §17.2.1: MIN(2*interval, T2).

@@ -976,3 +976,14 @@ fn status_line_parsing() {
 }
 
 mod sim;
+
+#[test]
+fn slots_stay_small() {
+    // ~300k live transactions: keep the per-transaction footprint in check.
+    let size = std::mem::size_of::<Slot>();
+    eprintln!(
+        "slot: {size} bytes, Message: {}",
+        std::mem::size_of::<Message>()
+    );
+    assert!(size <= 256, "slot grew to {size} bytes");
+}

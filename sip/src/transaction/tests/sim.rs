@@ -184,7 +184,10 @@ impl Sim {
     }
 
     fn send_request(&mut self, bytes: Bytes) -> ClientTxId {
-        let tx = self.uac.send_request(bytes, self.uas_peer, self.now).unwrap();
+        let tx = self
+            .uac
+            .send_request(bytes, self.uas_peer, self.now)
+            .unwrap();
         self.pump();
         tx
     }
@@ -245,7 +248,9 @@ impl Sim {
                     self.uac.send_stateless(ack, self.uas_peer);
                 }
             }
-            TxEvent::Terminated { tx: TxId::Client(tx) } => {
+            TxEvent::Terminated {
+                tx: TxId::Client(tx),
+            } => {
                 *self.uac_tu.terminated.entry(tx).or_default() += 1;
             }
             other => self.uac_tu.failures.push(other),
@@ -263,28 +268,44 @@ impl Sim {
                     self.uas_tu.invites.insert(tx, req.clone());
                     match self.plan {
                         UasPlan::Answer { ring_ms, code } => {
-                            self.uas_tu.scheduled.push((now + ms(ring_ms), tx, response(&req, 180)));
-                            self.uas_tu.scheduled.push((now + ms(1000), tx, response(&req, code)));
+                            self.uas_tu.scheduled.push((
+                                now + ms(ring_ms),
+                                tx,
+                                response(&req, 180),
+                            ));
+                            self.uas_tu
+                                .scheduled
+                                .push((now + ms(1000), tx, response(&req, code)));
                         }
                         UasPlan::RingForever => {
-                            self.uas_tu.scheduled.push((now + ms(50), tx, response(&req, 180)));
+                            self.uas_tu
+                                .scheduled
+                                .push((now + ms(50), tx, response(&req, 180)));
                         }
                     }
                 } else {
                     // A registrar answers at once.
-                    self.uas.send_response(tx, response(&req, 200), now).unwrap();
+                    self.uas
+                        .send_response(tx, response(&req, 200), now)
+                        .unwrap();
                 }
             }
-            Incoming::Cancel { tx, invite, msg, .. } => {
+            Incoming::Cancel {
+                tx, invite, msg, ..
+            } => {
                 let key = format!("{} CANCEL", msg.call_id());
                 *self.uas_tu.seen.entry(key).or_default() += 1;
                 // §9.2: 200 to the CANCEL, 487 to the INVITE if it is still pending.
                 let req = msg.as_bytes().clone();
-                self.uas.send_response(tx, response(&req, 200), now).unwrap();
+                self.uas
+                    .send_response(tx, response(&req, 200), now)
+                    .unwrap();
                 let invite = invite.unwrap();
                 if self.uas.state(invite) == Some(TxState::Proceeding) {
                     let inv = &self.uas_tu.invites[&invite];
-                    self.uas.send_response(invite, response(inv, 487), now).unwrap();
+                    self.uas
+                        .send_response(invite, response(inv, 487), now)
+                        .unwrap();
                     self.uas_tu.scheduled.retain(|(_, t, _)| *t != invite);
                 }
             }
@@ -329,14 +350,22 @@ impl Sim {
                 }
                 self.pump();
             }
-            let due: Vec<_> = self.uas_tu.scheduled.iter().filter(|s| s.0 <= now).cloned().collect();
+            let due: Vec<_> = self
+                .uas_tu
+                .scheduled
+                .iter()
+                .filter(|s| s.0 <= now)
+                .cloned()
+                .collect();
             self.uas_tu.scheduled.retain(|s| s.0 > now);
             for (_, tx, bytes) in due {
                 let status = status_of(&bytes).unwrap();
                 self.uas.send_response(tx, bytes.clone(), now).unwrap();
                 if (200..300).contains(&status) {
                     let t1 = ms(500);
-                    self.uas_tu.two_xx.push((tx, bytes, now + t1, t1, now + ms(32_000)));
+                    self.uas_tu
+                        .two_xx
+                        .push((tx, bytes, now + t1, t1, now + ms(32_000)));
                 }
             }
             for (tx, bytes, next, interval, give_up) in &mut self.uas_tu.two_xx {
@@ -365,34 +394,63 @@ fn finals_once(sim: &Sim, txs: &[ClientTxId], expect: u16) {
     for tx in txs {
         let finals = sim.uac_tu.finals.get(tx).cloned().unwrap_or_default();
         assert_eq!(finals, vec![expect], "{tx:?}");
-        assert_eq!(sim.uac_tu.terminated.get(tx), Some(&1), "{tx:?} terminated once");
+        assert_eq!(
+            sim.uac_tu.terminated.get(tx),
+            Some(&1),
+            "{tx:?} terminated once"
+        );
     }
 }
 
 fn assert_all_gone(sim: &Sim) {
     assert_eq!(sim.uac.len(), 0, "UAC transactions left");
     assert_eq!(sim.uas.len(), 0, "UAS transactions left");
-    assert!(sim.uac_tu.failures.is_empty(), "UAC failures: {:?}", sim.uac_tu.failures);
-    assert!(sim.uas_tu.failures.is_empty(), "UAS failures: {:?}", sim.uas_tu.failures);
+    assert!(
+        sim.uac_tu.failures.is_empty(),
+        "UAC failures: {:?}",
+        sim.uac_tu.failures
+    );
+    assert!(
+        sim.uas_tu.failures.is_empty(),
+        "UAS failures: {:?}",
+        sim.uas_tu.failures
+    );
 }
 
 #[test]
 fn registers_complete_exactly_once_over_a_lossy_network() {
     for seed in 1..=20u64 {
-        let mut sim = Sim::new(seed * 0x9E37_79B9, Transport::Udp, LOSSY, UasPlan::RingForever);
+        let mut sim = Sim::new(
+            seed * 0x9E37_79B9,
+            Transport::Udp,
+            LOSSY,
+            UasPlan::RingForever,
+        );
         let mut txs = Vec::new();
         for i in 0..10 {
-            let req = request(Method::Register, &format!("z9hG4bKreg{i}"), &format!("reg{i}@uac"), 1);
+            let req = request(
+                Method::Register,
+                &format!("z9hG4bKreg{i}"),
+                &format!("reg{i}@uac"),
+                1,
+            );
             txs.push(sim.send_request(req));
             sim.now += ms(7);
         }
         sim.run(Duration::from_secs(120));
         finals_once(&sim, &txs, 200);
         assert_eq!(sim.uas_tu.seen.len(), 10);
-        assert!(sim.uas_tu.seen.values().all(|n| *n == 1), "seed {seed}: {:?}", sim.uas_tu.seen);
+        assert!(
+            sim.uas_tu.seen.values().all(|n| *n == 1),
+            "seed {seed}: {:?}",
+            sim.uas_tu.seen
+        );
         assert_eq!(sim.uas_tu.terminated, 10);
         assert_all_gone(&sim);
-        assert!(sim.net.dropped > 0 && sim.net.duplicated > 0, "the network did misbehave");
+        assert!(
+            sim.net.dropped > 0 && sim.net.duplicated > 0,
+            "the network did misbehave"
+        );
     }
 }
 
@@ -402,7 +460,10 @@ fn register_over_tcp_sends_each_message_once() {
     let tx = sim.send_request(register("z9hG4bKtcp"));
     sim.run(Duration::from_secs(60));
     finals_once(&sim, &[tx], 200);
-    assert_eq!(sim.net.sent, 2, "no retransmissions on a reliable transport");
+    assert_eq!(
+        sim.net.sent, 2,
+        "no retransmissions on a reliable transport"
+    );
     assert_all_gone(&sim);
 }
 
@@ -414,13 +475,22 @@ fn rejected_invites_are_acked_and_complete_once() {
         let mut sim = Sim::new(seed * 0x2545_F491, Transport::Udp, LOSSY, plan);
         let txs: Vec<_> = (0..5)
             .map(|i| {
-                let req = request(Method::Invite, &format!("z9hG4bKinv{i}"), &format!("inv{i}@uac"), 1);
+                let req = request(
+                    Method::Invite,
+                    &format!("z9hG4bKinv{i}"),
+                    &format!("inv{i}@uac"),
+                    1,
+                );
                 sim.send_request(req)
             })
             .collect();
         sim.run(Duration::from_secs(120));
         finals_once(&sim, &txs, 486);
-        assert!(sim.uas_tu.seen.values().all(|n| *n == 1), "seed {seed}: {:?}", sim.uas_tu.seen);
+        assert!(
+            sim.uas_tu.seen.values().all(|n| *n == 1),
+            "seed {seed}: {:?}",
+            sim.uas_tu.seen
+        );
         assert_eq!(sim.uas_tu.seen.len(), 5);
         // The UAS got an ACK for each 486 (no Timer H failure in assert_all_gone), and the
         // ACK never reached its TU.
@@ -432,14 +502,27 @@ fn rejected_invites_are_acked_and_complete_once() {
 #[test]
 fn accepted_invites_reach_the_tu_and_are_acked_by_it() {
     for seed in 1..=10u64 {
-        let plan = UasPlan::Answer { ring_ms: 300, code: 200 };
+        let plan = UasPlan::Answer {
+            ring_ms: 300,
+            code: 200,
+        };
         let mut sim = Sim::new(seed * 0x5851_F42D, Transport::Udp, LOSSY, plan);
         let tx = sim.send_request(invite("z9hG4bKok"));
         sim.run(Duration::from_secs(120));
         let finals = &sim.uac_tu.finals[&tx];
-        assert!(!finals.is_empty() && finals.iter().all(|s| *s == 200), "seed {seed}: {finals:?}");
-        assert_eq!(sim.uac_tu.acks_for_2xx, finals.len(), "every 2xx ACKed by the TU");
-        assert!(sim.uas_tu.acks >= 1, "seed {seed}: the ACK for 2xx reached the UAS TU");
+        assert!(
+            !finals.is_empty() && finals.iter().all(|s| *s == 200),
+            "seed {seed}: {finals:?}"
+        );
+        assert_eq!(
+            sim.uac_tu.acks_for_2xx,
+            finals.len(),
+            "every 2xx ACKed by the TU"
+        );
+        assert!(
+            sim.uas_tu.acks >= 1,
+            "seed {seed}: the ACK for 2xx reached the UAS TU"
+        );
         assert_eq!(sim.uas_tu.seen.len(), 1);
         assert_eq!(sim.uac_tu.terminated.get(&tx), Some(&1));
         assert_all_gone(&sim);
@@ -449,7 +532,12 @@ fn accepted_invites_reach_the_tu_and_are_acked_by_it() {
 #[test]
 fn cancel_flows_end_to_end() {
     for seed in 1..=20u64 {
-        let mut sim = Sim::new(seed * 0x1405_7B7E, Transport::Udp, LOSSY, UasPlan::RingForever);
+        let mut sim = Sim::new(
+            seed * 0x1405_7B7E,
+            Transport::Udp,
+            LOSSY,
+            UasPlan::RingForever,
+        );
         let early = seed % 2 == 0;
         sim.uac_tu.cancel_on_ringing = !early;
         let tx = sim.send_request(invite("z9hG4bKcan"));
@@ -475,7 +563,10 @@ fn cancel_flows_end_to_end() {
 
 #[test]
 fn invite_over_tcp_has_no_retransmissions() {
-    let plan = UasPlan::Answer { ring_ms: 50, code: 486 };
+    let plan = UasPlan::Answer {
+        ring_ms: 50,
+        code: 486,
+    };
     let mut sim = Sim::new(1, Transport::Tcp, CLEAN, plan);
     let tx = sim.send_request(invite("z9hG4bKtcp"));
     sim.run(Duration::from_secs(120));
