@@ -552,6 +552,45 @@ fn invite_server_accepted_absorbs_invites_passes_acks_and_ends_on_timer_l() {
 }
 
 #[test]
+fn invite_server_accepted_passes_a_matching_ack_up_and_survives_transport_errors() {
+    let t0 = Instant::now();
+    let mut l = TransactionLayer::new(TimerConfig::default());
+    let inv = invite("z9hG4bKs");
+    let from = peer(UAC, Transport::Udp);
+    let Some(Incoming::Request { tx, .. }) = l.handle_incoming(parse(&inv), from, t0) else {
+        panic!();
+    };
+    l.send_response(tx, response(&inv, 200), t0).unwrap();
+    // RFC 6026 §7.1: "ACK / to TU" even when it reuses the INVITE's branch.
+    let ack = request(Method::Ack, "z9hG4bKs", "call-1@192.0.2.1", 1);
+    assert!(matches!(
+        l.handle_incoming(parse(&ack), from, t0 + ms(5)),
+        Some(Incoming::Ack { .. })
+    ));
+    assert_eq!(l.state(tx), Some(TxState::Accepted));
+    // A transport error in Accepted informs the TU but keeps absorbing INVITEs until L.
+    l.handle_transport_error(&from, t0 + ms(6));
+    let ev = events(&mut l);
+    assert!(matches!(ev[..], [TxEvent::TransportError { tx: TxId::Server(a) }] if a == tx));
+    assert_eq!(l.state(tx), Some(TxState::Accepted));
+}
+
+#[test]
+fn invite_retransmitted_before_200ms_gets_100_trying_at_once() {
+    let t0 = Instant::now();
+    let mut l = TransactionLayer::new(TimerConfig::default());
+    let inv = invite("z9hG4bKs");
+    let from = peer(UAC, Transport::Udp);
+    assert!(l.handle_incoming(parse(&inv), from, t0).is_some());
+    assert!(l.handle_incoming(parse(&inv), from, t0 + ms(100)).is_none());
+    let out = transmits(&mut l);
+    assert_eq!(out.len(), 1);
+    assert_eq!(status_of(&out[0].bytes), Some(100));
+    // The 200 ms timer then has nothing left to do.
+    assert!(run_until(&mut l, t0, t0 + ms(1000)).is_empty());
+}
+
+#[test]
 fn ack_for_2xx_with_its_own_branch_goes_to_the_tu() {
     let t0 = Instant::now();
     let mut l = TransactionLayer::new(TimerConfig::default());
