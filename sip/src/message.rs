@@ -282,7 +282,12 @@ impl MessageBuilder {
     }
     /// A response to `req` (RFC 3261 §8.2.6.2): copies every Via, From, To, Call-ID, CSeq;
     /// adds `;tag=<to_tag>` to To when given and To has no tag yet.
-    pub fn response_to(_req: &Message, _code: u16, _reason: &str, _to_tag: Option<&str>) -> MessageBuilder {
+    pub fn response_to(
+        _req: &Message,
+        _code: u16,
+        _reason: &str,
+        _to_tag: Option<&str>,
+    ) -> MessageBuilder {
         unimplemented!()
     }
     pub fn header(self, _name: &str, _value: &str) -> MessageBuilder {
