@@ -11,7 +11,8 @@ pub fn init(cfg: &LogConfig) -> anyhow::Result<()> {
     let filter = EnvFilter::try_new(&cfg.level)?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let result = match cfg.format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder
