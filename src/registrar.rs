@@ -360,3 +360,257 @@ impl Registrar {
         reply.with("Date", now.format("%a, %d %b %Y %H:%M:%S GMT").to_string())
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+    use voxgate_sip::auth::{ha1, select_challenge, AnswerInput, ClientSecret, Nonces, Verifier};
+
+    const REALM: &str = "voxgate";
+
+    fn agent(id: &str, username: &str, password: &str) -> AgentAuth {
+        AgentAuth {
+            id: id.to_owned(),
+            username: username.to_owned(),
+            ha1_md5: ha1(Algorithm::Md5, username, REALM, password),
+            ha1_sha256: ha1(Algorithm::Sha256, username, REALM, password),
+            realm: REALM.to_owned(),
+            max_concurrent_calls: 1,
+        }
+    }
+
+    fn registrar() -> (Registrar, UnboundedReceiver<RegistrationChange>) {
+        let (tx, rx) = unbounded_channel();
+        let verifier = Verifier::new(REALM, Nonces::new(&[7; 32]));
+        let mut r = Registrar::new(
+            RegistrarConfig {
+                realm: REALM.to_owned(),
+                min_expires: 60,
+                default_expires: 3600,
+                max_expires: 7200,
+            },
+            verifier,
+            tx,
+        );
+        r.load_agents(vec![
+            agent("agt_1", "alice", "alicepass1"),
+            agent("agt_2", "bob", "bobpass123"),
+        ]);
+        (r, rx)
+    }
+
+    fn register(aor: &str, contact: &str, extra: &str, cseq: u32) -> String {
+        format!(
+            "REGISTER sip:127.0.0.1 SIP/2.0\r\n\
+             Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK{cseq}x;rport\r\n\
+             From: <sip:{aor}@127.0.0.1>;tag=abc\r\n\
+             To: <sip:{aor}@127.0.0.1>\r\n\
+             Call-ID: reg-{aor}\r\n\
+             CSeq: {cseq} REGISTER\r\n\
+             Contact: {contact}\r\n\
+             {extra}Content-Length: 0\r\n\r\n"
+        )
+    }
+
+    fn parse(s: &str) -> Message {
+        Message::parse(Bytes::from(s.to_owned())).unwrap()
+    }
+
+    fn src() -> SocketAddr {
+        "127.0.0.1:5070".parse().unwrap()
+    }
+
+    fn now() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-11-23T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    /// Answers the registrar's challenge the way a softphone does.
+    fn authorize(r: &mut Registrar, user: &str, password: &str, alg: Option<&str>) -> String {
+        // A fresh nonce per challenge, as the core's random bytes give.
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let random = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed).to_be_bytes();
+        let c = r.handle_register(&parse(&register(user, "<sip:x@h>", "", 1)), "udp", src(), now(), random);
+        assert_eq!(c.code, 401);
+        let values: Vec<&str> = c
+            .headers
+            .iter()
+            .filter(|(n, v)| *n == "WWW-Authenticate" && alg.is_none_or(|a| v.contains(a)))
+            .map(|(_, v)| v.as_str())
+            .collect();
+        let challenge = select_challenge(values).unwrap();
+        challenge
+            .answer(&AnswerInput {
+                username: user,
+                secret: ClientSecret::Password(password),
+                method: "REGISTER",
+                uri: "sip:127.0.0.1",
+                cnonce: "c0ffee",
+                nc: 1,
+            })
+            .unwrap()
+            .to_string()
+    }
+
+    fn with_auth(auth: &str) -> String {
+        format!("Authorization: {auth}\r\n")
+    }
+
+    #[test]
+    fn challenge_offers_sha256_then_md5_and_is_the_same_for_everyone() {
+        let (mut r, _) = registrar();
+        let shape = |reply: &Reply| -> Vec<String> {
+            reply
+                .headers
+                .iter()
+                .map(|(n, v)| {
+                    // Strip the per-challenge values; everything else must be identical.
+                    let c = voxgate_sip::auth::Challenge::parse(v).unwrap();
+                    format!("{n}: {} {:?} {:?} {}", c.realm, c.algorithm, c.qop, c.stale)
+                })
+                .collect()
+        };
+        let known = r.handle_register(&parse(&register("alice", "<sip:a@h>", "", 1)), "udp", src(), now(), [1; 8]);
+        let unknown = r.handle_register(&parse(&register("mallory", "<sip:m@h>", "", 1)), "udp", src(), now(), [2; 8]);
+        assert_eq!(known.code, 401);
+        assert_eq!(shape(&known), shape(&unknown));
+        assert!(known.headers[0].1.contains("SHA-256"));
+        assert!(known.headers[1].1.contains("MD5"));
+        assert!(!known.auth_failure);
+    }
+
+    #[test]
+    fn registers_with_either_algorithm_and_lists_bindings() {
+        for alg in ["SHA-256", "MD5"] {
+            let (mut r, mut rx) = registrar();
+            let auth = authorize(&mut r, "alice", "alicepass1", Some(alg));
+            let req = register("alice", "<sip:alice@10.0.0.5:5070>", &with_auth(&auth), 2);
+            let ok = r.handle_register(&parse(&req), "udp", src(), now(), [3; 8]);
+            assert_eq!(ok.code, 200, "{alg}");
+            assert!(ok
+                .headers
+                .contains(&("Contact", "<sip:alice@10.0.0.5:5070>;expires=3600".to_owned())));
+            assert_eq!(r.bindings("agt_1").len(), 1);
+            match rx.try_recv().unwrap() {
+                RegistrationChange::Upsert(reg) => {
+                    assert_eq!(reg.agent_id, "agt_1");
+                    assert_eq!(reg.contact, "sip:alice@10.0.0.5:5070");
+                    assert_eq!(reg.source, "127.0.0.1:5070");
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn wrong_password_and_unknown_user_are_the_same_403() {
+        let (mut r, _) = registrar();
+        let auth = authorize(&mut r, "alice", "wrong-password", None);
+        let bad = r.handle_register(
+            &parse(&register("alice", "<sip:a@h>", &with_auth(&auth), 2)),
+            "udp",
+            src(),
+            now(),
+            [3; 8],
+        );
+        let auth = authorize(&mut r, "mallory", "whatever1", None);
+        let unknown = r.handle_register(
+            &parse(&register("mallory", "<sip:m@h>", &with_auth(&auth), 2)),
+            "udp",
+            src(),
+            now(),
+            [3; 8],
+        );
+        assert_eq!((bad.code, bad.auth_failure), (403, true));
+        assert_eq!(bad, unknown);
+    }
+
+    #[test]
+    fn an_agent_may_only_register_its_own_aor() {
+        let (mut r, _) = registrar();
+        let auth = authorize(&mut r, "alice", "alicepass1", None);
+        let req = register("bob", "<sip:bob@h>", &with_auth(&auth), 2);
+        let reply = r.handle_register(&parse(&req), "udp", src(), now(), [3; 8]);
+        assert_eq!(reply.code, 403);
+        assert!(r.bindings("agt_2").is_empty());
+    }
+
+    #[test]
+    fn interval_too_brief_clamping_and_unregister() {
+        let (mut r, _) = registrar();
+        let auth = authorize(&mut r, "alice", "alicepass1", None);
+        let brief = register("alice", "<sip:a@h>", &format!("Expires: 30\r\n{}", with_auth(&auth)), 2);
+        let reply = r.handle_register(&parse(&brief), "udp", src(), now(), [3; 8]);
+        assert_eq!(reply.code, 423);
+        assert_eq!(reply.headers, vec![("Min-Expires", "60".to_owned())]);
+        assert!(r.bindings("agt_1").is_empty());
+
+        let auth = authorize(&mut r, "alice", "alicepass1", None);
+        let long = register("alice", "<sip:a@h>;expires=99999", &with_auth(&auth), 3);
+        let reply = r.handle_register(&parse(&long), "udp", src(), now(), [3; 8]);
+        assert_eq!(reply.code, 200);
+        assert!(reply.headers.contains(&("Contact", "<sip:a@h>;expires=7200".to_owned())));
+
+        let auth = authorize(&mut r, "alice", "alicepass1", None);
+        let second = register("alice", "<sip:a2@h>", &with_auth(&auth), 4);
+        assert_eq!(r.handle_register(&parse(&second), "udp", src(), now(), [3; 8]).code, 200);
+        assert_eq!(r.bindings("agt_1").len(), 2);
+
+        let auth = authorize(&mut r, "alice", "alicepass1", None);
+        let one = register("alice", "<sip:a@h>;expires=0", &with_auth(&auth), 5);
+        let reply = r.handle_register(&parse(&one), "udp", src(), now(), [3; 8]);
+        assert_eq!(reply.code, 200);
+        assert_eq!(r.bindings("agt_1").len(), 1);
+
+        let auth = authorize(&mut r, "alice", "alicepass1", None);
+        let star = register("alice", "*", &format!("Expires: 0\r\n{}", with_auth(&auth)), 6);
+        let reply = r.handle_register(&parse(&star), "udp", src(), now(), [3; 8]);
+        assert_eq!(reply.code, 200);
+        assert!(reply.headers.iter().all(|(n, _)| *n != "Contact"));
+        assert!(r.bindings("agt_1").is_empty());
+    }
+
+    #[test]
+    fn star_without_expires_zero_is_a_400() {
+        let (mut r, _) = registrar();
+        let auth = authorize(&mut r, "alice", "alicepass1", None);
+        let star = register("alice", "*", &with_auth(&auth), 2);
+        assert_eq!(r.handle_register(&parse(&star), "udp", src(), now(), [3; 8]).code, 400);
+    }
+
+    #[test]
+    fn sweep_removes_expired_bindings_and_queues_their_removal() {
+        let (mut r, mut rx) = registrar();
+        let auth = authorize(&mut r, "alice", "alicepass1", None);
+        let req = register("alice", "<sip:a@h>;expires=60", &with_auth(&auth), 2);
+        assert_eq!(r.handle_register(&parse(&req), "udp", src(), now(), [3; 8]).code, 200);
+        let _ = rx.try_recv();
+        assert_eq!(r.sweep(now() + ChronoDuration::seconds(59)), 0);
+        assert_eq!(r.sweep(now() + ChronoDuration::seconds(60)), 1);
+        assert!(matches!(rx.try_recv(), Ok(RegistrationChange::Remove { .. })));
+        assert_eq!(r.binding_count(), 0);
+    }
+
+    #[test]
+    fn restored_registrations_skip_the_expired() {
+        let (mut r, _) = registrar();
+        let reg = |contact: &str, secs: i64| Registration {
+            id: format!("reg_{contact}"),
+            agent_id: "agt_1".to_owned(),
+            contact: contact.to_owned(),
+            transport: "udp".to_owned(),
+            source: "127.0.0.1:5070".to_owned(),
+            expires_at: now() + ChronoDuration::seconds(secs),
+            user_agent: None,
+            call_id: "c".to_owned(),
+            cseq: 1,
+        };
+        r.load_registrations(vec![reg("sip:a@h", 100), reg("sip:b@h", -1)], now());
+        assert_eq!(r.bindings("agt_1").len(), 1);
+        assert_eq!(r.bindings("agt_1")[0].contact, "sip:a@h");
+    }
+}
