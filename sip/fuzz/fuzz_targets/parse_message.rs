@@ -12,28 +12,56 @@ fuzz_target!(|data: &[u8]| {
     let Ok(m) = Message::parse(Bytes::copy_from_slice(data)) else {
         return;
     };
-    let _ = (m.is_request(), m.method(), m.request_uri(), m.status(), m.reason());
-    let _ = (m.call_id(), m.cseq().to_string(), m.as_bytes().len(), m.header_len());
+    let _ = (
+        m.is_request(),
+        m.method(),
+        m.request_uri(),
+        m.status(),
+        m.reason(),
+    );
+    let _ = (
+        m.call_id(),
+        m.cseq().to_string(),
+        m.as_bytes().len(),
+        m.header_len(),
+    );
     let (from, to, via) = (m.from(), m.to(), m.top_via());
-    let _ = (from.tag(), from.to_string(), from.sip_uri(), to.tag(), to.to_string());
+    let _ = (
+        from.tag(),
+        from.to_string(),
+        from.sip_uri(),
+        to.tag(),
+        to.to_string(),
+    );
     let _ = (via.to_string(), via.param("maddr"), via.is_rfc3261_branch());
     for v in m.vias().flatten() {
         let _ = v.to_string();
     }
     if let Ok(Some(contacts)) = m.contacts() {
         for c in contacts.as_slice() {
-            let _ = (c.expires(), c.q_millis(), c.params_iter().count(), c.to_string());
+            let _ = (
+                c.expires(),
+                c.q_millis(),
+                c.params_iter().count(),
+                c.to_string(),
+            );
             if let Ok(u) = c.sip_uri() {
                 let _ = (u.param("transport"), u.to_string());
             }
         }
     }
     let _ = m.routes().flatten().count() + m.record_routes().flatten().count();
-    let _ = (m.max_forwards(), m.expires(), m.min_expires(), m.retry_after(), m.date());
+    let _ = (
+        m.max_forwards(),
+        m.expires(),
+        m.min_expires(),
+        m.retry_after(),
+        m.date(),
+    );
     let _ = (m.content_type(), m.content_length(), m.body().len());
     let _ = m.supported().count() + m.require().count() + m.proxy_require().count();
     for (name, value) in m.headers() {
-        assert_eq!(m.header_named(name).is_some(), true, "{name}: {value}");
+        assert!(m.header_named(name).is_some(), "{name}: {value}");
     }
     if let Some(uri) = m.request_uri() {
         let _ = voxgate_sip::SipUri::parse(uri);
