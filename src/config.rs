@@ -242,7 +242,7 @@ impl FromStr for PortRange {
         if lo >= hi {
             return Err(format!("the low port must be below the high port in {s:?}"));
         }
-        if lo % 2 != 0 {
+        if !lo.is_multiple_of(2) {
             return Err(format!(
                 "the low port must be even (RTP even, RTCP odd), got {lo}"
             ));
@@ -538,11 +538,7 @@ impl Config {
             .map(str::trim)
             .filter(|a| !a.is_empty())
             .collect();
-        if algorithms.is_empty()
-            || algorithms
-                .iter()
-                .any(|a| !matches!(*a, "MD5" | "SHA-256"))
-        {
+        if algorithms.is_empty() || algorithms.iter().any(|a| !matches!(*a, "MD5" | "SHA-256")) {
             return Err(invalid(
                 "sip.auth_algorithms",
                 "must list MD5 and/or SHA-256, comma-separated".into(),

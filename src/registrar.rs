@@ -192,9 +192,10 @@ impl Registrar {
             return self.challenge(false, random, now_unix);
         };
         let agents = &self.agents;
-        let verified = self
-            .verifier
-            .verify("REGISTER", credentials, |username, alg| {
+        let verified = self.verifier.verify(
+            "REGISTER",
+            credentials,
+            |username, alg| {
                 let agent = agents.get(username)?;
                 match alg {
                     Algorithm::Md5 => Some(agent.ha1_md5.clone()),
@@ -202,7 +203,9 @@ impl Registrar {
                     // Only the base algorithms are offered (RegistrarConfig::algorithms).
                     _ => None,
                 }
-            }, now_unix);
+            },
+            now_unix,
+        );
         let verified = match verified {
             Ok(v) => v,
             Err(auth::AuthError::Stale) => return self.challenge(true, random, now_unix),
@@ -314,9 +317,9 @@ impl Registrar {
                         continue;
                     }
                     let binding = Binding {
-                        id: existing
-                            .map(|i| bindings[i].id.clone())
-                            .unwrap_or_else(|| crate::ids::new_id(crate::ids::IdKind::Registration)),
+                        id: existing.map(|i| bindings[i].id.clone()).unwrap_or_else(|| {
+                            crate::ids::new_id(crate::ids::IdKind::Registration)
+                        }),
                         contact,
                         transport: transport.to_owned(),
                         source,
@@ -433,8 +436,16 @@ mod tests {
     fn authorize(r: &mut Registrar, user: &str, password: &str, alg: Option<&str>) -> String {
         // A fresh nonce per challenge, as the core's random bytes give.
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-        let random = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed).to_be_bytes();
-        let c = r.handle_register(&parse(&register(user, "<sip:x@h>", "", 1)), "udp", src(), now(), random);
+        let random = NEXT
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            .to_be_bytes();
+        let c = r.handle_register(
+            &parse(&register(user, "<sip:x@h>", "", 1)),
+            "udp",
+            src(),
+            now(),
+            random,
+        );
         assert_eq!(c.code, 401);
         let values: Vec<&str> = c
             .headers
@@ -474,8 +485,20 @@ mod tests {
                 })
                 .collect()
         };
-        let known = r.handle_register(&parse(&register("alice", "<sip:a@h>", "", 1)), "udp", src(), now(), [1; 8]);
-        let unknown = r.handle_register(&parse(&register("mallory", "<sip:m@h>", "", 1)), "udp", src(), now(), [2; 8]);
+        let known = r.handle_register(
+            &parse(&register("alice", "<sip:a@h>", "", 1)),
+            "udp",
+            src(),
+            now(),
+            [1; 8],
+        );
+        let unknown = r.handle_register(
+            &parse(&register("mallory", "<sip:m@h>", "", 1)),
+            "udp",
+            src(),
+            now(),
+            [2; 8],
+        );
         assert_eq!(known.code, 401);
         assert_eq!(shape(&known), shape(&unknown));
         assert!(known.headers[0].1.contains("SHA-256"));
@@ -491,9 +514,10 @@ mod tests {
             let req = register("alice", "<sip:alice@10.0.0.5:5070>", &with_auth(&auth), 2);
             let ok = r.handle_register(&parse(&req), "udp", src(), now(), [3; 8]);
             assert_eq!(ok.code, 200, "{alg}");
-            assert!(ok
-                .headers
-                .contains(&("Contact", "<sip:alice@10.0.0.5:5070>;expires=3600".to_owned())));
+            assert!(ok.headers.contains(&(
+                "Contact",
+                "<sip:alice@10.0.0.5:5070>;expires=3600".to_owned()
+            )));
             assert_eq!(r.bindings("agt_1").len(), 1);
             match rx.try_recv().unwrap() {
                 RegistrationChange::Upsert(reg) => {
@@ -543,7 +567,12 @@ mod tests {
     fn interval_too_brief_clamping_and_unregister() {
         let (mut r, _) = registrar();
         let auth = authorize(&mut r, "alice", "alicepass1", None);
-        let brief = register("alice", "<sip:a@h>", &format!("Expires: 30\r\n{}", with_auth(&auth)), 2);
+        let brief = register(
+            "alice",
+            "<sip:a@h>",
+            &format!("Expires: 30\r\n{}", with_auth(&auth)),
+            2,
+        );
         let reply = r.handle_register(&parse(&brief), "udp", src(), now(), [3; 8]);
         assert_eq!(reply.code, 423);
         assert_eq!(reply.headers, vec![("Min-Expires", "60".to_owned())]);
@@ -553,11 +582,17 @@ mod tests {
         let long = register("alice", "<sip:a@h>;expires=99999", &with_auth(&auth), 3);
         let reply = r.handle_register(&parse(&long), "udp", src(), now(), [3; 8]);
         assert_eq!(reply.code, 200);
-        assert!(reply.headers.contains(&("Contact", "<sip:a@h>;expires=7200".to_owned())));
+        assert!(reply
+            .headers
+            .contains(&("Contact", "<sip:a@h>;expires=7200".to_owned())));
 
         let auth = authorize(&mut r, "alice", "alicepass1", None);
         let second = register("alice", "<sip:a2@h>", &with_auth(&auth), 4);
-        assert_eq!(r.handle_register(&parse(&second), "udp", src(), now(), [3; 8]).code, 200);
+        assert_eq!(
+            r.handle_register(&parse(&second), "udp", src(), now(), [3; 8])
+                .code,
+            200
+        );
         assert_eq!(r.bindings("agt_1").len(), 2);
 
         let auth = authorize(&mut r, "alice", "alicepass1", None);
@@ -567,7 +602,12 @@ mod tests {
         assert_eq!(r.bindings("agt_1").len(), 1);
 
         let auth = authorize(&mut r, "alice", "alicepass1", None);
-        let star = register("alice", "*", &format!("Expires: 0\r\n{}", with_auth(&auth)), 6);
+        let star = register(
+            "alice",
+            "*",
+            &format!("Expires: 0\r\n{}", with_auth(&auth)),
+            6,
+        );
         let reply = r.handle_register(&parse(&star), "udp", src(), now(), [3; 8]);
         assert_eq!(reply.code, 200);
         assert!(reply.headers.iter().all(|(n, _)| *n != "Contact"));
@@ -579,7 +619,11 @@ mod tests {
         let (mut r, _) = registrar();
         let auth = authorize(&mut r, "alice", "alicepass1", None);
         let star = register("alice", "*", &with_auth(&auth), 2);
-        assert_eq!(r.handle_register(&parse(&star), "udp", src(), now(), [3; 8]).code, 400);
+        assert_eq!(
+            r.handle_register(&parse(&star), "udp", src(), now(), [3; 8])
+                .code,
+            400
+        );
     }
 
     #[test]
@@ -587,11 +631,18 @@ mod tests {
         let (mut r, mut rx) = registrar();
         let auth = authorize(&mut r, "alice", "alicepass1", None);
         let req = register("alice", "<sip:a@h>;expires=60", &with_auth(&auth), 2);
-        assert_eq!(r.handle_register(&parse(&req), "udp", src(), now(), [3; 8]).code, 200);
+        assert_eq!(
+            r.handle_register(&parse(&req), "udp", src(), now(), [3; 8])
+                .code,
+            200
+        );
         let _ = rx.try_recv();
         assert_eq!(r.sweep(now() + ChronoDuration::seconds(59)), 0);
         assert_eq!(r.sweep(now() + ChronoDuration::seconds(60)), 1);
-        assert!(matches!(rx.try_recv(), Ok(RegistrationChange::Remove { .. })));
+        assert!(matches!(
+            rx.try_recv(),
+            Ok(RegistrationChange::Remove { .. })
+        ));
         assert_eq!(r.binding_count(), 0);
     }
 

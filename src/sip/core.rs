@@ -114,8 +114,7 @@ impl Core {
                 self.conns.remove(&conn);
             }
             Inbound::Malformed { .. } => {
-                metrics::counter!("voxgate_sip_malformed_total", "transport" => "tcp")
-                    .increment(1);
+                metrics::counter!("voxgate_sip_malformed_total", "transport" => "tcp").increment(1);
             }
         }
     }
@@ -267,11 +266,10 @@ impl Core {
                     }
                 }
                 _ => {
-                    let sent = t
-                        .to
-                        .conn
-                        .and_then(|c| self.conns.get(&c))
-                        .is_some_and(|out| out.try_send(t.bytes.clone()).is_ok());
+                    let sent =
+                        t.to.conn
+                            .and_then(|c| self.conns.get(&c))
+                            .is_some_and(|out| out.try_send(t.bytes.clone()).is_ok());
                     if !sent {
                         // RFC 3261 §18.2.2 would open a new connection to the Via sent-by;
                         // agents keep theirs open, so this is counted, not retried.
@@ -309,16 +307,16 @@ fn transport_label(peer: &Peer) -> &'static str {
 /// the received address and the Via's port.
 fn response_peer(msg: &Message, peer: &Peer) -> Peer {
     if peer.transport != Transport::Udp || !msg.is_request() {
-        return peer.clone();
+        return *peer;
     }
     let via = msg.top_via();
     if via.rport.is_some() {
-        return peer.clone();
+        return *peer;
     }
     let port = via.port.unwrap_or(5060);
     Peer {
         addr: SocketAddr::new(peer.addr.ip(), port),
-        ..peer.clone()
+        ..*peer
     }
 }
 
@@ -338,7 +336,12 @@ fn stamp_via(via: &Via<'_>, source: SocketAddr) -> String {
         None => format!("SIP/2.0/{} {}", via.transport, via.host),
     };
     // Re-emit the parameters, dropping any received/rport we are about to set.
-    for param in via.params.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+    for param in via
+        .params
+        .split(';')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+    {
         let name = param.split('=').next().unwrap_or("").trim();
         if name.eq_ignore_ascii_case("received") || name.eq_ignore_ascii_case("rport") {
             continue;

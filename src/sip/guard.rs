@@ -73,7 +73,8 @@ impl RateGuard {
         }
     }
 
-    pub fn len(&self) -> usize {
+    /// Sources currently tracked.
+    pub fn tracked(&self) -> usize {
         self.buckets.len()
     }
 }
@@ -192,7 +193,7 @@ mod tests {
         let t0 = Instant::now();
         let mut g = RateGuard::new(0, 0);
         assert!((0..100_000).all(|_| g.allow(ip(1), t0)));
-        assert_eq!(g.len(), 0);
+        assert_eq!(g.tracked(), 0);
     }
 
     #[test]
@@ -202,7 +203,7 @@ mod tests {
         for i in 0..(MAX_SOURCES as u32 + 5_000) {
             g.allow(IpAddr::from(i.to_be_bytes()), t0);
         }
-        assert!(g.len() <= MAX_SOURCES);
+        assert!(g.tracked() <= MAX_SOURCES);
     }
 
     #[test]

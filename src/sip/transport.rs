@@ -23,11 +23,23 @@ use voxgate_sip::framing::{Frame, FramerConfig, StreamFramer};
 #[derive(Debug)]
 pub enum Inbound {
     /// One framed message from a stream connection.
-    Stream { conn: u64, from: SocketAddr, bytes: Bytes },
-    Opened { conn: u64, from: SocketAddr, out: mpsc::Sender<Bytes> },
-    Closed { conn: u64 },
+    Stream {
+        conn: u64,
+        from: SocketAddr,
+        bytes: Bytes,
+    },
+    Opened {
+        conn: u64,
+        from: SocketAddr,
+        out: mpsc::Sender<Bytes>,
+    },
+    Closed {
+        conn: u64,
+    },
     /// A connection broke framing (oversize, bad or missing Content-Length) and was closed.
-    Malformed { from: SocketAddr },
+    Malformed {
+        from: SocketAddr,
+    },
 }
 
 /// Limits applied per stream connection.
