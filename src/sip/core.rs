@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::net::UdpSocket;
 use tokio::sync::{broadcast, mpsc, watch};
-use voxgate_sip::message::{HeaderName, Message, MessageBuilder, Method, Via};
+use voxgate_sip::message::{HeaderName, Message, MessageBuilder, Method, SipUri, Via};
 use voxgate_sip::transaction::{Incoming, Peer, ServerTxId, TransactionLayer, Transport};
 
 use super::guard::{BanGuard, RateGuard};
@@ -155,7 +155,21 @@ impl Core {
     }
 
     fn on_request(&mut self, tx: ServerTxId, req: &Message, peer: &Peer, now: Instant) {
-        let reply = match req.method() {
+        if req.method() == Some(&Method::Ack) {
+            return;
+        }
+        let reply = match precheck(req) {
+            Some(reply) => reply,
+            None => self.dispatch(req, peer, now),
+        };
+        let response = self.build_response(req, peer, &reply);
+        if let Err(e) = self.layer.send_response(tx, response, now) {
+            tracing::debug!(error = %e, "response not sent");
+        }
+    }
+
+    fn dispatch(&mut self, req: &Message, peer: &Peer, now: Instant) -> Reply {
+        match req.method() {
             Some(Method::Register) => {
                 let reply = self.registrar.handle_register(
                     req,
@@ -175,13 +189,7 @@ impl Core {
             Some(Method::Options) => Reply::new(200, "OK")
                 .with("Allow", ALLOW.to_owned())
                 .with("Accept", "application/sdp".to_owned()),
-            // The transaction layer absorbs ACKs for our non-2xx; nothing else to do.
-            Some(Method::Ack) => return,
             _ => Reply::new(501, "Not Implemented").with("Allow", ALLOW.to_owned()),
-        };
-        let response = self.build_response(req, peer, &reply);
-        if let Err(e) = self.layer.send_response(tx, response, now) {
-            tracing::debug!(error = %e, "response not sent");
         }
     }
 
@@ -290,6 +298,25 @@ async fn recv_udp(
         Some(udp) => udp.recv_from(buf).await,
         None => std::future::pending().await,
     }
+}
+
+/// The UAS checks of RFC 3261 §8.2.2 that come before any method-specific processing.
+fn precheck(req: &Message) -> Option<Reply> {
+    // §8.2.2.1: only SIP URIs (sips arrives with TLS).
+    let scheme_ok = req.request_uri().is_some_and(|uri| {
+        SipUri::parse(uri).is_ok_and(|u| {
+            u.scheme.eq_ignore_ascii_case("sip") || u.scheme.eq_ignore_ascii_case("sips")
+        })
+    });
+    if !scheme_ok {
+        return Some(Reply::new(416, "Unsupported URI Scheme"));
+    }
+    // §8.2.2.3: we implement no extension a client may require yet.
+    let required: Vec<&str> = req.require().collect();
+    if !required.is_empty() && req.method() != Some(&Method::Cancel) {
+        return Some(Reply::new(420, "Bad Extension").with("Unsupported", required.join(", ")));
+    }
+    None
 }
 
 fn transport_label(peer: &Peer) -> &'static str {
