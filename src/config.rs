@@ -238,7 +238,7 @@ impl FromStr for PortRange {
         if lo >= hi {
             return Err(format!("the low port must be below the high port in {s:?}"));
         }
-        if lo % 2 != 0 {
+        if lo & 1 == 1 {
             return Err(format!(
                 "the low port must be even (RTP even, RTCP odd), got {lo}"
             ));
