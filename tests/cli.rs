@@ -38,7 +38,8 @@ fn check_config_names_the_offending_key() {
     std::fs::write(&file, "[sip]\nlisten_upd = \"0.0.0.0:5060\"\n").unwrap();
     let tls = dir.path().join("tls.toml");
     std::fs::write(&tls, "[sip]\nlisten_tls = \"0.0.0.0:5061\"\n").unwrap();
-    let cases: Vec<(Vec<&str>, Vec<(&str, &str)>, &str)> = vec![
+    type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
         (
             vec!["check-config"],
             vec![("VOXGATE_SIP_MIN_EXPIRES", "soon")],
