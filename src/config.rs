@@ -939,6 +939,14 @@ mod tests {
     }
 
     #[test]
+    fn example_file_is_valid_and_matches_defaults() {
+        let text = include_str!("../voxgate.example.toml");
+        let c = load(text, &[("VOXGATE_SIP_PUBLIC_ADDR", "127.0.0.1")]).unwrap();
+        let d = load("", &[("VOXGATE_SIP_PUBLIC_ADDR", "127.0.0.1")]).unwrap();
+        assert_eq!(c, d);
+    }
+
+    #[test]
     fn empty_listener_is_off() {
         let c = load("[sip]\nlisten_tcp = \"\"\n", &[]).unwrap();
         assert_eq!(c.sip.listen_tcp, None);
