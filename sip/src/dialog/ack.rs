@@ -92,9 +92,10 @@ impl AckWait {
         self.pending = true;
         // Keep the RFC schedule (each interval from the previous deadline), skipping
         // deadlines a late wake-up missed.
+        // §13.3.1.4: the wait doubles after each send, T1 first, capped at T2.
         while next <= now {
-            next += self.interval;
             self.interval = (self.interval * 2).min(self.t2);
+            next += self.interval;
         }
         self.next = Some(next);
     }

@@ -1172,3 +1172,530 @@ fn uac_and_uas_talk_through_two_proxies() {
 
 use crate::transaction::TimerConfig;
 use std::time::Instant;
+
+// ---- 2xx retransmission and ACK (§13.3.1.4, RFC 6026) ---------------------------------
+
+/// Runs an AckWait on a virtual clock until it is done or `stop_at`; returns the offsets
+/// (ms) of retransmissions and of the NoAck event.
+fn run_ack_wait(w: &mut AckWait, t0: Instant, stop_at: Duration) -> (Vec<u128>, Option<u128>) {
+    let (mut sends, mut no_ack) = (Vec::new(), None);
+    while let Some(at) = w.poll_timeout() {
+        if at - t0 > stop_at {
+            break;
+        }
+        w.handle_timeout(at);
+        if w.poll_transmit().is_some() {
+            sends.push((at - t0).as_millis());
+        }
+        assert!(w.poll_transmit().is_none(), "one send per deadline");
+        if w.poll_event() == Some(AckWaitEvent::NoAck) {
+            no_ack = Some((at - t0).as_millis());
+        }
+    }
+    (sends, no_ack)
+}
+
+#[test]
+fn ok_retransmissions_double_to_t2_and_give_up_at_64_t1() {
+    let t0 = Instant::now();
+    let mut w = AckWait::new(
+        314,
+        Bytes::from_static(b"SIP/2.0 200 OK"),
+        t0,
+        &TimerConfig::default(),
+    );
+    let (sends, no_ack) = run_ack_wait(&mut w, t0, Duration::from_secs(100));
+    assert_eq!(
+        sends,
+        [500, 1500, 3500, 7500, 11500, 15500, 19500, 23500, 27500, 31500]
+    );
+    assert_eq!(no_ack, Some(32_000));
+    assert!(w.is_done() && !w.is_acked());
+    assert_eq!(w.poll_timeout(), None);
+    assert!(!w.handle_ack(314), "too late: given up");
+}
+
+#[test]
+fn ok_retransmissions_stop_on_the_ack() {
+    let t0 = Instant::now();
+    let mut w = AckWait::new(
+        314,
+        Bytes::from_static(b"SIP/2.0 200 OK"),
+        t0,
+        &TimerConfig::default(),
+    );
+    let (sends, _) = run_ack_wait(&mut w, t0, Duration::from_secs(2));
+    assert_eq!(sends, [500, 1500]);
+    assert!(!w.handle_ack(313), "an ACK for another INVITE");
+    assert!(!w.is_done());
+    assert!(w.handle_ack(314));
+    assert!(w.handle_ack(314), "a retransmitted ACK is still ours");
+    assert!(w.is_acked() && w.is_done());
+    assert_eq!(w.poll_timeout(), None);
+    w.handle_timeout(t0 + Duration::from_secs(40));
+    assert_eq!(w.poll_transmit(), None);
+    assert_eq!(w.poll_event(), None);
+}
+
+#[test]
+fn ok_retransmission_after_a_late_wake_up_does_not_burst() {
+    let t0 = Instant::now();
+    let mut w = AckWait::new(
+        1,
+        Bytes::from_static(b"SIP/2.0 200 OK"),
+        t0,
+        &TimerConfig::default(),
+    );
+    w.handle_timeout(t0 + Duration::from_secs(10));
+    assert!(w.poll_transmit().is_some());
+    assert!(w.poll_transmit().is_none());
+    assert_eq!(w.poll_timeout(), Some(t0 + Duration::from_millis(11_500)));
+    w.handle_timeout(t0 + Duration::from_millis(11_000));
+    assert!(w.poll_transmit().is_none(), "not due yet");
+}
+
+#[test]
+fn ack_cache_answers_retransmitted_2xx_only() {
+    let t0 = Instant::now();
+    let (_, d) = confirmed_uac(&[]);
+    let ack = d.ack(1, &via(), &br(1)).build();
+    let cache = AckCache::new(1, ack.clone(), t0, &TimerConfig::default());
+    let ok = answer(200, "OK", "c9", &[], "<sip:x@198.51.100.7>");
+    assert_eq!(cache.on_response(&ok), Some(ack));
+    let ringing = answer(180, "Ringing", "c9", &[], "");
+    assert_eq!(cache.on_response(&ringing), None);
+    let later = msg(&format!(
+        "SIP/2.0 200 OK\nVia: SIP/2.0/UDP 192.0.2.2:5060;branch=z9hG4bKx\n\
+         From: <sip:a@b>;tag=v1\nTo: <sip:c@d>;tag=c9\nCall-ID: out-1@voxgate.test\n\
+         CSeq: 2 INVITE\n{}",
+        "Content-Length: 0\n\n"
+    ));
+    assert_eq!(cache.on_response(&later), None, "another INVITE's 2xx");
+    assert_eq!(cache.poll_timeout(), t0 + Duration::from_secs(32));
+    assert!(!cache.is_expired(t0 + Duration::from_secs(31)));
+    assert!(cache.is_expired(t0 + Duration::from_secs(32)));
+}
+
+// ---- Session timers (RFC 4028) --------------------------------------------------------
+
+mod session_timers {
+    use super::*;
+    use crate::dialog::session_timer::*;
+
+    fn invite_with(extra: &str) -> Message {
+        msg(&INVITE_IN.replace(
+            "Content-Length: 0\n",
+            &format!("{extra}Content-Length: 0\n"),
+        ))
+    }
+
+    #[test]
+    fn parse_session_expires_and_min_se() {
+        assert_eq!(
+            SessionExpires::parse("1800;refresher=uac"),
+            Ok(SessionExpires {
+                interval: 1800,
+                refresher: Some(Refresher::Uac)
+            })
+        );
+        assert_eq!(
+            SessionExpires::parse(" 90 ; Refresher = UAS ;foo=bar"),
+            Ok(SessionExpires {
+                interval: 90,
+                refresher: Some(Refresher::Uas)
+            })
+        );
+        assert_eq!(SessionExpires::parse("1800").unwrap().refresher, None);
+        for bad in [
+            "",
+            "abc",
+            "0",
+            "-5",
+            "1800;refresher=me",
+            "99999999999",
+            "1800;;",
+            "18 00",
+        ] {
+            assert_eq!(
+                SessionExpires::parse(bad),
+                Err(SessionTimerError::BadSessionExpires),
+                "{bad:?}"
+            );
+        }
+        let m = invite_with("x: 1200;refresher=uas\nMin-SE: 120;x=y\n");
+        assert_eq!(
+            SessionExpires::from_message(&m).unwrap().unwrap().interval,
+            1200
+        );
+        assert_eq!(min_se(&m), Ok(Some(120)));
+        let twice = invite_with("Session-Expires: 1200\nSession-Expires: 1300\nMin-SE: x\n");
+        assert!(SessionExpires::from_message(&twice).is_err());
+        assert_eq!(min_se(&twice), Err(SessionTimerError::BadMinSe));
+        assert_eq!(
+            SessionExpires {
+                interval: 600,
+                refresher: Some(Refresher::Uas)
+            }
+            .to_string(),
+            "600;refresher=uas"
+        );
+    }
+
+    #[test]
+    fn uas_rejects_too_small_intervals_with_422() {
+        let cfg = SessionTimerConfig {
+            min_se: 600,
+            ..SessionTimerConfig::default()
+        };
+        let req = invite_with("Supported: timer\nSession-Expires: 300\n");
+        assert_eq!(
+            negotiate_uas(&cfg, &req),
+            Ok(UasDecision::TooSmall { min_se: 600 })
+        );
+        let resp = parse(response_422(&req, 600, Some("b1")).build());
+        assert_eq!(resp.status(), Some(422));
+        assert_eq!(min_se(&resp), Ok(Some(600)));
+        // Below the absolute 90 s floor even with a lax config.
+        let req = invite_with("Session-Expires: 60\n");
+        let lax = SessionTimerConfig {
+            min_se: 10,
+            ..SessionTimerConfig::default()
+        };
+        assert_eq!(
+            negotiate_uas(&lax, &req),
+            Ok(UasDecision::TooSmall { min_se: 90 })
+        );
+    }
+
+    #[test]
+    fn uas_negotiation_picks_interval_and_refresher() {
+        let cfg = SessionTimerConfig::default();
+        // Asked for longer than we like: shortened to ours; UAC supports, we prefer uac.
+        let req = invite_with("Supported: timer, 100rel\nSession-Expires: 3600\n");
+        let d = negotiate_uas(&cfg, &req).unwrap();
+        assert_eq!(
+            d,
+            UasDecision::Accept {
+                session_expires: SessionExpires {
+                    interval: 1800,
+                    refresher: Some(Refresher::Uac)
+                },
+                require_timer: true
+            }
+        );
+        let ok = parse(
+            d.apply(MessageBuilder::response_to(&req, 200, "OK", Some("b1")))
+                .build(),
+        );
+        assert_eq!(
+            ok.header(HeaderName::SessionExpires),
+            Some("1800;refresher=uac")
+        );
+        assert!(ok.require().any(|t| t == "timer"));
+        // Their refresher choice stands.
+        let req = invite_with("Supported: timer\nSession-Expires: 1000;refresher=uas\n");
+        assert!(matches!(
+            negotiate_uas(&cfg, &req),
+            Ok(UasDecision::Accept {
+                session_expires: SessionExpires {
+                    interval: 1000,
+                    refresher: Some(Refresher::Uas)
+                },
+                ..
+            })
+        ));
+        // Their Min-SE is a floor for our shortening.
+        let req = invite_with("Supported: timer\nSession-Expires: 3600\nMin-SE: 2000\n");
+        assert!(matches!(
+            negotiate_uas(&cfg, &req),
+            Ok(UasDecision::Accept {
+                session_expires: SessionExpires { interval: 2000, .. },
+                ..
+            })
+        ));
+        // A proxy asked for a timer the UAC does not support: we refresh, no Require.
+        let req = invite_with("Session-Expires: 1200;refresher=uac\n");
+        assert_eq!(
+            negotiate_uas(&cfg, &req),
+            Ok(UasDecision::Accept {
+                session_expires: SessionExpires {
+                    interval: 1200,
+                    refresher: Some(Refresher::Uas)
+                },
+                require_timer: false
+            })
+        );
+        // Nobody asked: impose ours, or not.
+        let req = invite_with("Supported: timer\n");
+        assert!(matches!(
+            negotiate_uas(&cfg, &req),
+            Ok(UasDecision::Accept {
+                session_expires: SessionExpires {
+                    interval: 1800,
+                    refresher: Some(Refresher::Uac)
+                },
+                require_timer: true
+            })
+        ));
+        let quiet = SessionTimerConfig {
+            impose: false,
+            ..cfg
+        };
+        assert_eq!(negotiate_uas(&quiet, &req), Ok(UasDecision::NoTimer));
+        let d = UasDecision::NoTimer;
+        let resp = parse(
+            d.apply(MessageBuilder::response_to(&req, 200, "OK", None))
+                .build(),
+        );
+        assert_eq!(resp.header(HeaderName::SessionExpires), None);
+    }
+
+    #[test]
+    fn uac_side_422_retry_and_2xx() {
+        let cfg = SessionTimerConfig::default();
+        let h = cfg.uac_headers(1800);
+        assert_eq!(h[0], ("Session-Expires", "1800".to_owned()));
+        assert_eq!(h[1], ("Min-SE", "90".to_owned()));
+        assert_eq!(h[2], ("Supported", "timer".to_owned()));
+        let invite = msg(INVITE_OUT);
+        let r422 = reply_to(&invite, 422, "Min-SE: 3600");
+        assert_eq!(uac_retry_interval(1800, &r422), Ok(3600));
+        assert_eq!(uac_retry_interval(7200, &r422), Ok(7200));
+        let bare = reply_to(&invite, 422, "");
+        assert_eq!(
+            uac_retry_interval(1800, &bare),
+            Err(SessionTimerError::MissingMinSe)
+        );
+        let ok = reply_to(&invite, 200, "Session-Expires: 900");
+        assert_eq!(
+            uac_negotiated(&ok),
+            Ok(Some(SessionExpires {
+                interval: 900,
+                refresher: Some(Refresher::Uac)
+            }))
+        );
+        assert_eq!(uac_negotiated(&reply_to(&invite, 200, "")), Ok(None));
+    }
+
+    fn secs(t0: Instant, t: Instant) -> u64 {
+        (t - t0).as_secs()
+    }
+
+    #[test]
+    fn refresher_refreshes_at_half_and_expires_at_the_interval() {
+        let t0 = Instant::now();
+        let se = SessionExpires {
+            interval: 1800,
+            refresher: Some(Refresher::Uac),
+        };
+        let mut t = SessionTimer::new(&se, Refresher::Uac, t0);
+        assert!(t.we_refresh());
+        assert_eq!(secs(t0, t.poll_timeout().unwrap()), 900);
+        t.handle_timeout(t0 + Duration::from_secs(899));
+        assert_eq!(t.poll_event(), None);
+        t.handle_timeout(t0 + Duration::from_secs(900));
+        assert_eq!(t.poll_event(), Some(SessionTimerEvent::Refresh));
+        // The refresh fails to happen: the session ends at the full interval.
+        assert_eq!(secs(t0, t.poll_timeout().unwrap()), 1800);
+        t.handle_timeout(t0 + Duration::from_secs(1800));
+        assert_eq!(t.poll_event(), Some(SessionTimerEvent::Expired));
+        assert!(t.is_expired());
+        assert_eq!(t.poll_timeout(), None);
+        // A successful refresh restarts it.
+        let t1 = t0 + Duration::from_secs(2000);
+        t.refreshed(&se, Refresher::Uac, t1);
+        assert_eq!(secs(t0, t.poll_timeout().unwrap()), 2900);
+    }
+
+    #[test]
+    fn non_refresher_byes_before_expiry() {
+        let t0 = Instant::now();
+        let se = SessionExpires {
+            interval: 1800,
+            refresher: Some(Refresher::Uac),
+        };
+        let mut t = SessionTimer::new(&se, Refresher::Uas, t0);
+        assert!(!t.we_refresh());
+        // min(32 s, 1800/3) before the end.
+        assert_eq!(secs(t0, t.poll_timeout().unwrap()), 1768);
+        t.handle_timeout(t0 + Duration::from_secs(1768));
+        assert_eq!(t.poll_event(), Some(SessionTimerEvent::Expired));
+        // 90 s: the margin is a third (30 s).
+        let short = SessionExpires {
+            interval: 90,
+            refresher: None,
+        };
+        let t = SessionTimer::new(&short, Refresher::Uac, t0);
+        assert_eq!(secs(t0, t.expires_at()), 60);
+        // The peer refreshed at 1000 s: the deadline moves.
+        let mut t = SessionTimer::new(&se, Refresher::Uas, t0);
+        t.refreshed(&se, Refresher::Uas, t0 + Duration::from_secs(1000));
+        assert_eq!(secs(t0, t.poll_timeout().unwrap()), 2768);
+    }
+}
+
+// ---- Garbage: never panic -------------------------------------------------------------
+
+/// xorshift64*: deterministic, no dependency.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        usize::try_from(self.next() % n as u64).unwrap()
+    }
+}
+
+/// Exercises every entry point with `m` in every role.
+fn poke(m: &Message, invite: &Message, set: &mut Dialogs) {
+    let _ = Dialog::new_uas(m, "b1", "sip:v@192.0.2.2");
+    let _ = Dialog::new_uac(invite, m);
+    let _ = Dialog::new_uac(m, m);
+    let _ = set.handle_uac_response(invite, m);
+    let _ = set.handle_uac_response(m, m);
+    let _ = DialogId::of_request(m);
+    let _ = DialogId::of_response(m);
+    let _ = session_timer::negotiate_uas(&session_timer::SessionTimerConfig::default(), m);
+    let _ = session_timer::uac_negotiated(m);
+    let _ = session_timer::uac_retry_interval(1800, m);
+    let ids: Vec<DialogId> = set.iter().map(|d| d.id().clone()).collect();
+    for id in ids {
+        if let Some(d) = set.get_mut(&id) {
+            let _ = d.handle_request(m);
+            let _ = d.handle_response(m);
+            let _ = d.response(m, 200, "OK");
+            let _ = d.prack(m, &via(), &br(1));
+            let _ = d.next_hop();
+            if let Ok(b) = d.request(Method::Info, &via(), &br(2)) {
+                // What we build must always parse back.
+                Message::parse(b.build()).unwrap();
+            }
+        }
+    }
+    if let Some(d) = set.find_for_request(m) {
+        let _ = d.handle_request(m);
+    }
+    if let Some(d) = set.find_for_response(m) {
+        let _ = d.handle_response(m);
+    }
+    if let Ok(d) = Dialog::new_uas(m, "b1", "sip:v@192.0.2.2") {
+        let mut d = d;
+        if let Ok(b) = d.response(m, 200, "OK") {
+            Message::parse(b.build()).unwrap();
+        }
+        if let Ok(b) = d.request(Method::Bye, &via(), &br(3)) {
+            Message::parse(b.build()).unwrap();
+        }
+    }
+}
+
+#[test]
+fn garbage_never_panics() {
+    let seeds: Vec<String> = vec![
+        INVITE_IN.trim_start().replace('\n', "\r\n"),
+        INVITE_OUT.trim_start().replace('\n', "\r\n"),
+        String::from_utf8(
+            answer(
+                200,
+                "OK",
+                "c9",
+                &["<sip:a.example;lr>", "<sip:b.example>"],
+                "<sip:x@198.51.100.7;maddr=10.0.0.1;transport=tcp>",
+            )
+            .as_bytes()
+            .to_vec(),
+        )
+        .unwrap(),
+        String::from_utf8(
+            in_dialog(
+                "INVITE",
+                400,
+                "Contact: <sip:y@203.0.113.1>\nSession-Expires: 100;refresher=uac\nMin-SE: 90\n",
+            )
+            .as_bytes()
+            .to_vec(),
+        )
+        .unwrap(),
+        String::from_utf8(reliable_183("5").as_bytes().to_vec()).unwrap(),
+    ];
+    let junk: &[&[u8]] = &[
+        b";",
+        b",",
+        b"<",
+        b">",
+        b"\"",
+        b"tag=",
+        b";lr",
+        b"sips:",
+        b"*",
+        b" ",
+        b"0",
+        b"\xff",
+        b"4294967295",
+        b"2147483648",
+        b"=",
+        b"?",
+        b"@",
+        b"[",
+        b"]",
+        b":",
+        b"x",
+    ];
+    let invite = msg(INVITE_OUT);
+    let mut set = Dialogs::new();
+    let (_, uas_dialog) = uas();
+    set.insert(uas_dialog).unwrap();
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut parsed = 0;
+    for _ in 0..20_000 {
+        let mut b = seeds[rng.below(seeds.len())].as_bytes().to_vec();
+        for _ in 0..=rng.below(4) {
+            let at = rng.below(b.len());
+            match rng.below(3) {
+                0 => {
+                    let j = junk[rng.below(junk.len())];
+                    b.splice(at..at, j.iter().copied());
+                }
+                1 => {
+                    let end = (at + 1 + rng.below(8)).min(b.len());
+                    b.drain(at..end);
+                }
+                _ => b[at] = u8::try_from(rng.below(256)).unwrap(),
+            }
+        }
+        if let Ok(m) = Message::parse(Bytes::from(b)) {
+            parsed += 1;
+            poke(&m, &invite, &mut set);
+        }
+        if set.len() > 64 {
+            let ids: Vec<DialogId> = set.iter().map(|d| d.id().clone()).collect();
+            for id in ids.iter().skip(1) {
+                set.remove(id);
+            }
+        }
+    }
+    assert!(
+        parsed > 2_000,
+        "the mutator should leave many parseable messages ({parsed})"
+    );
+    // Strings straight into the small parsers.
+    for s in [
+        "",
+        ";",
+        "sip:",
+        "sip:@",
+        "sip:[::1",
+        "<>",
+        "sip:a;method",
+        "sip:a?",
+    ] {
+        let _ = NextHop::of_uri(s);
+        let _ = route::request_uri_form(s);
+        let _ = session_timer::SessionExpires::parse(s);
+        let _ = Branch::new(s);
+    }
+}
