@@ -915,7 +915,9 @@ impl Dialog {
             && cseq.seq == self.initial_invite_seq;
         if initial_invite {
             return Ok(match (&self.state, status) {
-                (DialogState::Early, 200..=299) => {
+                // §13.2.2.4: a 2xx for a dialog that never had one (early, or an early
+                // fork the TU already gave up) makes it confirmed; the TU must ACK it.
+                (_, 200..=299) if !self.was_confirmed => {
                     // §13.2.2.4: the 2xx recomputes the route set (§12.2.1.2 refers to
                     // §12.1.2) and, INVITE being a target refresh, the remote target.
                     self.route_set = RouteSet::from_response(resp)?;

@@ -995,6 +995,22 @@ fn forking_early_forks_end_when_the_invite_does() {
         &DialogState::Terminated(TerminationReason::Local)
     );
     assert!(set.iter().any(|d| d.state().is_confirmed()));
+    // The abandoned fork answers after all: a second confirmed dialog to ACK and BYE,
+    // not a retransmission (we never ACKed it).
+    let late = answer(200, "OK", "f2", &[], "<sip:y@198.51.100.2>");
+    assert_eq!(
+        set.handle_uac_response(&invite, &late).unwrap(),
+        UacInviteOutcome::ExtraFork {
+            id: ended[0].clone()
+        }
+    );
+    assert!(set.get(&ended[0]).unwrap().state().is_confirmed());
+    assert_eq!(
+        set.handle_uac_response(&invite, &late).unwrap(),
+        UacInviteOutcome::Retransmitted2xx {
+            id: ended[0].clone()
+        }
+    );
 }
 
 #[test]
