@@ -24,6 +24,9 @@ use crate::events::AppEvent;
 use crate::registrar::{Registrar, RegistrarConfig};
 use crate::store::Store;
 
+/// Requested SO_RCVBUF for the SIP UDP socket.
+const UDP_RECV_BUFFER: usize = 4 << 20;
+
 pub struct SipStart {
     pub config: Arc<Config>,
     pub store: Store,
@@ -112,6 +115,13 @@ pub async fn start(args: SipStart) -> anyhow::Result<SipHandle> {
             .await
             .with_context(|| format!("sip.listen_udp: cannot bind {addr}"))?;
         udp_addr = Some(socket.local_addr()?);
+        // A burst of REGISTERs while the core is busy must queue, not drop: ask for a
+        // large receive buffer (the kernel caps it at net.core.rmem_max).
+        let sock = socket2::SockRef::from(&socket);
+        if let Err(e) = sock.set_recv_buffer_size(UDP_RECV_BUFFER) {
+            tracing::warn!(error = %e, "cannot enlarge the SIP UDP receive buffer");
+        }
+        tracing::debug!(bytes = ?sock.recv_buffer_size().ok(), "sip udp receive buffer");
         udp = Some(Arc::new(socket));
     }
     let (inbound_tx, inbound_rx) = mpsc::channel(8192);
