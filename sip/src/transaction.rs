@@ -1,1 +1,0 @@
-//! RFC 3261 §17 transactions as sans-IO state machines driven by `now`.
