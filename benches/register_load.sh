@@ -152,14 +152,15 @@ log "SIPp x$PROCS ($TRANSPORT): $per_rate reg/s each, $per_total each, timeout $
 
 cpu0=$(cpu_ticks); t0=$(now)
 for ((i = 0; i < PROCS; i++)); do
-  sipp -sf "$ROOT/tests/sipp/register_load.xml" "127.0.0.1:$SIP_PORT" \
+  # From $WORK, so any file SIPp names by itself lands there, not in the repo.
+  (cd "$WORK" && exec sipp -sf "$ROOT/tests/sipp/register_load.xml" "127.0.0.1:$SIP_PORT" \
     -t "$TRANSPORT" -i "127.0.0.$((i + 1))" -p "$(free_port)" -auth_uri 127.0.0.1 \
     -inf "$WORK/users_$i.csv" -r "$per_rate" -rp 1000 -m "$per_total" -l $((per_rate * 10)) \
     -nostdin -default_behaviors all,-bye -timeout "${timeout_s}s" -timeout_error \
     -trace_stat -stf "$WORK/stat_$i.csv" -fd 1 \
     -trace_err -error_file "$WORK/errors_$i.log" \
     -trace_screen -screen_file "$WORK/screen_$i.txt" \
-    >"$WORK/sipp_$i.out" 2>&1 &
+    >"$WORK/sipp_$i.out" 2>&1) &
   SIPP_PIDS+=($!)
 done
 sipp_rcs=()

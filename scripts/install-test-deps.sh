@@ -11,6 +11,7 @@ die() { log "ERROR: $*"; exit 1; }
 declare -A NEED=(
   [sipp]=sip-tester
   [curl]=curl
+  [ss]=iproute2
   [pg_isready]=postgresql-client
   [pg_ctlcluster]=postgresql-common
 )
