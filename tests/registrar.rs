@@ -164,7 +164,8 @@ async fn register_lifecycle(t: Transport) {
     create_agent(&gw, ALICE).await;
 
     // 1. First registration, expiry from the Expires header.
-    let mut first = Sipp::new("register.xml");
+    // Transport first: the Contact's transport= parameter comes from it.
+    let mut first = Sipp::new("register.xml").transport(t);
     let own = first.own_contact("alice");
     let own_uri = own.trim_start_matches('<').trim_end_matches('>').to_owned();
     let port = first.port();
