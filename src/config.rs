@@ -59,6 +59,9 @@ pub struct SipConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub public_addr: Option<IpAddr>,
     pub realm: String,
+    /// Digest algorithms offered in 401 challenges, strongest first (RFC 8760 §2.4),
+    /// comma-separated: `SHA-256,MD5` (default), `MD5`, `SHA-256`.
+    pub auth_algorithms: String,
     pub nonce_ttl_seconds: u64,
     pub min_expires: u32,
     pub default_expires: u32,
@@ -147,6 +150,7 @@ impl Default for SipConfig {
             listen_wss: None,
             public_addr: None,
             realm: "voxgate".to_owned(),
+            auth_algorithms: "SHA-256,MD5".to_owned(),
             nonce_ttl_seconds: 300,
             min_expires: 60,
             default_expires: 3600,
@@ -238,7 +242,7 @@ impl FromStr for PortRange {
         if lo >= hi {
             return Err(format!("the low port must be below the high port in {s:?}"));
         }
-        if lo % 2 != 0 {
+        if !lo.is_multiple_of(2) {
             return Err(format!(
                 "the low port must be even (RTP even, RTCP odd), got {lo}"
             ));
@@ -322,6 +326,7 @@ pub const KEYS: &[(&str, &str, Kind)] = &[
     ("sip", "listen_wss", Kind::Str),
     ("sip", "public_addr", Kind::Str),
     ("sip", "realm", Kind::Str),
+    ("sip", "auth_algorithms", Kind::Str),
     ("sip", "nonce_ttl_seconds", Kind::Int),
     ("sip", "min_expires", Kind::Int),
     ("sip", "default_expires", Kind::Int),
@@ -524,6 +529,19 @@ impl Config {
             return Err(invalid(
                 "sip.realm",
                 "must be non-empty and contain no double quote".into(),
+            ));
+        }
+        let algorithms: Vec<&str> = self
+            .sip
+            .auth_algorithms
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .collect();
+        if algorithms.is_empty() || algorithms.iter().any(|a| !matches!(*a, "MD5" | "SHA-256")) {
+            return Err(invalid(
+                "sip.auth_algorithms",
+                "must list MD5 and/or SHA-256, comma-separated".into(),
             ));
         }
         let s = &self.sip;
@@ -918,6 +936,14 @@ mod tests {
         );
         let e = load("[sip\n", &[]).unwrap_err();
         assert!(matches!(e, ConfigError::Syntax { .. }), "{e}");
+    }
+
+    #[test]
+    fn example_file_is_valid_and_matches_defaults() {
+        let text = include_str!("../voxgate.example.toml");
+        let c = load(text, &[("VOXGATE_SIP_PUBLIC_ADDR", "127.0.0.1")]).unwrap();
+        let d = load("", &[("VOXGATE_SIP_PUBLIC_ADDR", "127.0.0.1")]).unwrap();
+        assert_eq!(c, d);
     }
 
     #[test]

@@ -10,5 +10,6 @@ pub mod config;
 pub mod events;
 pub mod ids;
 pub mod logging;
+pub mod registrar;
 pub mod sip;
 pub mod store;

@@ -17,6 +17,7 @@ use std::fs::{File, OpenOptions};
 use std::net::{Ipv4Addr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
@@ -75,9 +76,12 @@ pub fn free_udp_tcp_port() -> u16 {
     panic!("no loopback port free for both UDP and TCP after 100 tries");
 }
 
+/// A 200-port RTP range, distinct for each gateway started by this test process (and
+/// most likely from other processes'): 150 slots between 30000 and 60000.
 fn rtp_range() -> String {
-    // An even base in 30000..58000 with 200 ports; distinct per process most of the time.
-    let base = 30000 + (std::process::id() % 140) * 200;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let slot = (std::process::id().wrapping_mul(7) + NEXT.fetch_add(1, Ordering::Relaxed)) % 150;
+    let base = 30000 + slot * 200;
     format!("{}-{}", base, base + 199)
 }
 
