@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod dialog;
 pub mod framing;
 pub mod message;
 pub mod transaction;
