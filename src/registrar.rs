@@ -16,6 +16,7 @@ use voxgate_sip::auth::{self, Algorithm, NONCE_RANDOM_LEN};
 use voxgate_sip::message::{Contacts, HeaderName, Message};
 use voxgate_sip::SipUri;
 
+use crate::sip::PersistOp;
 use crate::store::{AgentAuth, Registration, RegistrationChange};
 
 /// Bindings one agent may hold at once; more is refused (Kamailio's `max_contacts` idea).
@@ -51,6 +52,8 @@ pub struct Reply {
     pub headers: Vec<(&'static str, String)>,
     /// A failed authentication: counts towards the source's ban (SPEC §2).
     pub auth_failure: bool,
+    /// The handling queued changes for the store: send this only once they are committed.
+    pub durable: bool,
 }
 
 impl Reply {
@@ -60,6 +63,7 @@ impl Reply {
             reason,
             headers: Vec::new(),
             auth_failure: false,
+            durable: false,
         }
     }
     pub fn with(mut self, name: &'static str, value: String) -> Reply {
@@ -75,14 +79,16 @@ pub struct Registrar {
     agents: HashMap<String, AgentAuth>,
     /// Bindings by agent id.
     bindings: HashMap<String, Vec<Binding>>,
-    persist: UnboundedSender<RegistrationChange>,
+    persist: UnboundedSender<PersistOp>,
+    /// Changes queued so far; a reply whose handling moved it must wait for the commit.
+    queued: u64,
 }
 
 impl Registrar {
     pub fn new(
         cfg: RegistrarConfig,
         verifier: auth::Verifier,
-        persist: UnboundedSender<RegistrationChange>,
+        persist: UnboundedSender<PersistOp>,
     ) -> Registrar {
         Registrar {
             cfg,
@@ -90,7 +96,15 @@ impl Registrar {
             agents: HashMap::new(),
             bindings: HashMap::new(),
             persist,
+            queued: 0,
         }
+    }
+
+    /// Queues a change for the store.
+    fn queue(&mut self, change: RegistrationChange) {
+        self.queued += 1;
+        // The worker only stops after the core (and so this registrar) is gone.
+        let _ = self.persist.send(PersistOp::Change(change));
     }
 
     /// Replaces the credential cache.
@@ -149,14 +163,12 @@ impl Registrar {
 
     /// Drops expired bindings and queues their removal; returns how many went.
     pub fn sweep(&mut self, now: DateTime<Utc>) -> usize {
-        let mut removed = 0;
-        let persist = &self.persist;
+        let mut gone = Vec::new();
         self.bindings.retain(|agent_id, list| {
             list.retain(|b| {
                 let live = b.expires_at > now;
                 if !live {
-                    removed += 1;
-                    let _ = persist.send(RegistrationChange::Remove {
+                    gone.push(RegistrationChange::Remove {
                         agent_id: agent_id.clone(),
                         contact: b.contact.clone(),
                     });
@@ -165,6 +177,10 @@ impl Registrar {
             });
             !list.is_empty()
         });
+        let removed = gone.len();
+        for change in gone {
+            self.queue(change);
+        }
         removed
     }
 
@@ -236,7 +252,10 @@ impl Registrar {
             return Reply::new(403, "Forbidden");
         }
 
-        self.update_bindings(req, &agent, transport, source, now)
+        let queued = self.queued;
+        let mut reply = self.update_bindings(req, &agent, transport, source, now);
+        reply.durable = self.queued != queued;
+        reply
     }
 
     /// RFC 3261 §10.3 steps 7-8.
@@ -269,7 +288,7 @@ impl Registrar {
                 }
                 let list = self.bindings.remove(&agent.id).unwrap_or_default();
                 if !list.is_empty() {
-                    let _ = self.persist.send(RegistrationChange::RemoveAllForAgent {
+                    self.queue(RegistrationChange::RemoveAllForAgent {
                         agent_id: agent.id.clone(),
                     });
                 }
@@ -296,6 +315,26 @@ impl Registrar {
                     }
                     wanted.push((c.uri.to_owned(), requested.min(self.cfg.max_expires)));
                 }
+                // The contact limit is checked before anything changes, so a 503 leaves
+                // memory and store as they were.
+                let current = self.bindings(&agent.id);
+                let after = current
+                    .iter()
+                    .map(|b| b.contact.as_str())
+                    .filter(|c| !wanted.iter().any(|(w, e)| w == c && *e == 0))
+                    .chain(
+                        wanted
+                            .iter()
+                            .filter(|(w, e)| *e > 0 && !current.iter().any(|b| &b.contact == w))
+                            .map(|(w, _)| w.as_str()),
+                    )
+                    .collect::<std::collections::HashSet<_>>()
+                    .len();
+                if after > MAX_CONTACTS_PER_AGENT {
+                    return Reply::new(503, "Too Many Registered Contacts")
+                        .with("Retry-After", "60".to_owned());
+                }
+                let mut changes = Vec::new();
                 let bindings = self.bindings.entry(agent.id.clone()).or_default();
                 for (contact, expires) in wanted {
                     let existing = bindings.iter().position(|b| b.contact == contact);
@@ -309,7 +348,7 @@ impl Registrar {
                     if expires == 0 {
                         if let Some(i) = existing {
                             let b = bindings.remove(i);
-                            let _ = self.persist.send(RegistrationChange::Remove {
+                            changes.push(RegistrationChange::Remove {
                                 agent_id: agent.id.clone(),
                                 contact: b.contact,
                             });
@@ -330,13 +369,9 @@ impl Registrar {
                     };
                     match existing {
                         Some(i) => bindings[i] = binding.clone(),
-                        None if bindings.len() >= MAX_CONTACTS_PER_AGENT => {
-                            return Reply::new(503, "Too Many Registered Contacts")
-                                .with("Retry-After", "60".to_owned());
-                        }
                         None => bindings.push(binding.clone()),
                     }
-                    let _ = self.persist.send(RegistrationChange::Upsert(Registration {
+                    changes.push(RegistrationChange::Upsert(Registration {
                         id: binding.id,
                         agent_id: agent.id.clone(),
                         contact: binding.contact,
@@ -347,6 +382,9 @@ impl Registrar {
                         call_id: binding.call_id,
                         cseq: i64::from(binding.cseq),
                     }));
+                }
+                for change in changes {
+                    self.queue(change);
                 }
                 if self.bindings.get(&agent.id).is_some_and(Vec::is_empty) {
                     self.bindings.remove(&agent.id);
@@ -385,7 +423,7 @@ mod tests {
         }
     }
 
-    fn registrar() -> (Registrar, UnboundedReceiver<RegistrationChange>) {
+    fn registrar() -> (Registrar, UnboundedReceiver<PersistOp>) {
         let (tx, rx) = unbounded_channel();
         let verifier = Verifier::new(REALM, Nonces::new(&[7; 32]));
         let mut r = Registrar::new(
@@ -519,8 +557,9 @@ mod tests {
                 "<sip:alice@10.0.0.5:5070>;expires=3600".to_owned()
             )));
             assert_eq!(r.bindings("agt_1").len(), 1);
+            assert!(ok.durable);
             match rx.try_recv().unwrap() {
-                RegistrationChange::Upsert(reg) => {
+                PersistOp::Change(RegistrationChange::Upsert(reg)) => {
                     assert_eq!(reg.agent_id, "agt_1");
                     assert_eq!(reg.contact, "sip:alice@10.0.0.5:5070");
                     assert_eq!(reg.source, "127.0.0.1:5070");
@@ -615,6 +654,39 @@ mod tests {
     }
 
     #[test]
+    fn contact_limit_is_checked_before_anything_changes() {
+        let (mut r, mut rx) = registrar();
+        let many: Vec<String> = (0..MAX_CONTACTS_PER_AGENT)
+            .map(|i| format!("<sip:a{i}@h>"))
+            .collect();
+        let auth = authorize(&mut r, "alice", "alicepass1", None);
+        let req = register("alice", &many.join(", "), &with_auth(&auth), 2);
+        let ok = r.handle_register(&parse(&req), "udp", src(), now(), [3; 8]);
+        assert_eq!(ok.code, 200);
+        while rx.try_recv().is_ok() {}
+
+        // One more new contact alongside a refresh: refused whole, nothing queued.
+        let auth = authorize(&mut r, "alice", "alicepass1", None);
+        let req = register("alice", "<sip:a0@h>, <sip:extra@h>", &with_auth(&auth), 3);
+        let full = r.handle_register(&parse(&req), "udp", src(), now(), [3; 8]);
+        assert_eq!((full.code, full.durable), (503, false));
+        assert!(rx.try_recv().is_err());
+        assert_eq!(r.bindings("agt_1").len(), MAX_CONTACTS_PER_AGENT);
+
+        // Replacing one contact by another in the same request fits.
+        let auth = authorize(&mut r, "alice", "alicepass1", None);
+        let req = register(
+            "alice",
+            "<sip:a0@h>;expires=0, <sip:extra@h>",
+            &with_auth(&auth),
+            4,
+        );
+        let swapped = r.handle_register(&parse(&req), "udp", src(), now(), [3; 8]);
+        assert_eq!((swapped.code, swapped.durable), (200, true));
+        assert_eq!(r.bindings("agt_1").len(), MAX_CONTACTS_PER_AGENT);
+    }
+
+    #[test]
     fn star_without_expires_zero_is_a_400() {
         let (mut r, _) = registrar();
         let auth = authorize(&mut r, "alice", "alicepass1", None);
@@ -641,7 +713,7 @@ mod tests {
         assert_eq!(r.sweep(now() + ChronoDuration::seconds(60)), 1);
         assert!(matches!(
             rx.try_recv(),
-            Ok(RegistrationChange::Remove { .. })
+            Ok(PersistOp::Change(RegistrationChange::Remove { .. }))
         ));
         assert_eq!(r.binding_count(), 0);
     }

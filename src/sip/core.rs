@@ -3,7 +3,7 @@
 //! a channel. Every wake-up drains all ready datagrams before it yields (fewer wake-ups
 //! under load), then flushes what the transaction layer wants to send.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,6 +15,7 @@ use voxgate_sip::message::{HeaderName, Message, MessageBuilder, Method, SipUri, 
 use voxgate_sip::transaction::{Incoming, Peer, ServerTxId, TransactionLayer, Transport};
 
 use super::guard::{BanGuard, RateGuard};
+use super::persist::PersistOp;
 use super::transport::Inbound;
 use crate::events::AppEvent;
 use crate::registrar::{Registrar, Reply};
@@ -34,6 +35,13 @@ pub struct Core {
     pub max_message_bytes: usize,
     pub server_header: String,
     pub conns: HashMap<u64, mpsc::Sender<Bytes>>,
+    /// The registration store queue (shared with the registrar, so barriers stay in order).
+    pub persist: mpsc::UnboundedSender<PersistOp>,
+    /// Barriers the persistence worker has committed.
+    pub committed: mpsc::UnboundedReceiver<u64>,
+    /// Responses waiting for their barrier's commit, in barrier order.
+    pub pending: VecDeque<(u64, ServerTxId, Bytes)>,
+    pub next_barrier: u64,
 }
 
 impl Core {
@@ -71,12 +79,22 @@ impl Core {
                 Some(msg) = inbound.recv() => self.on_inbound(msg),
                 () = sleep => self.layer.handle_timeout(Instant::now()),
                 ev = events.recv() => self.on_event(ev).await,
+                Some(n) = self.committed.recv() => self.release(n),
                 _ = housekeeping.tick() => self.housekeeping(),
                 _ = shutdown.changed() => break,
             }
             self.flush().await;
         }
-        // Dropping the registrar closes the persistence channel; the worker drains it.
+        // Answer what is already on its way to the store, then let the worker drain:
+        // dropping our sender (and the registrar's) closes its queue.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while !self.pending.is_empty() {
+            match tokio::time::timeout_at(deadline, self.committed.recv()).await {
+                Ok(Some(n)) => self.release(n),
+                _ => break,
+            }
+        }
+        self.flush().await;
         tracing::info!("sip core stopped");
     }
 
@@ -163,8 +181,29 @@ impl Core {
             None => self.dispatch(req, peer, now),
         };
         let response = self.build_response(req, peer, &reply);
+        if reply.durable {
+            // Group commit: the 200 goes out once the binding is in the store.
+            let n = self.next_barrier;
+            self.next_barrier += 1;
+            if self.persist.send(PersistOp::Barrier(n)).is_ok() {
+                self.pending.push_back((n, tx, response));
+                return;
+            }
+        }
         if let Err(e) = self.layer.send_response(tx, response, now) {
             tracing::debug!(error = %e, "response not sent");
+        }
+    }
+
+    /// Sends the responses whose changes are committed up to barrier `n`.
+    fn release(&mut self, n: u64) {
+        let now = Instant::now();
+        while self.pending.front().is_some_and(|(b, _, _)| *b <= n) {
+            if let Some((_, tx, response)) = self.pending.pop_front() {
+                if let Err(e) = self.layer.send_response(tx, response, now) {
+                    tracing::debug!(error = %e, "response not sent");
+                }
+            }
         }
     }
 

@@ -6,6 +6,8 @@
 mod core;
 pub mod guard;
 mod persist;
+
+pub use persist::PersistOp;
 pub mod transport;
 
 use std::collections::HashMap;
@@ -83,8 +85,12 @@ pub async fn start(args: SipStart) -> anyhow::Result<SipHandle> {
         sip.realm.clone(),
         auth::Nonces::new(&secret).with_lifetime(sip.nonce_ttl_seconds),
     )
-    .with_algorithms(algorithms);
+    .with_algorithms(algorithms)
+    // RFC 7616 §3.3: the client echoes `opaque` unchanged; a per-process value lets us tell
+    // an answer to one of our own challenges from one replayed from another server.
+    .with_opaque(hex::encode(rand::random::<[u8; 8]>()));
     let (persist_tx, persist_rx) = mpsc::unbounded_channel();
+    let (committed_tx, committed_rx) = mpsc::unbounded_channel();
     let mut registrar = Registrar::new(
         RegistrarConfig {
             realm: sip.realm.clone(),
@@ -93,7 +99,7 @@ pub async fn start(args: SipStart) -> anyhow::Result<SipHandle> {
             max_expires: sip.max_expires,
         },
         verifier,
-        persist_tx,
+        persist_tx.clone(),
     );
     registrar.load_agents(store.all_agent_auth().await.context("loading agents")?);
     registrar.load_registrations(
@@ -159,10 +165,14 @@ pub async fn start(args: SipStart) -> anyhow::Result<SipHandle> {
         max_message_bytes: sip.max_message_bytes,
         server_header: format!("voxgate/{}", env!("CARGO_PKG_VERSION")),
         conns: HashMap::new(),
+        persist: persist_tx,
+        committed: committed_rx,
+        pending: std::collections::VecDeque::new(),
+        next_barrier: 0,
     };
     drop(inbound_tx);
     let core = tokio::spawn(core.run(inbound_rx, events.subscribe(), shutdown));
-    let persist = tokio::spawn(persist::run(store, persist_rx));
+    let persist = tokio::spawn(persist::run(store, persist_rx, committed_tx));
     Ok(SipHandle {
         core,
         persist,
