@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod framing;
 pub mod message;
+pub mod sdp;
 pub mod transaction;
 
 pub use message::{
