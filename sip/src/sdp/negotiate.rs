@@ -390,7 +390,7 @@ impl PendingOffer {
 
         // Codecs the answerer kept, in its order (RFC 3264 §6.1), matched to our offer.
         let mut agreed: Vec<(u8, &(u8, u8, Codec), Codec)> = Vec::new();
-        for pt in m.payload_types() {
+        for pt in distinct_payload_types(m) {
             let described = m.codec(pt).or_else(|| {
                 // A sloppy answerer may reuse our number without an rtpmap.
                 self.codecs
@@ -526,7 +526,7 @@ fn pick_audio(
             continue;
         }
         let mut codecs: Vec<(u8, Codec)> = Vec::new();
-        for pt in m.payload_types() {
+        for pt in distinct_payload_types(m) {
             let Some(codec) = m.codec(pt) else { continue };
             if cfg.supports(&codec) && codecs.iter().all(|(_, c)| !c.same_format(&codec)) {
                 codecs.push((pt, codec));
@@ -541,6 +541,20 @@ fn pick_audio(
         return Ok((i, codecs));
     }
     Err(error)
+}
+
+/// Each payload type of an m= line once, in order: at most 128 codec lookups however
+/// long a hostile format list is (each lookup scans the attributes).
+fn distinct_payload_types(m: &MediaDescription) -> impl Iterator<Item = u8> + '_ {
+    let mut seen = [false; 128];
+    m.payload_types()
+        .filter(move |pt| match seen.get_mut(usize::from(*pt)) {
+            Some(s) if !*s => {
+                *s = true;
+                true
+            }
+            _ => false,
+        })
 }
 
 /// Clock rates of the voice (non-auxiliary) codecs.
