@@ -601,7 +601,8 @@ fn endpoint(
         return Ok(None);
     }
     let rtcp_attr = m.rtcp().map(|(port, c)| {
-        let ip = c.and_then(Connection::ip_addr).unwrap_or(ip);
+        // An a=rtcp address of 0.0.0.0 is an ICE placeholder, not a destination.
+        let ip = c.and_then(Connection::ip_addr).filter(|a| !a.is_unspecified()).unwrap_or(ip);
         SocketAddr::new(ip, port)
     });
     Ok(Some(Endpoint {

@@ -271,7 +271,11 @@ const HEAD: &str = "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nt=0 0\r\n";
 /// Put `line` after HEAD (line 5) and expect `kind` on its last line.
 fn bad_line(line: &str, kind: LineError) {
     let at = 5 + line.matches('\n').count();
-    assert_eq!(line_err(&format!("{HEAD}{line}\r\n")), (at, kind), "{line:?}");
+    assert_eq!(
+        line_err(&format!("{HEAD}{line}\r\n")),
+        (at, kind),
+        "{line:?}"
+    );
 }
 
 /// Put `line` inside a media section (line 6) and expect `kind` on its last line.
