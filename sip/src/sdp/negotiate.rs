@@ -602,7 +602,10 @@ fn endpoint(
     }
     let rtcp_attr = m.rtcp().map(|(port, c)| {
         // An a=rtcp address of 0.0.0.0 is an ICE placeholder, not a destination.
-        let ip = c.and_then(Connection::ip_addr).filter(|a| !a.is_unspecified()).unwrap_or(ip);
+        let ip = c
+            .and_then(Connection::ip_addr)
+            .filter(|a| !a.is_unspecified())
+            .unwrap_or(ip);
         SocketAddr::new(ip, port)
     });
     Ok(Some(Endpoint {
