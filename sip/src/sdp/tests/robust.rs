@@ -55,7 +55,7 @@ fn exercise(input: &[u8]) -> bool {
     // As an offer from A.
     let bridged = forward_offer(&cfg, &x, &mut b);
     if let Ok((offer_b, pending)) = &bridged {
-        assert_round_trip(&offer_b);
+        assert_round_trip(offer_b);
         let answer = sdp(&offer_b.to_string().replace("o=voxgate", "o=bob"));
         let answer_a = pending.answer(&cfg, &answer, &mut b, &mut a).unwrap();
         assert_round_trip(&answer_a);
