@@ -81,6 +81,19 @@ impl MessageBuilder {
         b = b.header("Call-ID", req.call_id());
         b.header("CSeq", req.header(HeaderName::CSeq).unwrap_or(""))
     }
+    /// Re-serialises a parsed message: the same start line, every header line in order
+    /// (folds become SP, RFC 3261 §7.3.1), the same body with Content-Length recomputed.
+    pub fn from_message(m: &Message) -> MessageBuilder {
+        let mut b = match (m.method(), m.request_uri(), m.status()) {
+            (Some(method), Some(uri), _) => Self::request(method, uri),
+            (_, _, status) => Self::response(status.unwrap_or(500), m.reason().unwrap_or("")),
+        };
+        for (name, value) in m.headers() {
+            b = b.header(name, value);
+        }
+        b.body = m.body().to_vec();
+        b
+    }
     /// Appends a header line. Names that are not tokens are dropped (they could not be
     /// parsed back); CR/LF in values become SP. Content-Length is always computed by
     /// [`MessageBuilder::build`], so one given here is ignored.

@@ -42,10 +42,11 @@ pub(crate) fn parse_via(s: &str) -> Result<Via<'_>, ParseError> {
         rport: None,
         params,
     };
-    for (n, v) in super::syntax::ParamIter::new(params) {
+    let mut it = super::syntax::ParamIter::new(params);
+    while let Some((n, v)) = it.next() {
         if n.eq_ignore_ascii_case("branch") {
             // via-branch = "branch" EQUAL token
-            if !is_token(v) {
+            if !is_token(v) || it.last_quoted {
                 return Err(err);
             }
             via.branch = Some(v);

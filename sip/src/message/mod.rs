@@ -990,3 +990,6 @@ impl Message {
         self.buf.get(self.body.range()).unwrap_or(&[])
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -237,12 +237,15 @@ pub(crate) fn parse_params<'a>(c: &mut Cursor<'a>) -> Result<&'a str, ()> {
 /// `""`. Stops quietly at anything malformed.
 pub(crate) struct ParamIter<'a> {
     c: Cursor<'a>,
+    /// Whether the value last returned was a quoted-string.
+    pub(crate) last_quoted: bool,
 }
 
 impl<'a> ParamIter<'a> {
     pub(crate) fn new(params: &'a str) -> Self {
         ParamIter {
             c: Cursor::new(params),
+            last_quoted: false,
         }
     }
 }
@@ -261,8 +264,10 @@ impl<'a> Iterator for ParamIter<'a> {
         if name.is_empty() {
             return None;
         }
+        self.last_quoted = false;
         let value = if c.eat_sep(b'=') {
             if c.peek() == Some(b'"') {
+                self.last_quoted = true;
                 c.quoted_string()?
             } else {
                 c.take_while(is_param_value_char)

@@ -1,0 +1,389 @@
+//! The SIP core task: one task owns the UDP socket, the transaction layer, the registrar and
+//! the per-source guards, so none of them needs a lock. Stream connections feed it through
+//! a channel. Every wake-up drains all ready datagrams before it yields (fewer wake-ups
+//! under load), then flushes what the transaction layer wants to send.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::net::UdpSocket;
+use tokio::sync::{broadcast, mpsc, watch};
+use voxgate_sip::message::{HeaderName, Message, MessageBuilder, Method, SipUri, Via};
+use voxgate_sip::transaction::{Incoming, Peer, ServerTxId, TransactionLayer, Transport};
+
+use super::guard::{BanGuard, RateGuard};
+use super::transport::Inbound;
+use crate::events::AppEvent;
+use crate::registrar::{Registrar, Reply};
+use crate::store::Store;
+
+/// Methods we answer outside a dialog, for Allow headers (grows with the call engine).
+pub const ALLOW: &str = "REGISTER, OPTIONS, ACK, CANCEL, BYE";
+
+pub struct Core {
+    /// `None` when `sip.listen_udp` is off.
+    pub udp: Option<Arc<UdpSocket>>,
+    pub layer: TransactionLayer,
+    pub registrar: Registrar,
+    pub rate: RateGuard,
+    pub bans: BanGuard,
+    pub store: Store,
+    pub max_message_bytes: usize,
+    pub server_header: String,
+    pub conns: HashMap<u64, mpsc::Sender<Bytes>>,
+}
+
+impl Core {
+    pub async fn run(
+        mut self,
+        mut inbound: mpsc::Receiver<Inbound>,
+        mut events: broadcast::Receiver<AppEvent>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut buf = vec![0u8; 65_536];
+        let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
+        housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let timer = self.layer.poll_timeout();
+            let sleep = async {
+                match timer {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                r = recv_udp(self.udp.clone(), &mut buf) => {
+                    if let Ok((n, from)) = r {
+                        self.on_datagram(&buf[..n], from);
+                        // Drain whatever else is ready before sleeping again.
+                        for _ in 0..256 {
+                            let Some(udp) = &self.udp else { break };
+                            match udp.try_recv_from(&mut buf) {
+                                Ok((n, from)) => self.on_datagram(&buf[..n], from),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                }
+                Some(msg) = inbound.recv() => self.on_inbound(msg),
+                () = sleep => self.layer.handle_timeout(Instant::now()),
+                ev = events.recv() => self.on_event(ev).await,
+                _ = housekeeping.tick() => self.housekeeping(),
+                _ = shutdown.changed() => break,
+            }
+            self.flush().await;
+        }
+        // Dropping the registrar closes the persistence channel; the worker drains it.
+        tracing::info!("sip core stopped");
+    }
+
+    fn on_datagram(&mut self, data: &[u8], from: SocketAddr) {
+        if data.len() > self.max_message_bytes {
+            metrics::counter!("voxgate_sip_malformed_total", "transport" => "udp").increment(1);
+            return;
+        }
+        // Keep-alive CRLFs (RFC 5626 §3.5.1) are not messages.
+        if data.iter().all(|b| matches!(b, b'\r' | b'\n')) {
+            return;
+        }
+        let peer = Peer {
+            transport: Transport::Udp,
+            addr: from,
+            conn: None,
+        };
+        self.on_bytes(Bytes::copy_from_slice(data), peer);
+    }
+
+    fn on_inbound(&mut self, msg: Inbound) {
+        match msg {
+            Inbound::Stream { conn, from, bytes } => {
+                let peer = Peer {
+                    transport: Transport::Tcp,
+                    addr: from,
+                    conn: Some(conn),
+                };
+                self.on_bytes(bytes, peer);
+            }
+            Inbound::Opened { conn, out, .. } => {
+                self.conns.insert(conn, out);
+            }
+            Inbound::Closed { conn } => {
+                self.conns.remove(&conn);
+            }
+            Inbound::Malformed { .. } => {
+                metrics::counter!("voxgate_sip_malformed_total", "transport" => "tcp").increment(1);
+            }
+        }
+    }
+
+    fn on_bytes(&mut self, bytes: Bytes, peer: Peer) {
+        let now = Instant::now();
+        let ip = peer.addr.ip();
+        if self.bans.is_banned(ip, now) {
+            metrics::counter!("voxgate_sip_banned_dropped_total").increment(1);
+            return;
+        }
+        if !self.rate.allow(ip, now) {
+            metrics::counter!("voxgate_sip_rate_limited_total").increment(1);
+            return;
+        }
+        let msg = match Message::parse(bytes) {
+            Ok(m) => m,
+            Err(e) => {
+                metrics::counter!("voxgate_sip_malformed_total", "transport" => transport_label(&peer))
+                    .increment(1);
+                tracing::debug!(from = %peer.addr, error = %e, "dropped unparseable SIP message");
+                return;
+            }
+        };
+        // RFC 3261 §18.2.2 / RFC 3581: answers go where the request really came from.
+        let reply_to = response_peer(&msg, &peer);
+        match self.layer.handle_incoming(msg, reply_to, now) {
+            Some(Incoming::Request { tx, msg, .. }) => self.on_request(tx, &msg, &peer, now),
+            // A CANCEL for an INVITE we never took: 481 (RFC 3261 §9.2).
+            Some(Incoming::Cancel { tx, msg, .. }) => {
+                let reply = Reply::new(481, "Call/Transaction Does Not Exist");
+                let response = self.build_response(&msg, &peer, &reply);
+                let _ = self.layer.send_response(tx, response, now);
+            }
+            // ACKs for 2xx and stray responses belong to dialogs; there are none yet.
+            Some(Incoming::Ack { .. } | Incoming::Response { .. }) | None => {}
+        }
+    }
+
+    fn on_request(&mut self, tx: ServerTxId, req: &Message, peer: &Peer, now: Instant) {
+        if req.method() == Some(&Method::Ack) {
+            return;
+        }
+        let reply = match precheck(req) {
+            Some(reply) => reply,
+            None => self.dispatch(req, peer, now),
+        };
+        let response = self.build_response(req, peer, &reply);
+        if let Err(e) = self.layer.send_response(tx, response, now) {
+            tracing::debug!(error = %e, "response not sent");
+        }
+    }
+
+    fn dispatch(&mut self, req: &Message, peer: &Peer, now: Instant) -> Reply {
+        match req.method() {
+            Some(Method::Register) => {
+                let reply = self.registrar.handle_register(
+                    req,
+                    transport_label(peer),
+                    peer.addr,
+                    chrono::Utc::now(),
+                    rand::random(),
+                );
+                if reply.auth_failure && self.bans.record_failure(peer.addr.ip(), now) {
+                    tracing::warn!(source = %peer.addr.ip(), "banning source after repeated authentication failures");
+                    metrics::counter!("voxgate_sip_bans_total").increment(1);
+                }
+                metrics::counter!("voxgate_sip_register_total", "code" => reply.code.to_string())
+                    .increment(1);
+                reply
+            }
+            Some(Method::Options) => Reply::new(200, "OK")
+                .with("Allow", ALLOW.to_owned())
+                .with("Accept", "application/sdp".to_owned()),
+            _ => Reply::new(501, "Not Implemented").with("Allow", ALLOW.to_owned()),
+        }
+    }
+
+    fn build_response(&self, req: &Message, peer: &Peer, reply: &Reply) -> Bytes {
+        let tag = format!("{:08x}", rand::random::<u32>());
+        let mut b = MessageBuilder::response(reply.code, reply.reason);
+        for (i, via) in req.vias().filter_map(Result::ok).enumerate() {
+            if i == 0 {
+                b = b.header("Via", &stamp_via(&via, peer.addr));
+            } else {
+                b = b.header("Via", &format_via(&via));
+            }
+        }
+        let to = req.to();
+        let to_value = req.header(HeaderName::To).unwrap_or_default();
+        let to_value = if to.tag().is_none() {
+            format!("{to_value};tag={tag}")
+        } else {
+            to_value.to_owned()
+        };
+        b = b
+            .header("From", req.header(HeaderName::From).unwrap_or_default())
+            .header("To", &to_value)
+            .header("Call-ID", req.call_id())
+            .header(
+                "CSeq",
+                &format!("{} {}", req.cseq().seq, req.cseq().method.as_str()),
+            );
+        for (name, value) in &reply.headers {
+            b = b.header(name, value);
+        }
+        b = b.header("Server", &self.server_header);
+        b.build()
+    }
+
+    async fn on_event(&mut self, ev: Result<AppEvent, broadcast::error::RecvError>) {
+        match ev {
+            Ok(AppEvent::AgentChanged { username, .. }) => {
+                match self.store.agent_auth_by_username(&username).await {
+                    Ok(Some(a)) => self.registrar.upsert_agent(a),
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(error = %e, "agent reload failed"),
+                }
+            }
+            Ok(AppEvent::AgentDeleted { id, .. }) => self.registrar.remove_agent(&id),
+            Err(broadcast::error::RecvError::Lagged(_)) => {
+                // Missed some: reload everything.
+                match self.store.all_agent_auth().await {
+                    Ok(all) => self.registrar.load_agents(all),
+                    Err(e) => tracing::warn!(error = %e, "agent reload failed"),
+                }
+            }
+            Err(broadcast::error::RecvError::Closed) => {}
+        }
+    }
+
+    fn housekeeping(&mut self) {
+        let now = Instant::now();
+        let removed = self.registrar.sweep(chrono::Utc::now());
+        if removed > 0 {
+            tracing::debug!(removed, "expired registrations swept");
+        }
+        self.bans.prune(now);
+        metrics::gauge!("voxgate_sip_transactions").set(self.layer.len() as f64);
+        metrics::gauge!("voxgate_registrations").set(self.registrar.binding_count() as f64);
+    }
+
+    async fn flush(&mut self) {
+        // Nothing listens to transaction events yet (no client transactions); drain them so
+        // the queue stays empty.
+        while self.layer.poll_event().is_some() {}
+        while let Some(t) = self.layer.poll_transmit() {
+            match (t.to.transport, &self.udp) {
+                (Transport::Udp, None) => {}
+                (Transport::Udp, Some(udp)) => {
+                    if let Err(e) = udp.try_send_to(&t.bytes, t.to.addr) {
+                        if e.kind() == std::io::ErrorKind::WouldBlock {
+                            let _ = udp.send_to(&t.bytes, t.to.addr).await;
+                        } else {
+                            tracing::debug!(to = %t.to.addr, error = %e, "udp send failed");
+                        }
+                    }
+                }
+                _ => {
+                    let sent =
+                        t.to.conn
+                            .and_then(|c| self.conns.get(&c))
+                            .is_some_and(|out| out.try_send(t.bytes.clone()).is_ok());
+                    if !sent {
+                        // RFC 3261 §18.2.2 would open a new connection to the Via sent-by;
+                        // agents keep theirs open, so this is counted, not retried.
+                        metrics::counter!("voxgate_sip_stream_send_failed_total").increment(1);
+                        self.layer.handle_transport_error(&t.to, Instant::now());
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn recv_udp(
+    udp: Option<Arc<UdpSocket>>,
+    buf: &mut [u8],
+) -> std::io::Result<(usize, SocketAddr)> {
+    match udp {
+        Some(udp) => udp.recv_from(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The UAS checks of RFC 3261 §8.2.2 that come before any method-specific processing.
+fn precheck(req: &Message) -> Option<Reply> {
+    // §8.2.2.1: only SIP URIs (sips arrives with TLS).
+    let scheme_ok = req.request_uri().is_some_and(|uri| {
+        SipUri::parse(uri).is_ok_and(|u| {
+            u.scheme.eq_ignore_ascii_case("sip") || u.scheme.eq_ignore_ascii_case("sips")
+        })
+    });
+    if !scheme_ok {
+        return Some(Reply::new(416, "Unsupported URI Scheme"));
+    }
+    // §8.2.2.3: we implement no extension a client may require yet.
+    let required: Vec<&str> = req.require().collect();
+    if !required.is_empty() && req.method() != Some(&Method::Cancel) {
+        return Some(Reply::new(420, "Bad Extension").with("Unsupported", required.join(", ")));
+    }
+    None
+}
+
+fn transport_label(peer: &Peer) -> &'static str {
+    match peer.transport {
+        Transport::Udp => "udp",
+        Transport::Tcp => "tcp",
+        Transport::Tls => "tls",
+        Transport::Ws => "ws",
+        Transport::Wss => "wss",
+    }
+}
+
+/// Where responses to this request go (RFC 3261 §18.2.2, RFC 3581 §4). Streams answer on the
+/// connection; datagrams go to the source address when the client asked for rport, else to
+/// the received address and the Via's port.
+fn response_peer(msg: &Message, peer: &Peer) -> Peer {
+    if peer.transport != Transport::Udp || !msg.is_request() {
+        return *peer;
+    }
+    let via = msg.top_via();
+    if via.rport.is_some() {
+        return *peer;
+    }
+    let port = via.port.unwrap_or(5060);
+    Peer {
+        addr: SocketAddr::new(peer.addr.ip(), port),
+        ..*peer
+    }
+}
+
+fn format_via(via: &Via<'_>) -> String {
+    match via.port {
+        Some(p) => format!("SIP/2.0/{} {}:{}{}", via.transport, via.host, p, via.params),
+        None => format!("SIP/2.0/{} {}{}", via.transport, via.host, via.params),
+    }
+}
+
+/// The top Via with `received` (when the sent-by differs from the source) and a filled-in
+/// `rport` (RFC 3261 §18.2.1, RFC 3581 §4).
+fn stamp_via(via: &Via<'_>, source: SocketAddr) -> String {
+    let ip = source.ip();
+    let mut out = match via.port {
+        Some(p) => format!("SIP/2.0/{} {}:{}", via.transport, via.host, p),
+        None => format!("SIP/2.0/{} {}", via.transport, via.host),
+    };
+    // Re-emit the parameters, dropping any received/rport we are about to set.
+    for param in via
+        .params
+        .split(';')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+    {
+        let name = param.split('=').next().unwrap_or("").trim();
+        if name.eq_ignore_ascii_case("received") || name.eq_ignore_ascii_case("rport") {
+            continue;
+        }
+        out.push(';');
+        out.push_str(param);
+    }
+    let host_ip: Option<IpAddr> = via.host.trim_matches(['[', ']']).parse().ok();
+    if via.rport.is_some() || host_ip != Some(ip) {
+        out.push_str(";received=");
+        out.push_str(&ip.to_string());
+    }
+    if via.rport.is_some() {
+        out.push_str(";rport=");
+        out.push_str(&source.port().to_string());
+    }
+    out
+}

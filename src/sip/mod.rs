@@ -1,0 +1,163 @@
+//! The SIP service: listeners, the core task and registration persistence.
+//!
+//! `start` binds every configured listener before it returns, so `/readyz` only turns green
+//! once SIP can really be reached.
+
+mod core;
+pub mod guard;
+mod persist;
+pub mod transport;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio::task::JoinHandle;
+use voxgate_sip::auth::{self, Algorithm};
+use voxgate_sip::transaction::{TimerConfig, TransactionLayer};
+
+use crate::config::Config;
+use crate::events::AppEvent;
+use crate::registrar::{Registrar, RegistrarConfig};
+use crate::store::Store;
+
+pub struct SipStart {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub events: broadcast::Sender<AppEvent>,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+pub struct SipHandle {
+    core: JoinHandle<()>,
+    persist: JoinHandle<()>,
+    tasks: Vec<JoinHandle<()>>,
+    pub udp_addr: Option<std::net::SocketAddr>,
+    pub tcp_addr: Option<std::net::SocketAddr>,
+}
+
+impl SipHandle {
+    pub fn is_ready(&self) -> bool {
+        !self.core.is_finished()
+    }
+
+    /// Waits for the core to stop and the registration write-behind queue to drain.
+    pub async fn join(self) {
+        let _ = self.core.await;
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.persist).await;
+        for t in self.tasks {
+            t.abort();
+        }
+    }
+}
+
+pub async fn start(args: SipStart) -> anyhow::Result<SipHandle> {
+    let SipStart {
+        config,
+        store,
+        events,
+        shutdown,
+    } = args;
+    let sip = &config.sip;
+
+    let algorithms = sip
+        .auth_algorithms
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(|a| {
+            Algorithm::from_token(a)
+                .ok_or_else(|| anyhow::anyhow!("sip.auth_algorithms: unknown algorithm {a:?}"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    // A fresh secret per process: nonces from before a restart come back `stale` and the
+    // softphone simply re-answers (RFC 7616 §3.3). Several nodes will share one from config.
+    let secret: [u8; 32] = rand::random();
+    let verifier = auth::Verifier::new(
+        sip.realm.clone(),
+        auth::Nonces::new(&secret).with_lifetime(sip.nonce_ttl_seconds),
+    )
+    .with_algorithms(algorithms);
+    let (persist_tx, persist_rx) = mpsc::unbounded_channel();
+    let mut registrar = Registrar::new(
+        RegistrarConfig {
+            realm: sip.realm.clone(),
+            min_expires: sip.min_expires,
+            default_expires: sip.default_expires,
+            max_expires: sip.max_expires,
+        },
+        verifier,
+        persist_tx,
+    );
+    registrar.load_agents(store.all_agent_auth().await.context("loading agents")?);
+    registrar.load_registrations(
+        store
+            .all_registrations()
+            .await
+            .context("loading registrations")?,
+        chrono::Utc::now(),
+    );
+    tracing::info!(
+        registrations = registrar.binding_count(),
+        "registrations restored"
+    );
+
+    let mut udp = None;
+    let mut udp_addr = None;
+    if let Some(addr) = sip.listen_udp {
+        let socket = UdpSocket::bind(addr)
+            .await
+            .with_context(|| format!("sip.listen_udp: cannot bind {addr}"))?;
+        udp_addr = Some(socket.local_addr()?);
+        udp = Some(Arc::new(socket));
+    }
+    let (inbound_tx, inbound_rx) = mpsc::channel(8192);
+    let mut tasks = Vec::new();
+    let mut tcp_addr = None;
+    if let Some(addr) = sip.listen_tcp {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("sip.listen_tcp: cannot bind {addr}"))?;
+        tcp_addr = Some(listener.local_addr()?);
+        tasks.push(tokio::spawn(transport::run_tcp_listener(
+            listener,
+            inbound_tx.clone(),
+            transport::StreamLimits {
+                max_connections: sip.tcp_max_connections,
+                idle_timeout: Duration::from_secs(sip.tcp_idle_timeout_seconds),
+                max_message_bytes: sip.max_message_bytes,
+            },
+            shutdown.clone(),
+        )));
+    }
+    tracing::info!(udp = ?udp_addr, tcp = ?tcp_addr, "sip listening");
+
+    let core = core::Core {
+        udp,
+        layer: TransactionLayer::new(TimerConfig::default()),
+        registrar,
+        rate: guard::RateGuard::new(sip.source_rate_limit, sip.source_rate_burst),
+        bans: guard::BanGuard::new(
+            sip.auth_ban_after,
+            Duration::from_secs(sip.auth_ban_window_seconds),
+            Duration::from_secs(sip.auth_ban_seconds),
+        ),
+        store: store.clone(),
+        max_message_bytes: sip.max_message_bytes,
+        server_header: format!("voxgate/{}", env!("CARGO_PKG_VERSION")),
+        conns: HashMap::new(),
+    };
+    drop(inbound_tx);
+    let core = tokio::spawn(core.run(inbound_rx, events.subscribe(), shutdown));
+    let persist = tokio::spawn(persist::run(store, persist_rx));
+    Ok(SipHandle {
+        core,
+        persist,
+        tasks,
+        udp_addr,
+        tcp_addr,
+    })
+}

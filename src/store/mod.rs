@@ -1,0 +1,246 @@
+//! The database: one `sqlx::AnyPool` over SQLite or PostgreSQL, the same schema on both
+//! (migrations/sqlite and migrations/postgres, same numbering).
+//!
+//! SQL is written once with `$1, $2, …` placeholders numbered in order of first appearance:
+//! PostgreSQL reads them as positional parameters, SQLite as named parameters that sqlx
+//! maps back to the argument with that number. Times are fixed-format RFC 3339 UTC text
+//! ([`fmt_time`]), so they compare and sort the same on both backends.
+
+mod agents;
+mod api_keys;
+mod registrations;
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::migrate::Migrator;
+use sqlx::{AnyPool, Executor, Row};
+
+pub use agents::{Agent, AgentAuth, AgentPatch, Credentials, NewAgent, Presence};
+pub use api_keys::{generate_api_key, hash_api_key, ApiKey, API_KEY_PREFIX};
+pub use registrations::{Registration, RegistrationChange};
+
+static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
+static POSTGRES_MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
+
+/// How long a SQLite connection waits on a locked database before failing.
+const SQLITE_BUSY_TIMEOUT_MS: u32 = 5000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    /// A unique constraint on `field` was violated.
+    #[error("conflict: {field} already exists")]
+    Conflict { field: &'static str },
+    /// A stored value could not be decoded (a bug or a hand-edited database).
+    #[error("bad stored value in column {column}: {reason}")]
+    Corrupt {
+        column: &'static str,
+        reason: String,
+    },
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("cannot prepare the database at {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Which database the pool talks to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// One page of a cursor-paginated list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Page<T> {
+    pub data: Vec<T>,
+    /// The id to pass as `after` for the next page; `None` on the last page.
+    pub next: Option<String>,
+}
+
+/// The store: cheap to clone (the pool is reference-counted).
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl Store {
+    /// Connect (creating the SQLite file and its directory if missing). Does not migrate.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else {
+            Backend::Postgres
+        };
+        let url = match backend {
+            Backend::Sqlite => prepare_sqlite_url(url)?,
+            Backend::Postgres => url.to_owned(),
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // Per connection: these pragmas are not persistent (except WAL,
+                        // which is harmless to repeat).
+                        conn.execute("PRAGMA journal_mode = WAL").await?;
+                        conn.execute("PRAGMA foreign_keys = ON").await?;
+                        conn.execute(
+                            format!("PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}").as_str(),
+                        )
+                        .await?;
+                        conn.execute("PRAGMA synchronous = NORMAL").await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&url)
+            .await?;
+        Ok(Store { pool, backend })
+    }
+
+    /// Apply pending migrations (idempotent).
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        match self.backend {
+            Backend::Sqlite => SQLITE_MIGRATOR.run(&self.pool).await?,
+            Backend::Postgres => POSTGRES_MIGRATOR.run(&self.pool).await?,
+        }
+        Ok(())
+    }
+
+    /// `SELECT 1`, for readiness.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The underlying pool, for tests and diagnostics.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Create the directory of a file-backed SQLite URL and make sqlx create the file.
+fn prepare_sqlite_url(url: &str) -> Result<String, StoreError> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or(url);
+    let (path, query) = match rest.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (rest, None),
+    };
+    if path.is_empty() || path == ":memory:" {
+        return Ok(url.to_owned());
+    }
+    if let Some(dir) = Path::new(path)
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    }
+    Ok(match query {
+        Some(q) if q.contains("mode=") => url.to_owned(),
+        Some(_) => format!("{url}&mode=rwc"),
+        None => format!("{url}?mode=rwc"),
+    })
+}
+
+/// The one stored time format: RFC 3339, UTC, milliseconds, `Z`. Fixed width so that
+/// text order is time order.
+pub fn fmt_time(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+}
+
+/// The current time, truncated to what the store keeps (milliseconds).
+pub fn now() -> DateTime<Utc> {
+    let t = Utc::now();
+    DateTime::from_timestamp_millis(t.timestamp_millis()).unwrap_or(t)
+}
+
+fn parse_time(column: &'static str, s: &str) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| StoreError::Corrupt {
+            column,
+            reason: format!("{s:?}: {e}"),
+        })
+}
+
+fn get_str(row: &AnyRow, column: &'static str) -> Result<String, StoreError> {
+    Ok(row.try_get::<String, _>(column)?)
+}
+
+fn get_opt_str(row: &AnyRow, column: &'static str) -> Result<Option<String>, StoreError> {
+    Ok(row.try_get::<Option<String>, _>(column)?)
+}
+
+fn get_i64(row: &AnyRow, column: &'static str) -> Result<i64, StoreError> {
+    Ok(row.try_get::<i64, _>(column)?)
+}
+
+fn get_time(row: &AnyRow, column: &'static str) -> Result<DateTime<Utc>, StoreError> {
+    parse_time(column, &get_str(row, column)?)
+}
+
+fn get_opt_time(row: &AnyRow, column: &'static str) -> Result<Option<DateTime<Utc>>, StoreError> {
+    get_opt_str(row, column)?
+        .map(|s| parse_time(column, &s))
+        .transpose()
+}
+
+fn get_enum<T: FromStr>(row: &AnyRow, column: &'static str) -> Result<T, StoreError> {
+    let s = get_str(row, column)?;
+    s.parse().map_err(|_| StoreError::Corrupt {
+        column,
+        reason: format!("unexpected value {s:?}"),
+    })
+}
+
+/// Map a unique-constraint violation to `Conflict { field }`.
+fn conflict_on(field: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |e| match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict { field },
+        _ => StoreError::Db(e),
+    }
+}
+
+/// Split `limit + 1` fetched rows into a page: the extra row only says "there is more".
+fn into_page<T>(mut rows: Vec<T>, limit: usize, id: impl Fn(&T) -> &str) -> Page<T> {
+    let next = if rows.len() > limit {
+        rows.truncate(limit);
+        rows.last().map(|r| id(r).to_owned())
+    } else {
+        None
+    };
+    Page { data: rows, next }
+}
+
+/// `limit` as an SQL parameter, fetching one extra row to know whether a next page exists.
+fn limit_plus_one(limit: usize) -> i64 {
+    i64::try_from(limit)
+        .unwrap_or(i64::MAX - 1)
+        .saturating_add(1)
+}
