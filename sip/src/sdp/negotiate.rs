@@ -222,8 +222,10 @@ pub enum NegotiationError {
 }
 
 impl NegotiationError {
-    /// The SIP status for the leg whose SDP failed: 488 Not Acceptable Here (RFC 3261
-    /// §21.4.26) for what we cannot support, 400 for a description missing its address.
+    /// The SIP status for a failed *offer*: 488 Not Acceptable Here (RFC 3261 §21.4.26)
+    /// for what we cannot support, 400 for a description missing its address. When the
+    /// other leg's *answer* fails, the offerer did nothing wrong: the engine ends the other
+    /// leg and answers the offerer 488 whatever this says.
     pub fn sip_status(&self) -> u16 {
         match self {
             NegotiationError::MissingConnection(_) => 400,
