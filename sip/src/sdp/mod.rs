@@ -66,7 +66,7 @@ mod tests;
 pub use codec::Codec;
 pub use model::{
     AddrType, Attribute, Bandwidth, Connection, ConnectionAddress, Direction, MediaDescription,
-    MediaType, Origin, Proto, Rtpmap, SessionDescription, Timing,
+    MediaType, Origin, PacketTime, Proto, Rtpmap, SessionDescription, Timing,
 };
 pub use negotiate::{
     forward_offer, LegMedia, LegSdp, LocalMedia, LocalSession, NegotiationError, PayloadMap,

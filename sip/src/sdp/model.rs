@@ -289,6 +289,42 @@ impl Direction {
     }
 }
 
+/// A packet time (`a=ptime`, `a=maxptime`), kept in microseconds because RFC 8866 §6.4
+/// allows a fraction of a millisecond (`non-zero-int-or-real`); never zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PacketTime(u32);
+
+impl PacketTime {
+    /// `None` for zero (RFC 8866 §6.4: non-zero).
+    pub fn from_millis(ms: u32) -> Option<PacketTime> {
+        ms.checked_mul(1000).filter(|us| *us != 0).map(PacketTime)
+    }
+    /// `None` for zero.
+    pub fn from_micros(us: u32) -> Option<PacketTime> {
+        (us != 0).then_some(PacketTime(us))
+    }
+    pub fn micros(self) -> u32 {
+        self.0
+    }
+    /// Whole milliseconds, rounded down.
+    pub fn millis(self) -> u32 {
+        self.0 / 1000
+    }
+}
+
+impl fmt::Display for PacketTime {
+    /// Milliseconds: `20`, or `22.5` when not whole.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (ms, us) = (self.0 / 1000, self.0 % 1000);
+        if us == 0 {
+            write!(f, "{ms}")
+        } else {
+            let frac = format!("{us:03}");
+            write!(f, "{ms}.{}", frac.trim_end_matches('0'))
+        }
+    }
+}
+
 /// `a=rtpmap:<pt> <encoding>/<clock>[/<channels>]` (RFC 8866 §6.6).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rtpmap {
@@ -309,9 +345,9 @@ pub enum Attribute {
         params: String,
     },
     /// `a=ptime:<ms>` (RFC 8866 §6.4).
-    Ptime(u32),
+    Ptime(PacketTime),
     /// `a=maxptime:<ms>` (RFC 8866 §6.5).
-    MaxPtime(u32),
+    MaxPtime(PacketTime),
     Direction(Direction),
     /// `a=rtcp:<port> [IN <addrtype> <address>]` (RFC 3605 §2.1).
     Rtcp {
@@ -370,7 +406,7 @@ impl MediaDescription {
     }
 
     /// `a=ptime`, if present.
-    pub fn ptime(&self) -> Option<u32> {
+    pub fn ptime(&self) -> Option<PacketTime> {
         self.attributes.iter().find_map(|a| match a {
             Attribute::Ptime(ms) => Some(*ms),
             _ => None,
@@ -378,7 +414,7 @@ impl MediaDescription {
     }
 
     /// `a=maxptime`, if present.
-    pub fn max_ptime(&self) -> Option<u32> {
+    pub fn max_ptime(&self) -> Option<PacketTime> {
         self.attributes.iter().find_map(|a| match a {
             Attribute::MaxPtime(ms) => Some(*ms),
             _ => None,
@@ -566,8 +602,8 @@ impl fmt::Display for Attribute {
             }
             Attribute::Fmtp { format, params } if params.is_empty() => write!(f, "a=fmtp:{format}"),
             Attribute::Fmtp { format, params } => write!(f, "a=fmtp:{format} {params}"),
-            Attribute::Ptime(ms) => write!(f, "a=ptime:{ms}"),
-            Attribute::MaxPtime(ms) => write!(f, "a=maxptime:{ms}"),
+            Attribute::Ptime(t) => write!(f, "a=ptime:{t}"),
+            Attribute::MaxPtime(t) => write!(f, "a=maxptime:{t}"),
             Attribute::Direction(d) => write!(f, "a={}", d.as_str()),
             Attribute::Rtcp {
                 port,

@@ -12,7 +12,7 @@ use std::net::{IpAddr, SocketAddr};
 use super::codec::{Codec, DYNAMIC_PT_FIRST, PT_MAX};
 use super::model::{
     AddrType, Attribute, Connection, ConnectionAddress, Direction, MediaDescription, MediaType,
-    Origin, Proto, Rtpmap, SessionDescription, Timing,
+    Origin, PacketTime, Proto, Rtpmap, SessionDescription, Timing,
 };
 
 /// voxgate's SDP settings.
@@ -137,7 +137,7 @@ pub struct LegMedia {
     /// Payload types this leg uses when sending to voxgate (voxgate's SDP's numbers).
     pub recv: PayloadMap,
     /// `a=ptime` the leg asked to receive, if any.
-    pub ptime: Option<u32>,
+    pub ptime: Option<PacketTime>,
     pub rtcp_mux: bool,
 }
 
@@ -245,7 +245,7 @@ pub struct PendingOffer {
     /// The offerer's direction, with `c=0.0.0.0` read as "does not receive".
     offerer_direction: Direction,
     offerer_rtcp_mux: bool,
-    offerer_ptime: Option<u32>,
+    offerer_ptime: Option<PacketTime>,
     offerer_endpoint: Option<Endpoint>,
 }
 

@@ -8,7 +8,7 @@ use std::str::FromStr;
 
 use super::model::{
     AddrType, Attribute, Bandwidth, Connection, ConnectionAddress, Direction, MediaDescription,
-    MediaType, Origin, Proto, Rtpmap, SessionDescription, Timing,
+    MediaType, Origin, PacketTime, Proto, Rtpmap, SessionDescription, Timing,
 };
 
 /// Why a session description was rejected.
@@ -462,12 +462,12 @@ fn parse_attribute(value: &str) -> Result<Attribute, LineError> {
             params: params.trim_start().to_owned(),
         })
     } else if is("ptime") {
-        Ok(Attribute::Ptime(number(
+        Ok(Attribute::Ptime(packet_time(
             required(Field::Ptime)?,
             Field::Ptime,
         )?))
     } else if is("maxptime") {
-        Ok(Attribute::MaxPtime(number(
+        Ok(Attribute::MaxPtime(packet_time(
             required(Field::MaxPtime)?,
             Field::MaxPtime,
         )?))
@@ -485,6 +485,25 @@ fn parse_attribute(value: &str) -> Result<Attribute, LineError> {
             value: arg.map(str::to_owned),
         })
     }
+}
+
+/// RFC 8866 §9 `non-zero-int-or-real` milliseconds: `20`, `22.5`. Digits past the
+/// microsecond are dropped (no codec frames that finely).
+fn packet_time(v: &str, field: Field) -> Result<PacketTime, LineError> {
+    let (int, frac) = v.split_once('.').unwrap_or((v, ""));
+    let ms: u32 = number(int, field)?;
+    if !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(LineError::Invalid(field));
+    }
+    let us = frac
+        .bytes()
+        .chain(std::iter::repeat(b'0'))
+        .take(3)
+        .fold(0, |acc, d| acc * 10 + u32::from(d - b'0'));
+    ms.checked_mul(1000)
+        .and_then(|t| t.checked_add(us))
+        .and_then(PacketTime::from_micros)
+        .ok_or(LineError::Invalid(field))
 }
 
 fn direction(name: &str) -> Option<Direction> {

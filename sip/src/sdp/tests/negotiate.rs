@@ -3,7 +3,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use super::{assert_round_trip, sdp, BARESIP, G729_ONLY, IPV6, PJSUA, TWILIO, WEBRTC};
 use crate::sdp::{
     forward_offer, AddrType, Attribute, Codec, Direction, LegSdp, LocalMedia, LocalSession,
-    NegotiationError, PendingOffer, Proto, PtTranslation, SdpConfig, SessionDescription,
+    NegotiationError, PacketTime, PendingOffer, Proto, PtTranslation, SdpConfig,
+    SessionDescription,
 };
 
 const VOXGATE: IpAddr = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 10));
@@ -174,7 +175,10 @@ fn full_bridge_with_twilio_offer() {
         (rb.rtp, rb.rtcp),
         (SocketAddr::new(far_b, 30000), SocketAddr::new(far_b, 30001))
     );
-    assert_eq!((ma.ptime, mb.ptime), (Some(20), Some(30)));
+    assert_eq!(
+        (ma.ptime, mb.ptime),
+        (PacketTime::from_millis(20), PacketTime::from_millis(30))
+    );
     assert_eq!(
         (ma.direction, mb.direction),
         (Direction::SendRecv, Direction::SendRecv)
@@ -716,7 +720,9 @@ fn local_session_versions() {
     assert_eq!((x.origin.session_id, x.origin.session_version), (42, 1));
     s.stamp(&mut x);
     assert_eq!(x.origin.session_version, 1);
-    x.media[0].attributes.push(Attribute::Ptime(30));
+    x.media[0]
+        .attributes
+        .push(Attribute::Ptime(PacketTime::from_millis(30).unwrap()));
     s.stamp(&mut x);
     assert_eq!(x.origin.session_version, 2);
     assert_eq!(s.version, 2);

@@ -3,7 +3,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use super::{assert_round_trip, sdp, ALL, BARESIP, IPV6, PJSUA, TWILIO, WEBRTC};
 use crate::sdp::{
     AddrType, Attribute, Bandwidth, Codec, ConnectionAddress, Direction, Field, LineError,
-    MediaType, ParseError, Proto, SessionDescription,
+    MediaType, PacketTime, ParseError, Proto, SessionDescription,
 };
 
 fn other(name: &str, value: Option<&str>) -> Attribute {
@@ -46,7 +46,7 @@ fn baresip_offer() {
         m.codec(101),
         Some(Codec::new("telephone-event", 8000, 1).with_fmtp("0-15"))
     );
-    assert_eq!(m.ptime(), Some(20));
+    assert_eq!(m.ptime(), PacketTime::from_millis(20));
     assert_eq!(s.direction_for(m), Direction::SendRecv);
     assert!(!m.rtcp_mux());
     // Unknown attributes survive verbatim, in order.
@@ -94,8 +94,8 @@ fn twilio_offer() {
     let s = sdp(TWILIO);
     assert_eq!(s.session_name, "Twilio Media Gateway");
     let m = &s.media[0];
-    assert_eq!(m.ptime(), Some(20));
-    assert_eq!(m.max_ptime(), Some(150));
+    assert_eq!(m.ptime(), PacketTime::from_millis(20));
+    assert_eq!(m.max_ptime(), PacketTime::from_millis(150));
     assert_eq!(m.rtcp(), Some((16853, None)));
     assert_eq!(m.direction(), Some(Direction::SendRecv));
     assert_eq!(m.codec(0), Some(Codec::pcmu()));
@@ -396,6 +396,12 @@ fn field_errors() {
     bad_media_line("a=ptime:", inv(Ptime));
     bad_media_line("a=ptime:20ms", inv(Ptime));
     bad_media_line("a=ptime:+20", inv(Ptime));
+    bad_media_line("a=ptime:0", inv(Ptime));
+    bad_media_line("a=ptime:0.0", inv(Ptime));
+    bad_media_line("a=ptime:.5", inv(Ptime));
+    bad_media_line("a=ptime:20.x", inv(Ptime));
+    bad_media_line("a=ptime:20.5.1", inv(Ptime));
+    bad_media_line("a=ptime:4294968", inv(Ptime));
     bad_media_line("a=maxptime:-1", inv(MaxPtime));
     bad_media_line("a=sendonly:yes", inv(Direction));
     bad_media_line("a=inactive:", inv(Direction));
@@ -430,7 +436,34 @@ fn attribute_names_are_matched_case_insensitively() {
     let m = &s.media[0];
     assert_eq!(
         (m.direction(), m.ptime(), m.rtcp_mux()),
-        (Some(Direction::SendOnly), Some(30), true)
+        (Some(Direction::SendOnly), PacketTime::from_millis(30), true)
     );
     assert_round_trip(&s);
+}
+
+#[test]
+fn fractional_packet_times() {
+    // RFC 8866 §6.4: ptime is non-zero-int-or-real milliseconds.
+    for (text, micros, canonical) in [
+        ("20", 20_000, "20"),
+        ("22.5", 22_500, "22.5"),
+        ("22.50", 22_500, "22.5"),
+        ("0.125", 125, "0.125"),
+        ("30.", 30_000, "30"),
+        ("10.0001", 10_000, "10"),
+    ] {
+        let s = sdp(&format!(
+            "{HEAD}m=audio 5000 RTP/AVP 0\r\na=ptime:{text}\r\na=maxptime:{text}\r\n"
+        ));
+        let m = &s.media[0];
+        assert_eq!(m.ptime().map(PacketTime::micros), Some(micros), "{text}");
+        assert_eq!(m.max_ptime(), m.ptime());
+        assert_eq!(m.ptime().unwrap().to_string(), canonical);
+        assert_round_trip(&s);
+    }
+    assert_eq!(PacketTime::from_millis(0), None);
+    assert_eq!(
+        PacketTime::from_millis(20).map(PacketTime::millis),
+        Some(20)
+    );
 }
