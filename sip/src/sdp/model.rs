@@ -7,6 +7,7 @@ use std::fmt;
 use std::net::IpAddr;
 
 use super::codec::Codec;
+use super::parse::Field;
 
 /// A parsed session description (RFC 8866 §5). `Display` writes canonical CRLF SDP with
 /// the lines in RFC 8866 §5 order; `parse(to_string(x)) == x`.
@@ -363,6 +364,13 @@ pub enum Attribute {
         name: String,
         value: Option<String>,
     },
+    /// One of the attributes above whose value does not parse, kept verbatim with the
+    /// reason and otherwise ignored (RFC 8866 §5.13).
+    Invalid {
+        name: String,
+        value: Option<String>,
+        reason: Field,
+    },
 }
 
 impl Attribute {
@@ -618,8 +626,18 @@ impl fmt::Display for Attribute {
             Attribute::Other {
                 name,
                 value: Some(v),
+            }
+            | Attribute::Invalid {
+                name,
+                value: Some(v),
+                ..
             } => write!(f, "a={name}:{v}"),
-            Attribute::Other { name, value: None } => write!(f, "a={name}"),
+            Attribute::Other { name, value: None }
+            | Attribute::Invalid {
+                name, value: None, ..
+            } => {
+                write!(f, "a={name}")
+            }
         }
     }
 }

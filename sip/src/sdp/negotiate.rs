@@ -320,17 +320,14 @@ pub fn forward_offer(
         forwarded.push((pt, b_pt, codec));
     }
 
-    let mut attributes = rtpmaps(forwarded.iter().map(|(_, b, c)| (*b, c)));
-    if let Some(ms) = m.ptime() {
-        attributes.push(Attribute::Ptime(ms));
-    }
-    if let Some(ms) = m.max_ptime() {
-        attributes.push(Attribute::MaxPtime(ms));
-    }
-    if m.rtcp_mux() {
-        attributes.push(Attribute::RtcpMux);
-    }
-    attributes.push(Attribute::Direction(direction));
+    // ptime, maxptime and rtcp-mux as the offerer asked (RFC 5761 §5.1.1: mux offered
+    // only if the offerer offered it, so "both sides did" is decided by the answer).
+    let attributes = stream_attributes(
+        forwarded.iter().map(|(_, b, c)| (*b, c)),
+        m,
+        m.rtcp_mux(),
+        direction,
+    );
     let media = audio_line(
         to.local.rtp_port,
         Proto::RtpAvp,
@@ -454,51 +451,38 @@ impl PendingOffer {
             rtcp_mux,
         };
 
-        let mut media = Vec::with_capacity(self.lines.len());
-        for (i, line) in self.lines.iter().enumerate() {
-            let mut attributes = Vec::new();
-            let m_line = if i == self.audio_index {
-                attributes = rtpmaps(offerer_codecs.iter().map(|(pt, c)| (*pt, c)));
-                if let Some(ms) = m.ptime() {
-                    attributes.push(Attribute::Ptime(ms));
-                }
-                if let Some(ms) = m.max_ptime() {
-                    attributes.push(Attribute::MaxPtime(ms));
-                }
-                if rtcp_mux {
-                    attributes.push(Attribute::RtcpMux);
-                }
-                attributes.push(Attribute::Direction(answerer_direction));
-                audio_line(
-                    offerer.local.rtp_port,
-                    line.proto.clone(),
-                    offerer_codecs.iter().map(|(pt, _)| *pt),
-                    Vec::new(),
-                )
-            } else {
-                // RFC 3264 §6: a rejected stream is port 0, same media and proto.
-                MediaDescription {
+        let media = self.lines.iter().enumerate().map(|(i, line)| {
+            // RFC 5888 §9.1: echo the offer's mid so a grouping-aware offerer can match.
+            let mut attributes: Vec<Attribute> = line
+                .mid
+                .iter()
+                .map(|mid| Attribute::Mid(mid.clone()))
+                .collect();
+            if i != self.audio_index {
+                // RFC 3264 §6: a rejected stream is port 0, same media, proto and formats.
+                return MediaDescription {
                     media: line.media.clone(),
                     port: 0,
-                    port_count: None,
                     proto: line.proto.clone(),
                     formats: line.formats.clone(),
-                    info: None,
-                    connection: None,
-                    bandwidths: Vec::new(),
-                    key: None,
-                    attributes: Vec::new(),
-                }
-            };
-            let mut m_line = m_line;
-            if let Some(mid) = &line.mid {
-                m_line.attributes.push(Attribute::Mid(mid.clone()));
+                    attributes,
+                    ..audio_line(0, Proto::RtpAvp, std::iter::empty(), Vec::new())
+                };
             }
-            m_line.attributes.append(&mut attributes);
-            media.push(m_line);
-        }
-        let mut sdp = local_description(cfg, &offerer.local, Vec::new());
-        sdp.media = media;
+            attributes.extend(stream_attributes(
+                offerer_codecs.iter().map(|(pt, c)| (*pt, c)),
+                m,
+                rtcp_mux,
+                answerer_direction,
+            ));
+            audio_line(
+                offerer.local.rtp_port,
+                line.proto.clone(),
+                offerer_codecs.iter().map(|(pt, _)| *pt),
+                attributes,
+            )
+        });
+        let mut sdp = local_description(cfg, &offerer.local, media);
         offerer.session.stamp(&mut sdp);
 
         for (pt, codec) in &offerer_codecs {
@@ -614,6 +598,25 @@ fn endpoint(
         rtp: SocketAddr::new(ip, m.port),
         rtcp_attr,
     }))
+}
+
+/// The attributes of a bridged audio stream: rtpmaps and fmtps, then ptime and maxptime
+/// copied from `from` (the SDP of the party whose packets this stream will carry), then
+/// rtcp-mux and an explicit direction.
+fn stream_attributes<'a>(
+    codecs: impl Iterator<Item = (u8, &'a Codec)>,
+    from: &MediaDescription,
+    rtcp_mux: bool,
+    direction: Direction,
+) -> Vec<Attribute> {
+    let mut attributes = rtpmaps(codecs);
+    attributes.extend(from.ptime().map(Attribute::Ptime));
+    attributes.extend(from.max_ptime().map(Attribute::MaxPtime));
+    if rtcp_mux {
+        attributes.push(Attribute::RtcpMux);
+    }
+    attributes.push(Attribute::Direction(direction));
+    attributes
 }
 
 /// `a=rtpmap` for every payload type (static ones too: some peers insist) and `a=fmtp`.

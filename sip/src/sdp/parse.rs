@@ -433,6 +433,10 @@ fn payload_type(s: &str) -> Result<u8, LineError> {
     }
 }
 
+/// `a=<name>[:<value>]`. A modelled attribute with a value we cannot read (RFC 4475's
+/// `a=rtpmap:31 LPC`) becomes [`Attribute::Invalid`]: RFC 8866 §5.13 says an attribute
+/// that is not understood is ignored, and one bad line on a stream voxgate will reject
+/// anyway must not fail the call.
 fn parse_attribute(value: &str) -> Result<Attribute, LineError> {
     let (name, arg) = match value.split_once(':') {
         Some((n, v)) => (n, Some(v)),
@@ -441,6 +445,21 @@ fn parse_attribute(value: &str) -> Result<Attribute, LineError> {
     if name.is_empty() || name.contains(|c: char| c.is_whitespace()) {
         return Err(LineError::Invalid(Field::AttributeName));
     }
+    typed_attribute(name, arg).or_else(|e| {
+        let reason = match e {
+            LineError::Invalid(field) => field,
+            // Only a=rtcp reads a network type.
+            _ => Field::Rtcp,
+        };
+        Ok(Attribute::Invalid {
+            name: name.to_owned(),
+            value: arg.map(str::to_owned),
+            reason,
+        })
+    })
+}
+
+fn typed_attribute(name: &str, arg: Option<&str>) -> Result<Attribute, LineError> {
     let is = |known: &str| name.eq_ignore_ascii_case(known);
     let no_value = |attr: Attribute, field| match arg {
         None => Ok(attr),

@@ -380,38 +380,60 @@ fn field_errors() {
     bad_line("a=", inv(AttributeName));
     bad_line("a=:x", inv(AttributeName));
     bad_line("a=foo bar", inv(AttributeName));
-    bad_media_line("a=rtpmap:", inv(Rtpmap));
-    bad_media_line("a=rtpmap:101", inv(Rtpmap));
-    bad_media_line("a=rtpmap:101 telephone-event", inv(Rtpmap));
-    bad_media_line("a=rtpmap:101 /8000", inv(Rtpmap));
-    bad_media_line("a=rtpmap:101 opus/48000/2/1", inv(Rtpmap));
-    bad_media_line("a=rtpmap:101 a/8000 b", inv(Rtpmap));
-    bad_media_line("a=rtpmap:x PCMU/8000", inv(PayloadType));
-    bad_media_line("a=rtpmap:200 PCMU/8000", inv(PayloadType));
-    bad_media_line("a=rtpmap:101 telephone-event/0", inv(ClockRate));
-    bad_media_line("a=rtpmap:101 telephone-event/8k", inv(ClockRate));
-    bad_media_line("a=rtpmap:111 opus/48000/0", inv(Channels));
-    bad_media_line("a=rtpmap:111 opus/48000/two", inv(Channels));
-    bad_media_line("a=fmtp:", inv(Fmtp));
-    bad_media_line("a=ptime:", inv(Ptime));
-    bad_media_line("a=ptime:20ms", inv(Ptime));
-    bad_media_line("a=ptime:+20", inv(Ptime));
-    bad_media_line("a=ptime:0", inv(Ptime));
-    bad_media_line("a=ptime:0.0", inv(Ptime));
-    bad_media_line("a=ptime:.5", inv(Ptime));
-    bad_media_line("a=ptime:20.x", inv(Ptime));
-    bad_media_line("a=ptime:20.5.1", inv(Ptime));
-    bad_media_line("a=ptime:4294968", inv(Ptime));
-    bad_media_line("a=maxptime:-1", inv(MaxPtime));
-    bad_media_line("a=sendonly:yes", inv(Direction));
-    bad_media_line("a=inactive:", inv(Direction));
-    bad_media_line("a=rtcp:", inv(Rtcp));
-    bad_media_line("a=rtcp:abc", inv(Rtcp));
-    bad_media_line("a=rtcp:70000", inv(Rtcp));
-    bad_media_line("a=rtcp:5001 IN IP4", inv(Rtcp));
-    bad_media_line("a=rtcp:5001 ATM NSAP x", LineError::UnsupportedNetType);
-    bad_media_line("a=rtcp-mux:yes", inv(RtcpMux));
-    bad_media_line("a=mid:", inv(Mid));
+    bad_attribute("a=rtpmap:", Rtpmap);
+    bad_attribute("a=rtpmap:101", Rtpmap);
+    bad_attribute("a=rtpmap:101 telephone-event", Rtpmap);
+    bad_attribute("a=rtpmap:101 /8000", Rtpmap);
+    bad_attribute("a=rtpmap:101 opus/48000/2/1", Rtpmap);
+    bad_attribute("a=rtpmap:101 a/8000 b", Rtpmap);
+    bad_attribute("a=rtpmap:x PCMU/8000", PayloadType);
+    bad_attribute("a=rtpmap:200 PCMU/8000", PayloadType);
+    bad_attribute("a=rtpmap:101 telephone-event/0", ClockRate);
+    bad_attribute("a=rtpmap:101 telephone-event/8k", ClockRate);
+    bad_attribute("a=rtpmap:111 opus/48000/0", Channels);
+    bad_attribute("a=rtpmap:111 opus/48000/two", Channels);
+    bad_attribute("a=fmtp:", Fmtp);
+    bad_attribute("a=ptime:", Ptime);
+    bad_attribute("a=ptime:20ms", Ptime);
+    bad_attribute("a=ptime:+20", Ptime);
+    bad_attribute("a=ptime:0", Ptime);
+    bad_attribute("a=ptime:0.0", Ptime);
+    bad_attribute("a=ptime:.5", Ptime);
+    bad_attribute("a=ptime:20.x", Ptime);
+    bad_attribute("a=ptime:20.5.1", Ptime);
+    bad_attribute("a=ptime:4294968", Ptime);
+    bad_attribute("a=maxptime:-1", MaxPtime);
+    bad_attribute("a=sendonly:yes", Direction);
+    bad_attribute("a=inactive:", Direction);
+    bad_attribute("a=rtcp:", Rtcp);
+    bad_attribute("a=rtcp:abc", Rtcp);
+    bad_attribute("a=rtcp:70000", Rtcp);
+    bad_attribute("a=rtcp:5001 IN IP4", Rtcp);
+    bad_attribute("a=rtcp:5001 ATM NSAP x", Rtcp);
+    bad_attribute("a=rtcp-mux:yes", RtcpMux);
+    bad_attribute("a=mid:", Mid);
+}
+
+/// A modelled attribute with a bad value parses as `Attribute::Invalid` with the reason,
+/// verbatim, and is ignored by the accessors (RFC 8866 §5.13).
+fn bad_attribute(line: &str, reason: Field) {
+    let s = sdp(&format!("{HEAD}m=audio 5000 RTP/AVP 0\r\n{line}\r\n"));
+    let m = &s.media[0];
+    let [Attribute::Invalid { reason: r, .. }] = m.attributes.as_slice() else {
+        panic!("{line:?}: {:?}", m.attributes);
+    };
+    assert_eq!(*r, reason, "{line:?}");
+    assert_eq!(m.attributes[0].to_string(), line);
+    assert_eq!(
+        (m.ptime(), m.rtcp(), m.rtcp_mux(), m.mid(), m.direction()),
+        (None, None, false, None, None)
+    );
+    assert_eq!(
+        m.codec(0),
+        Some(Codec::pcmu()),
+        "a bad rtpmap does not remap"
+    );
+    assert_round_trip(&s);
 }
 
 #[test]
@@ -422,10 +444,8 @@ fn errors_map_to_sip_status() {
     assert_eq!(err("garbage").sip_status(), 400);
     assert_eq!(err("").sip_status(), 400);
     // Errors say where: the Display text names the line and the field.
-    let e = err(&format!(
-        "{HEAD}m=audio 5000 RTP/AVP 0\r\na=rtpmap:0 PCMU/0\r\n"
-    ));
-    assert_eq!(e.to_string(), "SDP line 6: invalid a=rtpmap clock rate");
+    let e = err(&format!("{HEAD}m=audio 5000 RTP/AVP 0 200\r\n"));
+    assert_eq!(e.to_string(), "SDP line 5: invalid RTP payload type");
 }
 
 #[test]
@@ -465,5 +485,57 @@ fn fractional_packet_times() {
     assert_eq!(
         PacketTime::from_millis(20).map(PacketTime::millis),
         Some(20)
+    );
+}
+
+/// The SDP body of an RFC 4475 torture message (the bytes after the first `\nv=0`).
+fn torture_body(message: &[u8]) -> &[u8] {
+    let at = message.windows(4).position(|w| w == b"\nv=0").unwrap();
+    &message[at + 1..]
+}
+
+#[test]
+fn rfc4475_torture_bodies() {
+    use crate::sdp::{forward_offer, LegSdp, LocalMedia, LocalSession, SdpConfig};
+    // Valid messages (wsinv §3.1.1.1, esc01 §3.1.1.3, sdp01 §3.4.15) carry a video line
+    // with `a=rtpmap:31 LPC` (no clock rate): kept as Invalid, the call still bridges.
+    for message in [
+        &include_bytes!("../../../tests/torture/wsinv.dat")[..],
+        &include_bytes!("../../../tests/torture/esc01.dat")[..],
+        &include_bytes!("../../../tests/torture/sdp01.dat")[..],
+        &include_bytes!("../../../tests/torture/inv2543.dat")[..],
+    ] {
+        let s = SessionDescription::parse(torture_body(message)).unwrap();
+        assert_round_trip(&s);
+        let mut leg = LegSdp::new(
+            LocalSession::new(1),
+            LocalMedia {
+                address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                rtp_port: 20000,
+            },
+        );
+        let (offer, _) = forward_offer(&SdpConfig::default(), &s, &mut leg).unwrap();
+        assert_eq!(offer.media[0].formats, ["0"]);
+    }
+    let s = SessionDescription::parse(torture_body(include_bytes!(
+        "../../../tests/torture/wsinv.dat"
+    )))
+    .unwrap();
+    assert_eq!(
+        s.media[1].attributes,
+        [Attribute::Invalid {
+            name: "rtpmap".into(),
+            value: Some("31 LPC".into()),
+            reason: Field::Rtpmap
+        }]
+    );
+    // dblreq: the body of the second, ignored request has `m =video`.
+    let body = torture_body(include_bytes!("../../../tests/torture/dblreq.dat"));
+    assert_eq!(
+        SessionDescription::parse(body),
+        Err(ParseError::Line {
+            line: 7,
+            kind: LineError::Syntax
+        })
     );
 }
