@@ -9,6 +9,7 @@ pub mod auth;
 pub mod dialog;
 pub mod framing;
 pub mod message;
+pub mod sdp;
 pub mod transaction;
 
 pub use message::{
