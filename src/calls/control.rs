@@ -1,0 +1,48 @@
+//! Commands from the control API to the call engine, answered through a oneshot.
+
+use tokio::sync::{mpsc, oneshot};
+
+/// Why a command could not be carried out.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ControlError {
+    #[error("no live call with that id")]
+    NotFound,
+    #[error("the call engine is not running")]
+    Unavailable,
+}
+
+#[derive(Debug)]
+pub enum CallCommand {
+    /// End the call: BYE to answered legs, CANCEL to ringing ones, 487 to an unanswered
+    /// caller; recorded with `hangup_by = "api"`.
+    Hangup {
+        call_id: String,
+        reply: oneshot::Sender<Result<(), ControlError>>,
+    },
+}
+
+/// The API's handle on the engine. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct CallControl {
+    tx: mpsc::Sender<CallCommand>,
+}
+
+impl CallControl {
+    /// A handle and the receiving end the engine polls.
+    pub fn channel() -> (CallControl, mpsc::Receiver<CallCommand>) {
+        let (tx, rx) = mpsc::channel(1024);
+        (CallControl { tx }, rx)
+    }
+
+    pub async fn hangup(&self, call_id: &str) -> Result<(), ControlError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(CallCommand::Hangup {
+                call_id: call_id.to_owned(),
+                reply,
+            })
+            .await
+            .map_err(|_| ControlError::Unavailable)?;
+        rx.await.map_err(|_| ControlError::Unavailable)?
+    }
+}
