@@ -357,8 +357,8 @@ impl Store {
         let mut closed = 0;
         for row in &rows {
             let id = get_str(row, "id")?;
-            let duration = get_opt_time(row, "answered_at")?
-                .map_or(0, |a| (now - a).num_seconds().max(0));
+            let duration =
+                get_opt_time(row, "answered_at")?.map_or(0, |a| (now - a).num_seconds().max(0));
             closed += sqlx::query(
                 "UPDATE calls SET status = $1, ended_at = $2, duration_seconds = $3, \
                  hangup_cause = $4, hangup_by = $5, updated_at = $6 WHERE id = $7",
