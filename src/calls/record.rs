@@ -94,7 +94,10 @@ pub enum CallChange {
     CreateCall(NewCall),
     CreateLeg(NewLeg),
     /// A leg or the call was answered.
-    CallAnswered { call_id: String, at: DateTime<Utc> },
+    CallAnswered {
+        call_id: String,
+        at: DateTime<Utc>,
+    },
     LegStatus {
         leg_id: String,
         status: CallStatus,
