@@ -4,8 +4,8 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
-pub mod calls;
 pub mod app;
+pub mod calls;
 pub mod cli;
 pub mod config;
 pub mod events;

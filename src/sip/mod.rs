@@ -34,6 +34,8 @@ pub struct SipStart {
     pub store: Store,
     pub events: broadcast::Sender<AppEvent>,
     pub shutdown: watch::Receiver<bool>,
+    /// Commands from the API to the call engine.
+    pub calls: mpsc::Receiver<crate::calls::control::CallCommand>,
 }
 
 pub struct SipHandle {
@@ -65,7 +67,11 @@ pub async fn start(args: SipStart) -> anyhow::Result<SipHandle> {
         store,
         events,
         shutdown,
+        calls,
     } = args;
+    // No call engine yet: dropping the receiver makes every command fail at once with
+    // `ControlError::Unavailable` (503) instead of waiting for an answer that never comes.
+    drop(calls);
     let sip = &config.sip;
 
     let algorithms = sip
