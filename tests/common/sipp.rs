@@ -391,7 +391,11 @@ impl SippProcess {
             }
             if exited || Instant::now() > until {
                 let why = if exited { "SIPp exited" } else { "timed out" };
-                let report = self.snapshot(None).report();
+                let status = self
+                    .child
+                    .as_mut()
+                    .and_then(|c| c.try_wait().ok().flatten());
+                let report = self.snapshot(status).report();
                 panic!(
                     "waiting {within:?} for {count} x {needle:?} in the SIPp log: {why}\n{report}"
                 );
@@ -546,7 +550,7 @@ impl SippRun {
         let mut s = String::new();
         let status = match self.status {
             Some(st) => format!("{st}"),
-            None => "killed after the time bound".to_owned(),
+            None => "killed after the time bound (or still running)".to_owned(),
         };
         let _ = writeln!(s, "$ {}\nSIPp {status}", self.command);
         let _ = writeln!(s, "----- SIPp errors -----\n{}", self.errors.trim_end());
