@@ -99,11 +99,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let (events, _) = broadcast::channel(EVENT_CHANNEL_CAPACITY);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
 
+    let (_call_control, calls_rx) = crate::calls::control::CallControl::channel();
     let sip = crate::sip::start(crate::sip::SipStart {
         config: config.clone(),
         store: store.clone(),
         events: events.clone(),
         shutdown: shutdown_rx.clone(),
+        calls: calls_rx,
     })
     .await
     .context("starting SIP")?;
