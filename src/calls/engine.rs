@@ -16,6 +16,9 @@ use std::time::Instant;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use tokio::sync::mpsc::UnboundedSender;
+use voxgate_sip::dialog::session_timer::{
+    negotiate_uas, Refresher, SessionTimer, SessionTimerConfig, SessionTimerEvent, UasDecision,
+};
 use voxgate_sip::dialog::{
     AckCache, AckWait, AckWaitEvent, Branch, Dialog, DialogId, Dialogs, InDialogRequest, LocalVia,
     TerminationReason, UacInviteOutcome,
@@ -35,6 +38,15 @@ use crate::registrar::{Binding, Challenger, Registrar, Reply};
 use crate::store::AgentAuth;
 
 const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, REGISTER";
+
+/// Session timers on the caller's leg (RFC 4028): the caller's request decides; 1800 s at
+/// most, Min-SE 90 s, the caller refreshes when it supports the extension.
+const SESSION_TIMER: SessionTimerConfig = SessionTimerConfig {
+    interval: 1800,
+    min_se: 90,
+    impose: false,
+    prefer: Refresher::Uac,
+};
 
 /// What the engine needs to know about itself.
 #[derive(Debug, Clone)]
@@ -66,6 +78,9 @@ struct InboundLeg {
     local_tag: String,
     dialog: Option<DialogId>,
     ack_wait: Option<AckWait>,
+    /// RFC 4028, when the caller asked for a session timer.
+    session: Option<UasDecision>,
+    timer: Option<SessionTimer>,
 }
 
 struct OutboundLeg {
@@ -249,6 +264,17 @@ impl CallEngine {
         {
             return Some(Reply::new(486, "Busy Here"));
         }
+        // RFC 4028 §9: only when the caller asks (we do not impose a timer).
+        let session_timer = match negotiate_uas(&SESSION_TIMER, &invite) {
+            Ok(UasDecision::TooSmall { min_se }) => {
+                return Some(
+                    Reply::new(422, "Session Interval Too Small")
+                        .with("Min-SE", min_se.to_string()),
+                )
+            }
+            Ok(UasDecision::NoTimer) | Err(_) => None,
+            Ok(accept) => Some(accept),
+        };
         // The offer. An INVITE without SDP (delayed offer) is not supported yet.
         if !is_sdp(&invite) {
             return Some(Reply::new(488, "Not Acceptable Here"));
@@ -384,6 +410,8 @@ impl CallEngine {
                 local_tag,
                 dialog: None,
                 ack_wait: None,
+                session: session_timer,
+                timer: None,
             },
             outbound,
             winner: None,
@@ -761,6 +789,10 @@ impl CallEngine {
         let Ok(b) = d.response(&call.inbound.invite, 200, "OK") else {
             return;
         };
+        let b = match &call.inbound.session {
+            Some(decision) => decision.apply(b),
+            None => b,
+        };
         let ok = b
             .header("Allow", ALLOW)
             .body("application/sdp", answer_sdp.to_string().as_bytes())
@@ -770,6 +802,12 @@ impl CallEngine {
         let _ = layer.send_response(tx, ok.clone(), now);
         if let Some(call) = self.calls.get_mut(call_id) {
             call.inbound.ack_wait = Some(AckWait::new(seq, ok, now, layer.config()));
+            if let Some(UasDecision::Accept {
+                session_expires, ..
+            }) = &call.inbound.session
+            {
+                call.inbound.timer = Some(SessionTimer::new(session_expires, Refresher::Uas, now));
+            }
         }
         metrics::counter!("voxgate_calls_answered_total").increment(1);
     }
@@ -864,6 +902,16 @@ impl CallEngine {
             }
             Ok(InDialogRequest::Request { .. }) => {
                 let method = req.method().cloned();
+                if matches!(method, Some(Method::Invite | Method::Update)) {
+                    self.session_refresh(&call_id, leg, &req, now);
+                }
+                let session = match leg {
+                    LegRef::Inbound => self.calls.get(&call_id).and_then(|c| c.inbound.session),
+                    LegRef::Outbound(_) => None,
+                };
+                let Some(d) = self.dialogs.get_mut(&id) else {
+                    return true;
+                };
                 match method {
                     Some(Method::Invite | Method::Update) if is_sdp(&req) => {
                         self.relay_offer(layer, &call_id, leg, tx, req, now);
@@ -877,6 +925,10 @@ impl CallEngine {
                     _ => {
                         // OPTIONS, INFO, UPDATE without SDP (session refresh): answered here.
                         if let Ok(b) = d.response(&req, 200, "OK") {
+                            let b = match (&method, session) {
+                                (Some(Method::Update), Some(decision)) => decision.apply(b),
+                                _ => b,
+                            };
                             let _ = layer.send_response(tx, b.header("Allow", ALLOW).build(), now);
                         }
                     }
@@ -884,6 +936,27 @@ impl CallEngine {
             }
         }
         true
+    }
+
+    /// A re-INVITE or UPDATE from the caller refreshes its session timer (RFC 4028 §10).
+    fn session_refresh(&mut self, call_id: &str, leg: LegRef, req: &Message, now: Instant) {
+        let Some(call) = self.calls.get_mut(call_id) else {
+            return;
+        };
+        if leg != LegRef::Inbound || call.inbound.timer.is_none() {
+            return;
+        }
+        if let Ok(
+            decision @ UasDecision::Accept {
+                session_expires, ..
+            },
+        ) = negotiate_uas(&SESSION_TIMER, req)
+        {
+            if let Some(t) = &mut call.inbound.timer {
+                t.refreshed(&session_expires, Refresher::Uas, now);
+            }
+            call.inbound.session = Some(decision);
+        }
     }
 
     /// re-INVITE or UPDATE with an offer from one leg: forward it to the other leg as
@@ -1038,13 +1111,21 @@ impl CallEngine {
         if answer.is_some() {
             update_media(&self.media, call);
         }
+        let session = match r.from {
+            LegRef::Inbound => self.calls.get(call_id).and_then(|c| c.inbound.session),
+            LegRef::Outbound(_) => None,
+        };
         let Some(d) = self.dialogs.find_for_request(&r.request) else {
             return;
         };
         let reply = match (answer, (200..300).contains(&status)) {
-            (Some(sdp), true) => d
-                .response(&r.request, 200, "OK")
-                .map(|b| b.body("application/sdp", sdp.to_string().as_bytes())),
+            (Some(sdp), true) => d.response(&r.request, 200, "OK").map(|b| {
+                let b = match session {
+                    Some(decision) => decision.apply(b),
+                    None => b,
+                };
+                b.body("application/sdp", sdp.to_string().as_bytes())
+            }),
             (None, true) => d.response(&r.request, 488, "Not Acceptable Here"),
             (_, false) => d.response(&r.request, status, resp.reason().unwrap_or("Error")),
         };
@@ -1255,6 +1336,12 @@ impl CallEngine {
                     .and_then(AckWait::poll_timeout)
                     .into_iter()
                     .chain(
+                        c.inbound
+                            .timer
+                            .as_ref()
+                            .and_then(SessionTimer::poll_timeout),
+                    )
+                    .chain(
                         c.outbound
                             .iter()
                             .filter_map(|l| l.ack_cache.as_ref().map(AckCache::poll_timeout)),
@@ -1265,7 +1352,17 @@ impl CallEngine {
 
     pub fn handle_timeout(&mut self, layer: &mut TransactionLayer, now: Instant) {
         let mut no_ack = Vec::new();
+        let mut expired = Vec::new();
+        let mut refresh = Vec::new();
         for call in self.calls.values_mut() {
+            if let Some(t) = &mut call.inbound.timer {
+                t.handle_timeout(now);
+                match t.poll_event() {
+                    Some(SessionTimerEvent::Expired) => expired.push(call.id.clone()),
+                    Some(SessionTimerEvent::Refresh) => refresh.push(call.id.clone()),
+                    None => {}
+                }
+            }
             if let Some(w) = &mut call.inbound.ack_wait {
                 w.handle_timeout(now);
                 while let Some(bytes) = w.poll_transmit() {
@@ -1295,6 +1392,54 @@ impl CallEngine {
                 None,
                 now,
             );
+        }
+        for id in expired {
+            // RFC 4028 §10: nobody refreshed the session in time.
+            self.end_call(
+                layer,
+                &id,
+                CallStatus::Completed,
+                "session expired",
+                "system",
+                None,
+                now,
+            );
+        }
+        for id in refresh {
+            self.refresh_caller(layer, &id, now);
+        }
+    }
+
+    /// We are the refresher (the caller does not support timers): an UPDATE without SDP
+    /// refreshes the session (RFC 4028 §10, RFC 3311).
+    fn refresh_caller(&mut self, layer: &mut TransactionLayer, call_id: &str, now: Instant) {
+        let via = |t| self_via(&self.cfg, t);
+        let Some(call) = self.calls.get_mut(call_id) else {
+            return;
+        };
+        let (
+            Some(id),
+            Some(UasDecision::Accept {
+                session_expires, ..
+            }),
+        ) = (call.inbound.dialog.clone(), call.inbound.session)
+        else {
+            return;
+        };
+        let Some(d) = self.dialogs.get_mut(&id) else {
+            return;
+        };
+        let branch = Branch::from_random(&rand::random::<[u8; 12]>());
+        if let Ok(b) = d.request(Method::Update, &via(call.inbound.peer.transport), &branch) {
+            let b = b.header("Session-Expires", &session_expires.to_string());
+            if layer
+                .send_request(b.build(), call.inbound.peer, now)
+                .is_ok()
+            {
+                if let Some(t) = &mut call.inbound.timer {
+                    t.refreshed(&session_expires, Refresher::Uas, now);
+                }
+            }
         }
     }
 
