@@ -16,6 +16,9 @@ use crate::store::{Store, StoreError};
     Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
 )]
 #[serde(rename_all = "kebab-case")]
+#[schema(
+    description = "`queued`, `ringing` and `in-progress` while the call lasts; the others are final."
+)]
 pub enum CallStatus {
     Queued,
     Ringing,
