@@ -107,6 +107,10 @@ pub struct Sipp {
     auth: Option<(String, String)>,
     vars: Vec<(String, String)>,
     calls: u32,
+    limit: u32,
+    rate: Option<u32>,
+    duration: Option<Duration>,
+    auth_uri: String,
     extra: Vec<String>,
     timeout: Duration,
 }
@@ -123,6 +127,10 @@ impl Sipp {
             auth: None,
             vars: Vec::new(),
             calls: 1,
+            limit: 1,
+            rate: None,
+            duration: None,
+            auth_uri: "127.0.0.1".to_owned(),
             extra: Vec::new(),
             timeout: Duration::from_secs(20),
         }
@@ -181,6 +189,33 @@ impl Sipp {
         self
     }
 
+    /// At most this many calls at once (`-l`, default 1: one after another).
+    pub fn limit(mut self, n: u32) -> Sipp {
+        self.limit = n;
+        self
+    }
+
+    /// New calls per second (`-r n -rp 1000`); SIPp's default is 10.
+    pub fn rate(mut self, per_second: u32) -> Sipp {
+        self.rate = Some(per_second);
+        self
+    }
+
+    /// The length of every `<pause/>` without its own `milliseconds` (`-d`): the ring
+    /// or talk time of the call scenarios.
+    pub fn duration(mut self, d: Duration) -> Sipp {
+        self.duration = Some(d);
+        self
+    }
+
+    /// The host part (or `user@host`) of the digest `uri` SIPp computes (`-auth_uri`,
+    /// which SIPp prefixes with `sip:`). Default `127.0.0.1`, the REGISTER Request-URI;
+    /// a call to bob needs `bob@127.0.0.1`.
+    pub fn auth_uri(mut self, uri: &str) -> Sipp {
+        self.auth_uri = uri.to_owned();
+        self
+    }
+
     /// Any other SIPp arguments.
     pub fn arg(mut self, a: &str) -> Sipp {
         self.extra.push(a.to_owned());
@@ -204,7 +239,13 @@ impl Sipp {
     }
 
     /// Run to completion (bounded) against `127.0.0.1:<sip_port>`.
-    pub fn run(mut self, sip_port: u16) -> SippRun {
+    pub fn run(self, sip_port: u16) -> SippRun {
+        self.spawn(sip_port).wait_blocking()
+    }
+
+    /// Start SIPp in the background against `127.0.0.1:<sip_port>` (a UAS scenario
+    /// waits there for voxgate's requests); see [`SippProcess`].
+    pub fn spawn(mut self, sip_port: u16) -> SippProcess {
         require_sipp();
         let port = self.port();
         let dir = tempfile::Builder::new()
@@ -232,11 +273,11 @@ impl Sipp {
             "-m".into(),
             self.calls.to_string(),
             "-l".into(),
-            "1".into(),
-            // The digest uri must be the Request-URI we send (sip:127.0.0.1), not
-            // SIPp's default sip:<remote_ip>:<remote_port>.
+            self.limit.to_string(),
+            // The digest uri must be the Request-URI we send (sip:127.0.0.1 for
+            // REGISTER), not SIPp's default sip:<remote_ip>:<remote_port>.
             "-auth_uri".into(),
-            "127.0.0.1".into(),
+            self.auth_uri.clone(),
             "-timeout".into(),
             format!("{}s", self.timeout.as_secs().max(1)),
             "-timeout_error".into(),
@@ -254,6 +295,12 @@ impl Sipp {
             "-message_file".into(),
             files.messages.display().to_string(),
         ];
+        if let Some(r) = self.rate {
+            args.extend(["-r".into(), r.to_string(), "-rp".into(), "1000".into()]);
+        }
+        if let Some(d) = self.duration {
+            args.extend(["-d".into(), d.as_millis().to_string()]);
+        }
         if let Some(s) = &self.service {
             args.extend(["-s".into(), s.clone()]);
         }
@@ -267,7 +314,7 @@ impl Sipp {
 
         let stdout = File::create(&files.stdout).expect("SIPp stdout file");
         let stderr = stdout.try_clone().expect("SIPp stderr file");
-        let mut child = Command::new("sipp")
+        let child = Command::new("sipp")
             .args(&args)
             .current_dir(dir.path())
             .stdin(Stdio::null())
@@ -278,12 +325,116 @@ impl Sipp {
             .unwrap_or_else(|e| {
                 panic!("could not start sipp ({e}); run scripts/install-test-deps.sh")
             });
+        SippProcess {
+            command: format!("sipp {}", shell_words(&args)),
+            child: Some(child),
+            files,
+            port,
+            deadline: Instant::now() + self.timeout + Duration::from_secs(10),
+            _dir: dir,
+        }
+    }
+}
 
-        let deadline = Instant::now() + self.timeout + Duration::from_secs(10);
+/// A SIPp run in the background: a phone waiting for calls, or a caller whose call the
+/// test acts on while it is up. Its log is written (and flushed) as the scenario runs, so
+/// [`SippProcess::wait_for_log`] sees `@@ANSWERED@@` or a logged INVITE at once. Killed
+/// when dropped.
+pub struct SippProcess {
+    command: String,
+    child: Option<std::process::Child>,
+    files: SippFiles,
+    port: u16,
+    deadline: Instant,
+    _dir: tempfile::TempDir,
+}
+
+impl SippProcess {
+    /// The SIP port this SIPp listens and sends on (`-p`).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The scenario log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.files.log).unwrap_or_default()
+    }
+
+    /// Requests the scenario logged whole so far.
+    pub fn requests(&self) -> Vec<SipRequest> {
+        parse_logged_requests(&self.log())
+    }
+
+    /// Responses the scenario logged whole so far.
+    pub fn responses(&self) -> Vec<SipResponse> {
+        parse_logged_responses(&self.log())
+    }
+
+    /// Whether SIPp is still running.
+    pub fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+
+    /// Wait (bounded) until `needle` has been logged `count` times; panics with SIPp's
+    /// logs when it is not, or when SIPp exits first.
+    pub async fn wait_for_log_n(&mut self, needle: &str, count: usize, within: Duration) {
+        let until = Instant::now() + within;
+        loop {
+            if self.log().matches(needle).count() >= count {
+                return;
+            }
+            let exited = !self.running();
+            if exited && self.log().matches(needle).count() >= count {
+                return;
+            }
+            if exited || Instant::now() > until {
+                let why = if exited { "SIPp exited" } else { "timed out" };
+                let report = self.snapshot(None).report();
+                panic!(
+                    "waiting {within:?} for {count} x {needle:?} in the SIPp log: {why}\n{report}"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// [`wait_for_log_n`](Self::wait_for_log_n) for one occurrence.
+    pub async fn wait_for_log(&mut self, needle: &str, within: Duration) {
+        self.wait_for_log_n(needle, 1, within).await;
+    }
+
+    /// Wait (bounded by the run's timeout) for SIPp to exit, without blocking the
+    /// runtime.
+    pub async fn finish(mut self) -> SippRun {
         let status = loop {
+            let Some(child) = self.child.as_mut() else {
+                break None;
+            };
             match child.try_wait().expect("wait for sipp") {
                 Some(status) => break Some(status),
-                None if Instant::now() > deadline => {
+                None if Instant::now() > self.deadline => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break None;
+                }
+                None => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        };
+        self.child = None;
+        self.snapshot(status)
+    }
+
+    /// Wait for SIPp to exit, blocking the thread (bounded by the run's timeout).
+    pub fn wait_blocking(mut self) -> SippRun {
+        let status = loop {
+            let Some(child) = self.child.as_mut() else {
+                break None;
+            };
+            match child.try_wait().expect("wait for sipp") {
+                Some(status) => break Some(status),
+                None if Instant::now() > self.deadline => {
                     let _ = child.kill();
                     let _ = child.wait();
                     break None;
@@ -291,17 +442,40 @@ impl Sipp {
                 None => std::thread::sleep(Duration::from_millis(20)),
             }
         };
+        self.child = None;
+        self.snapshot(status)
+    }
 
+    /// Kill SIPp now (e.g. its peer was killed) and collect what it logged.
+    pub fn kill(mut self) -> SippRun {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.snapshot(None)
+    }
+
+    fn snapshot(&self, status: Option<ExitStatus>) -> SippRun {
         let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
-        let log = read(&files.log);
+        let log = read(&self.files.log);
         SippRun {
-            command: format!("sipp {}", shell_words(&args)),
+            command: self.command.clone(),
             status,
             responses: parse_logged_responses(&log),
+            requests: parse_logged_requests(&log),
             log,
-            errors: read(&files.errors),
-            messages: read(&files.messages),
-            stdout: read(&files.stdout),
+            errors: read(&self.files.errors),
+            messages: read(&self.files.messages),
+            stdout: read(&self.files.stdout),
+        }
+    }
+}
+
+impl Drop for SippProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 }
@@ -354,6 +528,8 @@ pub struct SippRun {
     pub stdout: String,
     /// Responses the scenario logged whole, in order.
     pub responses: Vec<SipResponse>,
+    /// Requests the scenario logged whole (`@@REQUEST-BEGIN@@`), in order.
+    pub requests: Vec<SipRequest>,
 }
 
 impl SippRun {
@@ -430,6 +606,29 @@ impl SippRun {
             .unwrap_or_else(|| panic!("no {status} response logged\n{}", self.report()))
     }
 
+    /// Requests with this method (upper case) the scenario logged, in order.
+    pub fn requests_with(&self, method: &str) -> Vec<&SipRequest> {
+        self.requests
+            .iter()
+            .filter(|r| r.method == method)
+            .collect()
+    }
+
+    /// The first line of every message SIPp received (from `-message_file`), in order:
+    /// what reached it even when the scenario did not expect it.
+    pub fn received_start_lines(&self) -> Vec<String> {
+        received_start_lines(&self.messages)
+    }
+
+    /// How many requests with this method SIPp received (retransmissions included).
+    pub fn received_count(&self, method: &str) -> usize {
+        let prefix = format!("{method} ");
+        self.received_start_lines()
+            .iter()
+            .filter(|l| l.starts_with(&prefix))
+            .count()
+    }
+
     #[track_caller]
     pub fn last_response(&self) -> &SipResponse {
         self.responses
@@ -447,6 +646,244 @@ fn tail(s: &str, max: usize) -> &str {
         start += 1;
     }
     &s[start..]
+}
+
+/// The first line of each message a `-message_file` says was received.
+pub fn received_start_lines(messages: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut lines = messages.lines();
+    while let Some(line) = lines.next() {
+        if line.contains("message received") {
+            if let Some(first) = lines.by_ref().map(str::trim).find(|l| !l.is_empty()) {
+                out.push(first.to_owned());
+            }
+        }
+    }
+    out
+}
+
+/// Split a scenario log into the requests it logged whole (`@@REQUEST-BEGIN@@`).
+pub fn parse_logged_requests(log: &str) -> Vec<SipRequest> {
+    logged_between(log, "@@REQUEST-BEGIN@@", "@@REQUEST-END@@")
+        .filter_map(SipRequest::parse)
+        .collect()
+}
+
+fn logged_between<'a>(
+    log: &'a str,
+    begin: &'static str,
+    end: &'static str,
+) -> impl Iterator<Item = &'a str> + 'a {
+    let mut rest = log;
+    std::iter::from_fn(move || {
+        let b = rest.find(begin)?;
+        let after = &rest[b + begin.len()..];
+        let e = after.find(end)?;
+        rest = &after[e + end.len()..];
+        Some(&after[..e])
+    })
+}
+
+/// The message body: what follows the first empty line (CRLF or LF), trimmed of the
+/// trailing blank lines SIPp's log adds.
+fn body_of(raw: &str) -> &str {
+    let at = [("\r\n\r\n", 4), ("\n\n", 2)]
+        .iter()
+        .filter_map(|(sep, len)| raw.find(sep).map(|i| (i, *len)))
+        .min();
+    match at {
+        Some((i, len)) => raw[i + len..].trim_end(),
+        None => "",
+    }
+}
+
+/// Header lines of a message head after its start line: (lower-case full name, value).
+fn parse_headers<'a>(lines: impl Iterator<Item = &'a str>) -> Vec<(String, String)> {
+    let mut headers: Vec<(String, String)> = Vec::new();
+    for line in lines {
+        let line = line.trim_end_matches('\r');
+        if line.is_empty() {
+            break;
+        }
+        if line.starts_with([' ', '\t']) {
+            if let Some(last) = headers.last_mut() {
+                last.1.push(' ');
+                last.1.push_str(line.trim());
+            }
+            continue;
+        }
+        if let Some((n, v)) = line.split_once(':') {
+            headers.push((full_header_name(n), v.trim().to_owned()));
+        }
+    }
+    headers
+}
+
+/// A SIP request as text (as a scenario logged it), with case-insensitive headers.
+#[derive(Clone, Debug)]
+pub struct SipRequest {
+    pub raw: String,
+    pub method: String,
+    pub uri: String,
+    /// (lower-case full name, value), in order; folded lines joined.
+    pub headers: Vec<(String, String)>,
+}
+
+impl SipRequest {
+    pub fn parse(text: &str) -> Option<SipRequest> {
+        let text = text.trim_start_matches(['\r', '\n']);
+        let mut lines = text.split('\n');
+        let start = lines.next()?.trim_end_matches('\r');
+        let mut parts = start.split(' ');
+        let method = parts.next()?.to_owned();
+        let uri = parts.next()?.to_owned();
+        if parts.next()? != "SIP/2.0" || method.is_empty() {
+            return None;
+        }
+        Some(SipRequest {
+            raw: text.to_owned(),
+            method,
+            uri,
+            headers: parse_headers(lines),
+        })
+    }
+
+    pub fn header_values(&self, name: &str) -> Vec<&str> {
+        let name = full_header_name(name);
+        self.headers
+            .iter()
+            .filter(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.header_values(name).into_iter().next()
+    }
+
+    pub fn body(&self) -> &str {
+        body_of(&self.raw)
+    }
+
+    /// The SDP body; panics (with the message) when there is none.
+    #[track_caller]
+    pub fn sdp(&self) -> Sdp {
+        Sdp::parse(self.body())
+            .unwrap_or_else(|| panic!("{} without an SDP body:\n{}", self.method, self.raw))
+    }
+}
+
+/// The parts of an SDP body (RFC 8866) the call tests look at.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sdp {
+    pub raw: String,
+    /// `o=` session version (the third field).
+    pub origin_version: u64,
+    /// Session-level `c=` address.
+    pub connection: Option<String>,
+    /// Session-level `a=` lines (without `a=`).
+    pub attributes: Vec<String>,
+    pub media: Vec<SdpMedia>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SdpMedia {
+    pub kind: String,
+    pub port: u16,
+    pub proto: String,
+    pub formats: Vec<String>,
+    /// Media-level `c=` address.
+    pub connection: Option<String>,
+    /// Media-level `a=` lines (without `a=`).
+    pub attributes: Vec<String>,
+}
+
+impl Sdp {
+    pub fn parse(body: &str) -> Option<Sdp> {
+        let mut sdp = Sdp {
+            raw: body.to_owned(),
+            origin_version: 0,
+            connection: None,
+            attributes: Vec::new(),
+            media: Vec::new(),
+        };
+        let mut seen_v = false;
+        for line in body.lines().map(|l| l.trim_end_matches('\r').trim_start()) {
+            let Some((k, v)) = line.split_once('=') else {
+                continue;
+            };
+            match k {
+                "v" => seen_v = true,
+                "o" => {
+                    sdp.origin_version = v.split(' ').nth(2).and_then(|x| x.parse().ok())?;
+                }
+                "c" => {
+                    let addr = v.split(' ').nth(2).map(str::to_owned);
+                    match sdp.media.last_mut() {
+                        Some(m) => m.connection = addr,
+                        None => sdp.connection = addr,
+                    }
+                }
+                "m" => {
+                    let mut f = v.split(' ');
+                    sdp.media.push(SdpMedia {
+                        kind: f.next()?.to_owned(),
+                        port: f.next()?.split('/').next()?.parse().ok()?,
+                        proto: f.next()?.to_owned(),
+                        formats: f.map(str::to_owned).collect(),
+                        connection: None,
+                        attributes: Vec::new(),
+                    });
+                }
+                "a" => match sdp.media.last_mut() {
+                    Some(m) => m.attributes.push(v.to_owned()),
+                    None => sdp.attributes.push(v.to_owned()),
+                },
+                _ => {}
+            }
+        }
+        seen_v.then_some(sdp)
+    }
+
+    /// The first `m=audio`; panics when there is none.
+    #[track_caller]
+    pub fn audio(&self) -> &SdpMedia {
+        self.media
+            .iter()
+            .find(|m| m.kind == "audio")
+            .unwrap_or_else(|| panic!("SDP without m=audio:\n{}", self.raw))
+    }
+
+    /// The audio stream's address: its own `c=`, else the session's.
+    #[track_caller]
+    pub fn audio_address(&self) -> String {
+        let m = self.audio();
+        m.connection
+            .clone()
+            .or_else(|| self.connection.clone())
+            .unwrap_or_else(|| panic!("SDP without c=:\n{}", self.raw))
+    }
+
+    /// The audio direction (RFC 3264 §5.1): media-level attribute, else session-level,
+    /// else `sendrecv`.
+    pub fn audio_direction(&self) -> String {
+        const DIRS: [&str; 4] = ["sendrecv", "sendonly", "recvonly", "inactive"];
+        let m = self.audio();
+        m.attributes
+            .iter()
+            .chain(self.attributes.iter())
+            .find(|a| DIRS.contains(&a.as_str()))
+            .cloned()
+            .unwrap_or_else(|| "sendrecv".to_owned())
+    }
+}
+
+/// A loopback UDP port free now (for a SIPp `-p` that only needs UDP, or an SDP port).
+pub fn free_udp_port() -> u16 {
+    UdpSocket::bind(("127.0.0.1", 0))
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("bind an ephemeral UDP port")
 }
 
 /// Split a scenario log into the responses it logged whole.
@@ -496,6 +933,21 @@ fn full_header_name(name: &str) -> String {
 }
 
 impl SipResponse {
+    pub fn body(&self) -> &str {
+        body_of(&self.raw)
+    }
+
+    /// The SDP body; panics (with the message) when there is none.
+    #[track_caller]
+    pub fn sdp(&self) -> Sdp {
+        Sdp::parse(self.body()).unwrap_or_else(|| {
+            panic!(
+                "{} response without an SDP body:\n{}",
+                self.status, self.raw
+            )
+        })
+    }
+
     pub fn parse(text: &str) -> Option<SipResponse> {
         let text = text.trim_start_matches(['\r', '\n']);
         let head = text.split("\r\n\r\n").next().unwrap_or(text);
@@ -712,6 +1164,32 @@ mod parse_tests {
         Content-Length: 0\r\n\r\n@@RESPONSE-END@@\nCHECK\n\
         @@RESPONSE-BEGIN@@SIP/2.0 200 OK\r\nm: <sip:a@127.0.0.1:5070;transport=udp>;expires=120, <sip:a@127.0.0.1:5071>;expires=3600\r\n\
         Contact: <sip:a@127.0.0.1:5072>\r\n\r\n@@RESPONSE-END@@\n";
+
+    #[test]
+    fn parses_logged_requests_and_sdp() {
+        let log = "INPUT rtp=9\n@@REQUEST-BEGIN@@INVITE sip:bob@127.0.0.1:5080;transport=udp SIP/2.0\r\n\
+            Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-x\r\nCSeq: 1 INVITE\r\n\
+            Content-Type: application/sdp\r\nContent-Length: 120\r\n\r\n\
+            v=0\r\no=- 17 42 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+            m=audio 30002 RTP/AVP 0 8 101\r\na=rtpmap:101 telephone-event/8000\r\na=sendonly\r\n\r\n\
+            @@REQUEST-END@@\n@@REQUEST-BEGIN@@ACK sip:x SIP/2.0\r\nCSeq: 1 ACK\r\n\r\n@@REQUEST-END@@";
+        let rs = parse_logged_requests(log);
+        assert_eq!(rs.len(), 2);
+        assert_eq!(rs[0].method, "INVITE");
+        assert_eq!(rs[0].uri, "sip:bob@127.0.0.1:5080;transport=udp");
+        assert_eq!(rs[0].header("cseq"), Some("1 INVITE"));
+        let sdp = rs[0].sdp();
+        assert_eq!(sdp.origin_version, 42);
+        assert_eq!(sdp.audio_address(), "127.0.0.1");
+        assert_eq!(sdp.audio().port, 30002);
+        assert_eq!(sdp.audio().formats, ["0", "8", "101"]);
+        assert_eq!(sdp.audio_direction(), "sendonly");
+        assert_eq!(rs[1].method, "ACK");
+        assert_eq!(rs[1].body(), "");
+        let msgs = "----- x\nUDP message received [10] bytes :\n\nBYE sip:a SIP/2.0\nVia: v\n\n\
+            ----- y\nUDP message sent (3 bytes):\n\nSIP/2.0 200 OK\n";
+        assert_eq!(received_start_lines(msgs), ["BYE sip:a SIP/2.0"]);
+    }
 
     #[test]
     fn parses_logged_responses() {
