@@ -772,12 +772,13 @@ async fn early_media_183_is_relayed_with_voxgate_sdp() {
 
     let progress = caller_run.response(183);
     let early = assert_voxgate_sdp(&progress.sdp(), &gw, b_port, "183 to the caller");
-    let answer = assert_voxgate_sdp(
-        &caller_run.response(200).sdp(),
-        &gw,
-        b_port,
-        "200 to the caller",
-    );
+    // The 200 to the INVITE (the last 200 logged is the one to the caller's BYE).
+    let ok = caller_run
+        .responses_with(200)
+        .into_iter()
+        .find(|r| r.header("cseq").is_some_and(|c| c.ends_with("INVITE")))
+        .unwrap_or_else(|| panic!("no 200 to the INVITE\n{}", caller_run.report()));
+    let answer = assert_voxgate_sdp(&ok.sdp(), &gw, b_port, "200 to the caller");
     assert_eq!(
         early, answer,
         "the caller's leg keeps one relay port from early media to the answer"

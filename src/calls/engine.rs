@@ -244,54 +244,135 @@ impl CallEngine {
             Ok(agent) => agent,
             Err(reply) => return Some(reply),
         };
+        let from = invite.from().uri.to_owned();
+        let to = invite.to().uri.to_owned();
+        let sip_call_id = invite.call_id().to_owned();
+        let caller_id = caller.id.clone();
+        match self.start_call(layer, registrar, conns, tx, invite, peer, caller, now, wall) {
+            Ok(()) => None,
+            Err(reply) => {
+                self.record_refused(&caller_id, from, to, sip_call_id, &reply, wall);
+                Some(reply)
+            }
+        }
+    }
+
+    /// Every call leaves a record, a refused one too (SPEC §4): `busy` for 486, else
+    /// `failed`, with the response as hangup cause.
+    fn record_refused(
+        &self,
+        caller_id: &str,
+        from: String,
+        to: String,
+        sip_call_id: String,
+        reply: &Reply,
+        wall: DateTime<Utc>,
+    ) {
+        let call_id = new_id(IdKind::Call);
+        let status = if reply.code == 486 {
+            CallStatus::Busy
+        } else {
+            CallStatus::Failed
+        };
+        let cause = format!("{} {}", reply.code, reply.reason);
+        self.record(CallChange::CreateCall(NewCall {
+            id: call_id.clone(),
+            direction: "internal",
+            from: from.clone(),
+            to,
+            agent_id: Some(caller_id.to_owned()),
+            status: CallStatus::Ringing,
+            started_at: wall,
+        }));
+        let leg_id = new_id(IdKind::Leg);
+        self.record(CallChange::CreateLeg(NewLeg {
+            id: leg_id.clone(),
+            call_id: call_id.clone(),
+            direction: LegDirection::Inbound,
+            agent_id: Some(caller_id.to_owned()),
+            uri: from,
+            sip_call_id,
+            status: CallStatus::Ringing,
+            started_at: wall,
+        }));
+        self.record(CallChange::LegStatus {
+            leg_id,
+            status,
+            at: wall,
+            hangup_cause: Some(cause.clone()),
+        });
+        self.record(CallChange::CallEnded {
+            call_id,
+            status,
+            at: wall,
+            duration_seconds: 0,
+            hangup_cause: cause,
+            hangup_by: "system",
+        });
+        metrics::counter!("voxgate_calls_refused_total", "code" => reply.code.to_string())
+            .increment(1);
+    }
+
+    /// Routes an authenticated INVITE and starts ringing, or says why not.
+    #[allow(clippy::too_many_arguments)]
+    fn start_call(
+        &mut self,
+        layer: &mut TransactionLayer,
+        registrar: &mut Registrar,
+        conns: &HashMap<SocketAddr, u64>,
+        tx: ServerTxId,
+        invite: Message,
+        peer: Peer,
+        caller: AgentAuth,
+        now: Instant,
+        wall: DateTime<Utc>,
+    ) -> Result<(), Reply> {
         // Routing in this issue: the Request-URI user is an agent's username.
         let Some(target) = invite
             .request_uri()
             .and_then(|u| SipUri::parse(u).ok())
             .and_then(|u| u.user.map(str::to_owned))
         else {
-            return Some(Reply::new(404, "Not Found"));
+            return Err(Reply::new(404, "Not Found"));
         };
         let Some(callee) = registrar.agent(&target).cloned() else {
-            return Some(Reply::new(404, "Not Found"));
+            return Err(Reply::new(404, "Not Found"));
         };
         let bindings: Vec<Binding> = registrar.bindings(&callee.id).to_vec();
         if bindings.is_empty() {
-            return Some(Reply::new(480, "Temporarily Unavailable"));
+            return Err(Reply::new(480, "Temporarily Unavailable"));
         }
         if self.active.get(&callee.id).copied().unwrap_or(0)
             >= usize::try_from(callee.max_concurrent_calls).unwrap_or(1)
         {
-            return Some(Reply::new(486, "Busy Here"));
+            return Err(Reply::new(486, "Busy Here"));
         }
         // RFC 4028 §9: only when the caller asks (we do not impose a timer).
         let session_timer = match negotiate_uas(&SESSION_TIMER, &invite) {
             Ok(UasDecision::TooSmall { min_se }) => {
-                return Some(
-                    Reply::new(422, "Session Interval Too Small")
-                        .with("Min-SE", min_se.to_string()),
-                )
+                return Err(Reply::new(422, "Session Interval Too Small")
+                    .with("Min-SE", min_se.to_string()))
             }
             Ok(UasDecision::NoTimer) | Err(_) => None,
             Ok(accept) => Some(accept),
         };
         // The offer. An INVITE without SDP (delayed offer) is not supported yet.
         if !is_sdp(&invite) {
-            return Some(Reply::new(488, "Not Acceptable Here"));
+            return Err(Reply::new(488, "Not Acceptable Here"));
         }
         let offer = match SessionDescription::parse(invite.body()) {
             Ok(o) => o,
             Err(e) => {
                 tracing::debug!(error = %e, "unparseable SDP offer");
-                return Some(Reply::new(e.sip_status(), reason_for(e.sip_status())));
+                return Err(Reply::new(e.sip_status(), reason_for(e.sip_status())));
             }
         };
         let session = match self.media.create_session() {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, "no media for a new call");
-                return Some(
-                    Reply::new(503, "Service Unavailable").with("Retry-After", "5".to_owned()),
+                return Err(
+                    Reply::new(503, "Service Unavailable").with("Retry-After", "5".to_owned())
                 );
             }
         };
@@ -314,7 +395,7 @@ impl CallEngine {
             Err(e) => {
                 let _ = self.media.destroy_session(session.id);
                 tracing::debug!(error = %e, "offer not acceptable");
-                return Some(Reply::new(e.sip_status(), reason_for(e.sip_status())));
+                return Err(Reply::new(e.sip_status(), reason_for(e.sip_status())));
             }
         };
 
@@ -437,7 +518,7 @@ impl CallEngine {
                 now,
             );
         }
-        None
+        Ok(())
     }
 
     fn outbound_invite(
