@@ -37,9 +37,9 @@ const TRAIL_S: f32 = 1.5;
 /// The lag is searched within ±2 s.
 const MAX_LAG_S: f64 = 2.0;
 
-/// Pass marks (measured: see tests/README.md). Direct PCMU on loopback gives ncc and
-/// windowed ncc ≈ 0.99, envelope corr ≈ 0.99, coverage 1.0; the other sentence gives
-/// windowed ncc ≈ 0.3 and ncc ≈ 0.05.
+/// Pass marks (measured: see tests/README.md). Direct PCMU on loopback gives ncc,
+/// windowed ncc and envelope corr 1.000 (to 3 places; µ-law's ~38 dB SNR), coverage
+/// 1.0; the wrong sentence gives ncc 0.03, windowed ncc 0.12-0.13, envelope corr 0.40.
 const MIN_WINDOWED_NCC: f64 = 0.85;
 const MIN_ENVELOPE_CORR: f64 = 0.85;
 const MIN_COVERAGE: f64 = 0.95;

@@ -503,7 +503,7 @@ pub mod compare {
         fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
             write!(
                 f,
-                "lag {} samples, ncc {:.3}, windowed ncc {:.3}, envelope corr {:.3}, coverage {:.3}",
+                "lag {} samples, ncc {:.4}, windowed ncc {:.4}, envelope corr {:.4}, coverage {:.3}",
                 self.lag, self.ncc, self.windowed_ncc, self.envelope_corr, self.coverage
             )
         }
