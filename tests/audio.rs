@@ -263,6 +263,21 @@ async fn call_through_voxgate_carries_speech_both_ways() {
     let log = || format!("----- voxgate log -----\n{}", gw.log());
     tokio::task::block_in_place(|| {
         run_call(&mut alice, &mut bob, &uri, play_s, &log);
+        // The media went through voxgate's relay, not peer to peer: each phone received
+        // its RTP from a port in the gateway's RTP range.
+        let (lo, hi) = gw
+            .rtp_ports
+            .split_once('-')
+            .map(|(a, b)| (a.parse::<u16>().unwrap(), b.parse::<u16>().unwrap()))
+            .expect("rtp range lo-hi");
+        for phone in [&alice, &bob] {
+            let ports = phone.rtp_source_ports();
+            assert!(
+                !ports.is_empty() && ports.iter().all(|p| (lo..=hi).contains(p)),
+                "{}: RTP came from ports {ports:?}, not from the gateway's range {lo}-{hi}",
+                phone.name
+            );
+        }
         check_heard(&bob, &alice_wav, &bob_wav, "via voxgate: bob hears alice");
         check_heard(&alice, &bob_wav, &alice_wav, "via voxgate: alice hears bob");
     });

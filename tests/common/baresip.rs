@@ -208,6 +208,16 @@ impl Baresip {
         read_log(&self.log_path)
     }
 
+    /// The source ports baresip reported receiving RTP from ("stream: incoming rtp for
+    /// 'audio' established, receiving from 127.0.0.1:<port>"), in order.
+    pub fn rtp_source_ports(&self) -> Vec<u16> {
+        self.log()
+            .lines()
+            .filter_map(|l| l.split("receiving from ").nth(1))
+            .filter_map(|a| a.trim().rsplit(':').next()?.parse().ok())
+            .collect()
+    }
+
     /// Send a `ctrl_tcp` command and wait (bounded) for its response; `Err` carries the
     /// response or the reason.
     pub fn command(&mut self, command: &str, params: &str) -> Result<Value, String> {
