@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{broadcast, watch};
 
 use crate::api::{self, AppState};
+use crate::calls::control::CallControl;
 use crate::config::Config;
 use crate::events::EVENT_CHANNEL_CAPACITY;
 use crate::store::Store;
@@ -88,6 +89,18 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let config = Arc::new(config);
     let store = open_store(&config).await?;
     bootstrap_api_keys(&store, &config).await?;
+    // Calls are in the store from their first INVITE: any still open were left by a
+    // previous run that ended without closing them (a crash), and no longer exist.
+    let orphaned = store
+        .close_orphaned_calls(crate::store::now())
+        .await
+        .context("closing calls left open by the previous run")?;
+    if orphaned > 0 {
+        tracing::warn!(
+            calls = orphaned,
+            "closed calls left open by the previous run as failed (gateway-restart)"
+        );
+    }
 
     let metrics = match metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder() {
         Ok(h) => Some(h),
@@ -98,12 +111,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     };
     let (events, _) = broadcast::channel(EVENT_CHANNEL_CAPACITY);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (calls, call_commands) = CallControl::channel();
 
     let sip = crate::sip::start(crate::sip::SipStart {
         config: config.clone(),
         store: store.clone(),
         events: events.clone(),
         shutdown: shutdown_rx.clone(),
+        calls: call_commands,
     })
     .await
     .context("starting SIP")?;
@@ -123,6 +138,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         config: config.clone(),
         store: store.clone(),
         events,
+        calls,
         sip: Mutex::new(Some(sip)),
         draining: AtomicBool::new(false),
         metrics: metrics.clone(),

@@ -19,6 +19,8 @@ pub enum IdKind {
     Agent,
     ApiKey,
     Registration,
+    Call,
+    Leg,
 }
 
 impl IdKind {
@@ -27,6 +29,8 @@ impl IdKind {
             IdKind::Agent => "agt",
             IdKind::ApiKey => "key",
             IdKind::Registration => "reg",
+            IdKind::Call => "call",
+            IdKind::Leg => "leg",
         }
     }
 

@@ -4,13 +4,14 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
-pub mod calls;
 pub mod app;
+pub mod calls;
 pub mod cli;
 pub mod config;
 pub mod events;
 pub mod ids;
 pub mod logging;
+pub mod media;
 pub mod registrar;
 pub mod sip;
 pub mod store;

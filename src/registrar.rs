@@ -44,6 +44,23 @@ pub struct Binding {
     pub cseq: u32,
 }
 
+/// Who challenges: the registrar (401, RFC 3261 §22.2) or the proxy-like call engine for
+/// INVITEs (407, §22.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Challenger {
+    Registrar,
+    Proxy,
+}
+
+impl Challenger {
+    fn response(self) -> (u16, &'static str, &'static str) {
+        match self {
+            Challenger::Registrar => (401, "Unauthorized", "WWW-Authenticate"),
+            Challenger::Proxy => (407, "Proxy Authentication Required", "Proxy-Authenticate"),
+        }
+    }
+}
+
 /// What to answer. The core adds Via/From/To/Call-ID/CSeq and a To tag.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply {
@@ -184,14 +201,83 @@ impl Registrar {
         removed
     }
 
-    /// The 401 challenge: identical in shape for every request, whoever it claims to be,
-    /// so usernames cannot be enumerated (SPEC §2).
-    pub fn challenge(&self, stale: bool, random: [u8; NONCE_RANDOM_LEN], now_unix: u64) -> Reply {
-        let mut reply = Reply::new(401, "Unauthorized");
+    /// The challenge: identical in shape for every request, whoever it claims to be, so
+    /// usernames cannot be enumerated (SPEC §2).
+    pub fn challenge(
+        &self,
+        kind: Challenger,
+        stale: bool,
+        random: [u8; NONCE_RANDOM_LEN],
+        now_unix: u64,
+    ) -> Reply {
+        let (code, reason, header) = kind.response();
+        let mut reply = Reply::new(code, reason);
         for challenge in self.verifier.challenges(now_unix, random, stale) {
-            reply = reply.with("WWW-Authenticate", challenge.to_string());
+            reply = reply.with(header, challenge.to_string());
         }
         reply
+    }
+
+    /// Digest-authenticates a request as one of the agents (RFC 3261 §22): the agent, or
+    /// the reply to send instead (a challenge, 403, or 400).
+    pub fn authenticate(
+        &mut self,
+        req: &Message,
+        kind: Challenger,
+        now: DateTime<Utc>,
+        random: [u8; NONCE_RANDOM_LEN],
+    ) -> Result<AgentAuth, Reply> {
+        let now_unix = u64::try_from(now.timestamp()).unwrap_or(0);
+        let header = match kind {
+            Challenger::Registrar => HeaderName::Authorization,
+            Challenger::Proxy => HeaderName::ProxyAuthorization,
+        };
+        let Some(credentials) = req.header(header) else {
+            return Err(self.challenge(kind, false, random, now_unix));
+        };
+        let method = req.method().map_or("", |m| m.as_str());
+        let agents = &self.agents;
+        let verified = self.verifier.verify(
+            method,
+            credentials,
+            |username, alg| {
+                let agent = agents.get(username)?;
+                match alg {
+                    Algorithm::Md5 => Some(agent.ha1_md5.clone()),
+                    Algorithm::Sha256 => Some(agent.ha1_sha256.clone()),
+                    // Only the base algorithms are offered (`sip.auth_algorithms`).
+                    _ => None,
+                }
+            },
+            now_unix,
+        );
+        let forbidden = || {
+            let mut r = Reply::new(403, "Forbidden");
+            r.auth_failure = true;
+            r
+        };
+        let verified = match verified {
+            Ok(v) => v,
+            Err(auth::AuthError::Stale) => return Err(self.challenge(kind, true, random, now_unix)),
+            Err(auth::AuthError::Forbidden) => return Err(forbidden()),
+            // Credentials for another realm, garbage, a replayed nc: ask again; the client
+            // has nothing that can succeed without a fresh challenge.
+            Err(_) => return Err(self.challenge(kind, false, random, now_unix)),
+        };
+        // RFC 2617 §3.2.2.5: the digest-uri names the resource the response was computed
+        // for; one for another Request-URI is a replay from elsewhere.
+        if req.request_uri() != Some(verified.uri.as_str()) {
+            return Err(Reply::new(400, "Bad Request"));
+        }
+        self.agents
+            .get(&verified.username)
+            .cloned()
+            .ok_or_else(forbidden)
+    }
+
+    /// An agent's credentials and limits by username.
+    pub fn agent(&self, username: &str) -> Option<&AgentAuth> {
+        self.agents.get(username)
     }
 
     /// Handles one REGISTER. `random` feeds a fresh nonce if a challenge is needed.
@@ -203,46 +289,9 @@ impl Registrar {
         now: DateTime<Utc>,
         random: [u8; NONCE_RANDOM_LEN],
     ) -> Reply {
-        let now_unix = u64::try_from(now.timestamp()).unwrap_or(0);
-        let Some(credentials) = req.header(HeaderName::Authorization) else {
-            return self.challenge(false, random, now_unix);
-        };
-        let agents = &self.agents;
-        let verified = self.verifier.verify(
-            "REGISTER",
-            credentials,
-            |username, alg| {
-                let agent = agents.get(username)?;
-                match alg {
-                    Algorithm::Md5 => Some(agent.ha1_md5.clone()),
-                    Algorithm::Sha256 => Some(agent.ha1_sha256.clone()),
-                    // Only the base algorithms are offered (RegistrarConfig::algorithms).
-                    _ => None,
-                }
-            },
-            now_unix,
-        );
-        let verified = match verified {
-            Ok(v) => v,
-            Err(auth::AuthError::Stale) => return self.challenge(true, random, now_unix),
-            Err(auth::AuthError::Forbidden) => {
-                let mut r = Reply::new(403, "Forbidden");
-                r.auth_failure = true;
-                return r;
-            }
-            // Credentials for another realm, garbage, a replayed nc: ask again; the client
-            // has nothing that can succeed without a fresh challenge.
-            Err(_) => return self.challenge(false, random, now_unix),
-        };
-        // RFC 2617 §3.2.2.5: the digest-uri names the resource the response was computed
-        // for; one for another Request-URI is a replay from elsewhere.
-        if req.request_uri() != Some(verified.uri.as_str()) {
-            return Reply::new(400, "Bad Request");
-        }
-        let Some(agent) = self.agents.get(&verified.username).cloned() else {
-            let mut r = Reply::new(403, "Forbidden");
-            r.auth_failure = true;
-            return r;
+        let agent = match self.authenticate(req, Challenger::Registrar, now, random) {
+            Ok(agent) => agent,
+            Err(reply) => return reply,
         };
 
         // SPEC §2: an agent may only register its own username (RFC 3261 §10.3 step 6).

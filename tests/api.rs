@@ -6,10 +6,12 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use chrono::Duration;
+use chrono::{DateTime, Duration, Utc};
 use reqwest::{Response, StatusCode};
 use serde_json::{json, Value};
-use voxgate::store::{Registration, RegistrationChange, Store};
+use voxgate::calls::record::{CallChange, CallStatus, LegDirection, NewCall, NewLeg};
+use voxgate::ids::{new_id, IdKind};
+use voxgate::store::{fmt_time, Registration, RegistrationChange, Store};
 
 use common::Gateway;
 
@@ -638,6 +640,9 @@ async fn openapi_lists_every_route_and_docs_render_it() {
         ("POST", "/v1/agents/{id}/status"),
         ("POST", "/v1/api-keys"),
         ("GET", "/v1/api-keys"),
+        ("GET", "/v1/calls"),
+        ("GET", "/v1/calls/{id}"),
+        ("POST", "/v1/calls/{id}/hangup"),
         ("DELETE", "/v1/api-keys/{id}"),
         ("GET", "/healthz"),
         ("GET", "/readyz"),
@@ -699,6 +704,8 @@ async fn openapi_lists_every_route_and_docs_render_it() {
         "PatchAgent",
         "Problem",
         "CreatedApiKey",
+        "CallView",
+        "LegView",
     ] {
         assert!(html.contains(schema), "/docs lacks schema {schema}");
     }
@@ -831,4 +838,654 @@ async fn postgres_backend_serves_the_same_api() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
+}
+
+/// Write call records the way the call engine's recorder does, through the library, into
+/// the running gateway's database.
+async fn seed(gw: &Gateway, changes: &[CallChange]) {
+    let store = Store::connect(&gw.database_url(), 1).await.unwrap();
+    store.apply_call_changes(changes).await.unwrap();
+    store.close().await;
+}
+
+fn call(agent_id: Option<&str>, from: &str, to: &str, started_at: DateTime<Utc>) -> NewCall {
+    NewCall {
+        id: new_id(IdKind::Call),
+        direction: "internal",
+        from: from.to_owned(),
+        to: to.to_owned(),
+        agent_id: agent_id.map(str::to_owned),
+        status: CallStatus::Ringing,
+        started_at,
+    }
+}
+
+fn leg(call: &NewCall, direction: LegDirection, agent_id: Option<&str>, uri: &str) -> NewLeg {
+    NewLeg {
+        id: new_id(IdKind::Leg),
+        call_id: call.id.clone(),
+        direction,
+        agent_id: agent_id.map(str::to_owned),
+        uri: uri.to_owned(),
+        sip_call_id: format!("{}@test", new_id(IdKind::Leg)),
+        status: CallStatus::Ringing,
+        started_at: call.started_at,
+    }
+}
+
+fn ended(call: &NewCall, status: CallStatus, secs: i64, cause: &str) -> CallChange {
+    CallChange::CallEnded {
+        call_id: call.id.clone(),
+        status,
+        at: call.started_at + Duration::seconds(secs),
+        duration_seconds: if status == CallStatus::Completed {
+            secs - 2
+        } else {
+            0
+        },
+        hangup_cause: cause.to_owned(),
+        hangup_by: "caller",
+    }
+}
+
+async fn get_json(gw: &Gateway, path: &str) -> Value {
+    let (s, v) = body(gw.client().get(gw.url(path)).send().await.unwrap()).await;
+    assert_eq!(s, StatusCode::OK, "GET {path}: {v}");
+    v
+}
+
+fn data_ids(list: &Value) -> Vec<String> {
+    list["data"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no data: {list}"))
+        .iter()
+        .map(|c| c["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn agent_state(gw: &Gateway, agent: &str) -> String {
+    get_json(gw, &format!("/v1/agents/{agent}")).await["state"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn calls_list_get_filter_and_paginate() {
+    let gw = Gateway::start().await;
+    let (_, alice) =
+        body(create_agent(&gw, json!({"username": "alice", "password": "secret123"})).await).await;
+    let (_, bob) =
+        body(create_agent(&gw, json!({"username": "bob", "password": "secret123"})).await).await;
+    let alice = alice["id"].as_str().unwrap().to_owned();
+    let bob = bob["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        gw.client()
+            .get(gw.url("/v1/calls"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        get_json(&gw, "/v1/calls").await,
+        json!({"data": [], "next": null})
+    );
+
+    let t0 = voxgate::store::now() - Duration::hours(1);
+    // c0: alice called bob, answered, completed. c1: a number called alice, busy.
+    // c2: alice is calling bob now (ringing).
+    let c0 = call(Some(&alice), "sip:alice@voxgate", "sip:bob@voxgate", t0);
+    let c0a = leg(
+        &c0,
+        LegDirection::Inbound,
+        Some(&alice),
+        "sip:alice@192.0.2.10:5062",
+    );
+    let c0b = leg(
+        &c0,
+        LegDirection::Outbound,
+        Some(&bob),
+        "sip:bob@192.0.2.20:5062",
+    );
+    let c1 = call(
+        None,
+        "sip:+919876543210@trunk.example",
+        "sip:alice@voxgate",
+        t0 + Duration::minutes(10),
+    );
+    let c1a = leg(
+        &c1,
+        LegDirection::Outbound,
+        Some(&alice),
+        "sip:alice@192.0.2.10:5062",
+    );
+    let c2 = call(
+        Some(&alice),
+        "sip:alice@voxgate",
+        "sip:bob@voxgate",
+        t0 + Duration::minutes(20),
+    );
+    let c2a = leg(
+        &c2,
+        LegDirection::Inbound,
+        Some(&alice),
+        "sip:alice@192.0.2.10:5062",
+    );
+    let c2b = leg(
+        &c2,
+        LegDirection::Outbound,
+        Some(&bob),
+        "sip:bob@192.0.2.20:5062",
+    );
+    seed(
+        &gw,
+        &[
+            CallChange::CreateCall(c0.clone()),
+            CallChange::CreateLeg(c0a.clone()),
+            CallChange::CreateLeg(c0b.clone()),
+            CallChange::CallAnswered {
+                call_id: c0.id.clone(),
+                at: t0 + Duration::seconds(2),
+            },
+            CallChange::LegStatus {
+                leg_id: c0b.id.clone(),
+                status: CallStatus::InProgress,
+                at: t0 + Duration::seconds(2),
+                hangup_cause: None,
+            },
+            ended(&c0, CallStatus::Completed, 62, "BYE"),
+            CallChange::CreateCall(c1.clone()),
+            CallChange::CreateLeg(c1a.clone()),
+            CallChange::LegStatus {
+                leg_id: c1a.id.clone(),
+                status: CallStatus::Busy,
+                at: c1.started_at + Duration::seconds(1),
+                hangup_cause: Some("486 Busy Here".into()),
+            },
+            ended(&c1, CallStatus::Busy, 1, "486 Busy Here"),
+            CallChange::CreateCall(c2.clone()),
+            CallChange::CreateLeg(c2a.clone()),
+            CallChange::CreateLeg(c2b.clone()),
+        ],
+    )
+    .await;
+
+    // The record as SPEC §4 names it.
+    let got = get_json(&gw, &format!("/v1/calls/{}", c0.id)).await;
+    let keys: BTreeSet<&str> = got
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let expected: BTreeSet<&str> = [
+        "id",
+        "status",
+        "direction",
+        "from",
+        "to",
+        "agent",
+        "legs",
+        "answered_by",
+        "started_at",
+        "answered_at",
+        "ended_at",
+        "duration_seconds",
+        "hangup_cause",
+        "hangup_by",
+        "recording_ids",
+        "metadata",
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(keys, expected, "{got}");
+    assert_eq!(got["id"], c0.id.as_str());
+    assert_eq!(got["status"], "completed");
+    assert_eq!(got["direction"], "internal");
+    assert_eq!(got["from"], "sip:alice@voxgate");
+    assert_eq!(got["to"], "sip:bob@voxgate");
+    assert_eq!(got["agent"], alice.as_str());
+    assert_eq!(got["answered_by"], Value::Null);
+    assert_eq!(got["started_at"], fmt_time(t0).as_str());
+    assert_eq!(
+        got["answered_at"],
+        fmt_time(t0 + Duration::seconds(2)).as_str()
+    );
+    assert_eq!(
+        got["ended_at"],
+        fmt_time(t0 + Duration::seconds(62)).as_str()
+    );
+    assert_eq!(got["duration_seconds"], 60);
+    assert_eq!(got["hangup_cause"], "BYE");
+    assert_eq!(got["hangup_by"], "caller");
+    assert_eq!(got["recording_ids"], json!([]));
+    assert_eq!(got["metadata"], Value::Null);
+    let legs = got["legs"].as_array().unwrap();
+    assert_eq!(legs.len(), 2, "{got}");
+    let leg_keys: BTreeSet<&str> = legs[1]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let expected: BTreeSet<&str> = [
+        "id",
+        "direction",
+        "agent",
+        "uri",
+        "status",
+        "started_at",
+        "answered_at",
+        "ended_at",
+        "hangup_cause",
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(leg_keys, expected, "{got}");
+    assert_eq!(legs[0]["id"], c0a.id.as_str());
+    assert_eq!(legs[0]["direction"], "inbound");
+    assert_eq!(legs[1]["direction"], "outbound");
+    assert_eq!(legs[1]["agent"], bob.as_str());
+    assert_eq!(legs[1]["uri"], "sip:bob@192.0.2.20:5062");
+    assert_eq!(legs[1]["status"], "completed");
+    assert_eq!(
+        legs[1]["answered_at"],
+        fmt_time(t0 + Duration::seconds(2)).as_str()
+    );
+    assert_eq!(
+        legs[1]["ended_at"],
+        fmt_time(t0 + Duration::seconds(62)).as_str()
+    );
+    assert_eq!(legs[1]["hangup_cause"], "BYE");
+    let live = get_json(&gw, &format!("/v1/calls/{}", c2.id)).await;
+    assert_eq!(live["status"], "ringing");
+    for k in [
+        "answered_at",
+        "ended_at",
+        "duration_seconds",
+        "hangup_cause",
+        "hangup_by",
+    ] {
+        assert_eq!(live[k], Value::Null, "{k}: {live}");
+    }
+
+    // Newest first; filters.
+    let all = get_json(&gw, "/v1/calls").await;
+    assert_eq!(
+        data_ids(&all),
+        vec![c2.id.as_str(), c1.id.as_str(), c0.id.as_str()]
+    );
+    assert_eq!(all["next"], Value::Null);
+    assert_eq!(all["data"][2]["legs"].as_array().unwrap().len(), 2);
+    let q = |query: &str| {
+        let gw = &gw;
+        let path = format!("/v1/calls?{query}");
+        async move { data_ids(&get_json(gw, &path).await) }
+    };
+    assert_eq!(q("status=busy").await, vec![c1.id.as_str()]);
+    assert_eq!(q("status=ringing").await, vec![c2.id.as_str()]);
+    assert_eq!(q("status=no-answer").await, Vec::<String>::new());
+    assert_eq!(
+        q("agent=alice").await,
+        vec![c2.id.as_str(), c1.id.as_str(), c0.id.as_str()]
+    );
+    assert_eq!(q("agent=bob").await, vec![c2.id.as_str(), c0.id.as_str()]);
+    assert_eq!(
+        q(&format!("agent={bob}")).await,
+        vec![c2.id.as_str(), c0.id.as_str()]
+    );
+    assert_eq!(q("from=%2B919876543210").await, vec![c1.id.as_str()]);
+    assert_eq!(
+        q("to=sip:bob@voxgate").await,
+        vec![c2.id.as_str(), c0.id.as_str()]
+    );
+    assert_eq!(q("to=alice&status=busy").await, vec![c1.id.as_str()]);
+    let at = |d: Duration| fmt_time(t0 + d);
+    assert_eq!(
+        q(&format!("since={}", at(Duration::minutes(10)))).await,
+        vec![c2.id.as_str(), c1.id.as_str()]
+    );
+    assert_eq!(
+        q(&format!("until={}", at(Duration::minutes(10)))).await,
+        vec![c0.id.as_str()]
+    );
+    assert_eq!(
+        q(&format!(
+            "since={}&until={}",
+            at(Duration::minutes(5)),
+            at(Duration::minutes(15))
+        ))
+        .await,
+        vec![c1.id.as_str()]
+    );
+    // An offset other than Z, percent-encoded.
+    let since = (t0 + Duration::minutes(15))
+        .with_timezone(&chrono::FixedOffset::east_opt(5 * 3600 + 1800).unwrap())
+        .to_rfc3339()
+        .replace('+', "%2B");
+    assert_eq!(q(&format!("since={since}")).await, vec![c2.id.as_str()]);
+
+    // Pages of 2, newest first, `next` continues with older calls.
+    let p1 = get_json(&gw, "/v1/calls?limit=2").await;
+    assert_eq!(data_ids(&p1), vec![c2.id.as_str(), c1.id.as_str()]);
+    assert_eq!(p1["next"], c1.id.as_str());
+    let p2 = get_json(&gw, &format!("/v1/calls?limit=2&after={}", c1.id)).await;
+    assert_eq!(data_ids(&p2), vec![c0.id.as_str()]);
+    assert_eq!(p2["next"], Value::Null);
+    let p = get_json(&gw, &format!("/v1/calls?limit=1&agent=bob&after={}", c2.id)).await;
+    assert_eq!(
+        (data_ids(&p), &p["next"]),
+        (vec![c0.id.clone()], &Value::Null)
+    );
+
+    // Bad filters: 422 naming the parameter.
+    let c = gw.client();
+    for (query, field) in [
+        ("status=done", "status"),
+        ("status=", "status"),
+        ("status=IN-PROGRESS", "status"),
+        ("since=yesterday", "since"),
+        ("since=2026-01-01", "since"),
+        ("until=2026-13-01T00:00:00Z", "until"),
+        (
+            "since=2026-01-02T00:00:00Z&until=2026-01-01T00:00:00Z",
+            "until",
+        ),
+        ("agent=carol", "agent"),
+        ("agent=", "agent"),
+        ("campaign=spring", "campaign"),
+        ("from=", "from"),
+        ("limit=0", "limit"),
+    ] {
+        let r = c
+            .get(gw.url(&format!("/v1/calls?{query}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(invalid_fields(r).await, vec![field], "{query}");
+    }
+    let r = c
+        .get(gw.url("/v1/calls?status=nope&since=nope"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(invalid_fields(r).await, vec!["status", "since"]);
+
+    // 404 for an unknown call.
+    for id in ["call_00000000000000000000000000", "nobody"] {
+        let r = c
+            .get(gw.url(&format!("/v1/calls/{id}")))
+            .send()
+            .await
+            .unwrap();
+        problem(r, StatusCode::NOT_FOUND).await;
+    }
+    let r = gw
+        .anon_client()
+        .get(gw.url("/v1/calls"))
+        .send()
+        .await
+        .unwrap();
+    problem(r, StatusCode::UNAUTHORIZED).await;
+}
+
+#[tokio::test]
+async fn agent_state_follows_live_calls() {
+    let gw = Gateway::start().await;
+    for u in ["alice", "bob"] {
+        create_agent(&gw, json!({"username": u, "password": "secret123"})).await;
+    }
+    let alice = get_json(&gw, "/v1/agents/alice").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let bob = get_json(&gw, "/v1/agents/bob").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Registered and available before any call.
+    let store = Store::connect(&gw.database_url(), 1).await.unwrap();
+    let registration = Registration {
+        id: new_id(IdKind::Registration),
+        agent_id: bob.clone(),
+        contact: "sip:bob@192.0.2.20:5062".into(),
+        transport: "udp".into(),
+        source: "192.0.2.20:5062".into(),
+        expires_at: voxgate::store::now() + Duration::seconds(600),
+        user_agent: None,
+        call_id: "r1".into(),
+        cseq: 1,
+    };
+    store
+        .apply_registration_changes(&[RegistrationChange::Upsert(registration)])
+        .await
+        .unwrap();
+    store.close().await;
+    assert_eq!(agent_state(&gw, "bob").await, "available");
+    assert_eq!(agent_state(&gw, "alice").await, "offline");
+
+    // Alice (not registered: her registration lapsed mid-call) calls bob: she is busy,
+    // bob's phone rings.
+    let c = call(
+        Some(&alice),
+        "sip:alice@voxgate",
+        "sip:bob@voxgate",
+        voxgate::store::now(),
+    );
+    let a = leg(
+        &c,
+        LegDirection::Inbound,
+        Some(&alice),
+        "sip:alice@192.0.2.10:5062",
+    );
+    let b = leg(
+        &c,
+        LegDirection::Outbound,
+        Some(&bob),
+        "sip:bob@192.0.2.20:5062",
+    );
+    seed(
+        &gw,
+        &[
+            CallChange::CreateCall(c.clone()),
+            CallChange::CreateLeg(a),
+            CallChange::CreateLeg(b.clone()),
+        ],
+    )
+    .await;
+    assert_eq!(agent_state(&gw, "alice").await, "busy");
+    assert_eq!(agent_state(&gw, "bob").await, "ringing");
+    let list = get_json(&gw, "/v1/agents").await;
+    let states: Vec<&str> = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, vec!["busy", "ringing"]);
+
+    // Bob answers: busy, even when away.
+    seed(
+        &gw,
+        &[
+            CallChange::LegStatus {
+                leg_id: b.id.clone(),
+                status: CallStatus::InProgress,
+                at: voxgate::store::now(),
+                hangup_cause: None,
+            },
+            CallChange::CallAnswered {
+                call_id: c.id.clone(),
+                at: voxgate::store::now(),
+            },
+        ],
+    )
+    .await;
+    let r = gw
+        .client()
+        .post(gw.url("/v1/agents/bob/status"))
+        .json(&json!({"status": "away"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(body(r).await.1["state"], "busy");
+
+    // The call ends: back to the registration and presence.
+    seed(&gw, &[ended(&c, CallStatus::Completed, 10, "BYE")]).await;
+    assert_eq!(agent_state(&gw, "bob").await, "away");
+    assert_eq!(agent_state(&gw, "alice").await, "offline");
+}
+
+#[tokio::test]
+async fn hangup_checks_the_call_first() {
+    let gw = Gateway::start().await;
+    let done = call(None, "sip:a@x", "sip:b@x", voxgate::store::now());
+    seed(
+        &gw,
+        &[
+            CallChange::CreateCall(done.clone()),
+            ended(&done, CallStatus::NoAnswer, 30, "408"),
+        ],
+    )
+    .await;
+    let c = gw.client();
+    let hangup = |id: &str| gw.url(&format!("/v1/calls/{id}/hangup"));
+
+    let v = problem(
+        c.post(hangup("call_00000000000000000000000000"))
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    assert_eq!(v["type"], "/problems/not-found");
+    // An ended call: 409, with or without the (optional, empty) body.
+    let v = problem(
+        c.post(hangup(&done.id)).send().await.unwrap(),
+        StatusCode::CONFLICT,
+    )
+    .await;
+    assert_eq!(v["type"], "/problems/invalid-state");
+    assert!(v["detail"].as_str().unwrap().contains("no-answer"), "{v}");
+    let r = c
+        .post(hangup(&done.id))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    problem(r, StatusCode::CONFLICT).await;
+    // The body, when present, is checked like any other.
+    let r = c
+        .post(hangup(&done.id))
+        .json(&json!({"reason": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(invalid_fields(r).await, vec!["reason"]);
+    let r = c
+        .post(hangup(&done.id))
+        .header("content-type", "text/plain")
+        .body("now")
+        .send()
+        .await
+        .unwrap();
+    problem(r, StatusCode::UNSUPPORTED_MEDIA_TYPE).await;
+    // Nothing changed.
+    let got = get_json(&gw, &format!("/v1/calls/{}", done.id)).await;
+    assert_eq!(
+        (got["status"].as_str(), got["hangup_by"].as_str()),
+        (Some("no-answer"), Some("caller"))
+    );
+}
+
+async fn restart_closes_open_calls(mut gw: Gateway) {
+    let t0 = voxgate::store::now() - Duration::seconds(40);
+    let open = call(None, "sip:alice@voxgate", "sip:bob@voxgate", t0);
+    let open_leg = leg(
+        &open,
+        LegDirection::Outbound,
+        None,
+        "sip:bob@192.0.2.20:5062",
+    );
+    let ringing = call(None, "sip:alice@voxgate", "sip:carol@voxgate", t0);
+    let done = call(None, "sip:alice@voxgate", "sip:dave@voxgate", t0);
+    seed(
+        &gw,
+        &[
+            CallChange::CreateCall(open.clone()),
+            CallChange::CreateLeg(open_leg.clone()),
+            CallChange::LegStatus {
+                leg_id: open_leg.id.clone(),
+                status: CallStatus::InProgress,
+                at: t0 + Duration::seconds(10),
+                hangup_cause: None,
+            },
+            CallChange::CallAnswered {
+                call_id: open.id.clone(),
+                at: t0 + Duration::seconds(10),
+            },
+            CallChange::CreateCall(ringing.clone()),
+            CallChange::CreateCall(done.clone()),
+            ended(&done, CallStatus::Completed, 12, "BYE"),
+        ],
+    )
+    .await;
+    let before = get_json(&gw, &format!("/v1/calls/{}", done.id)).await;
+    assert_eq!(
+        get_json(&gw, &format!("/v1/calls/{}", open.id)).await["status"],
+        "in-progress"
+    );
+
+    gw.kill9();
+    gw.restart().await;
+    let got = get_json(&gw, &format!("/v1/calls/{}", open.id)).await;
+    assert_eq!(got["status"], "failed", "{got}");
+    assert_eq!(got["hangup_cause"], "gateway-restart");
+    assert_eq!(got["hangup_by"], "system");
+    let ended_at: DateTime<Utc> = got["ended_at"].as_str().unwrap().parse().unwrap();
+    assert!(
+        ended_at > t0 + Duration::seconds(39) && ended_at <= voxgate::store::now(),
+        "{got}"
+    );
+    // From the answer (t0 + 10 s) to the restart.
+    let duration = got["duration_seconds"].as_i64().unwrap();
+    assert_eq!(
+        duration,
+        (ended_at - (t0 + Duration::seconds(10))).num_seconds(),
+        "{got}"
+    );
+    assert!(duration >= 29, "{got}");
+    assert_eq!(got["legs"][0]["status"], "failed");
+    assert_eq!(got["legs"][0]["hangup_cause"], "gateway-restart");
+    let r = get_json(&gw, &format!("/v1/calls/{}", ringing.id)).await;
+    assert_eq!(
+        (r["status"].as_str(), r["duration_seconds"].as_i64()),
+        (Some("failed"), Some(0))
+    );
+    assert_eq!(
+        get_json(&gw, &format!("/v1/calls/{}", done.id)).await,
+        before
+    );
+    assert!(
+        gw.log()
+            .contains("closed calls left open by the previous run"),
+        "{}",
+        gw.log()
+    );
+    // Closed once: a clean restart has nothing left to close.
+    gw.restart().await;
+    assert_eq!(get_json(&gw, &format!("/v1/calls/{}", open.id)).await, got);
+}
+
+#[tokio::test]
+async fn restart_closes_open_calls_sqlite() {
+    restart_closes_open_calls(Gateway::start().await).await;
+}
+
+#[tokio::test]
+async fn restart_closes_open_calls_postgres() {
+    restart_closes_open_calls(Gateway::start_pg().await).await;
 }

@@ -35,6 +35,7 @@ async fn agent_changes_are_published_after_commit() {
         config: Arc::new(config),
         store: store.clone(),
         events,
+        calls: voxgate::calls::control::CallControl::channel().0,
         sip: Mutex::new(None),
         draining: AtomicBool::new(false),
         metrics: None,

@@ -5,10 +5,12 @@
 
 mod common;
 
-use chrono::{Duration, Utc};
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use voxgate::calls::record::{CallChange, CallStatus, LegDirection, NewCall, NewLeg};
+use voxgate::ids::{new_id, IdKind};
 use voxgate::store::{
-    fmt_time, AgentPatch, Backend, Credentials, NewAgent, Presence, Registration,
-    RegistrationChange, Store, StoreError,
+    fmt_time, AgentCallCounts, AgentPatch, Backend, CallFilter, Credentials, NewAgent, Presence,
+    Registration, RegistrationChange, Store, StoreError,
 };
 
 use common::PgDb;
@@ -68,6 +70,12 @@ both!(
     registration_expiry_sweep,
     failed_batch_writes_nothing,
     api_keys,
+    call_changes_apply_in_order,
+    failed_call_batch_writes_nothing,
+    call_filters_and_pagination,
+    orphaned_calls_are_closed,
+    calls_outlive_their_agents,
+    recorder_applies_in_order_and_skips_a_bad_change,
 );
 
 fn new_agent(username: &str) -> NewAgent {
@@ -94,6 +102,54 @@ fn reg(agent_id: &str, contact: &str, expires_in: i64, cseq: i64) -> Registratio
         call_id: format!("cid-{contact}"),
         cseq,
     }
+}
+
+/// 2026-01-01T10:00:00Z plus `secs`.
+fn at(secs: i64) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 1, 1, 10, 0, 0).unwrap() + Duration::seconds(secs)
+}
+
+fn new_call(agent_id: Option<&str>, from: &str, to: &str, started_at: DateTime<Utc>) -> NewCall {
+    NewCall {
+        id: new_id(IdKind::Call),
+        direction: "internal",
+        from: from.to_owned(),
+        to: to.to_owned(),
+        agent_id: agent_id.map(str::to_owned),
+        status: CallStatus::Ringing,
+        started_at,
+    }
+}
+
+fn new_leg(call: &NewCall, direction: LegDirection, agent_id: Option<&str>, uri: &str) -> NewLeg {
+    NewLeg {
+        id: new_id(IdKind::Leg),
+        call_id: call.id.clone(),
+        direction,
+        agent_id: agent_id.map(str::to_owned),
+        uri: uri.to_owned(),
+        sip_call_id: format!("{}@test", new_id(IdKind::Leg)),
+        status: CallStatus::Ringing,
+        started_at: call.started_at,
+    }
+}
+
+fn leg_status(
+    leg: &NewLeg,
+    status: CallStatus,
+    t: DateTime<Utc>,
+    cause: Option<&str>,
+) -> CallChange {
+    CallChange::LegStatus {
+        leg_id: leg.id.clone(),
+        status,
+        at: t,
+        hangup_cause: cause.map(str::to_owned),
+    }
+}
+
+fn ids(calls: &[voxgate::store::Call]) -> Vec<&str> {
+    calls.iter().map(|c| c.id.as_str()).collect()
 }
 
 mod tests {
@@ -470,5 +526,575 @@ mod tests {
             Err(StoreError::NotFound)
         ));
         assert_eq!(store.count_api_keys().await.unwrap(), 1);
+    }
+
+    pub async fn call_changes_apply_in_order(store: Store, _url: String) {
+        let alice = store.create_agent(&new_agent("alice")).await.unwrap();
+        let bob = store.create_agent(&new_agent("bob")).await.unwrap();
+        let call = new_call(
+            Some(&alice.id),
+            "sip:alice@voxgate",
+            "sip:bob@voxgate",
+            at(0),
+        );
+        let a_leg = new_leg(
+            &call,
+            LegDirection::Inbound,
+            Some(&alice.id),
+            "sip:alice@voxgate",
+        );
+        let b_leg = new_leg(
+            &call,
+            LegDirection::Outbound,
+            Some(&bob.id),
+            "sip:bob@10.0.0.3:5062",
+        );
+        store
+            .apply_call_changes(&[
+                CallChange::CreateCall(call.clone()),
+                CallChange::CreateLeg(a_leg.clone()),
+                CallChange::CreateLeg(b_leg.clone()),
+            ])
+            .await
+            .unwrap();
+        let got = store.get_call(&call.id).await.unwrap();
+        assert!(
+            got.id.starts_with("call_") && got.id.len() == 31,
+            "{}",
+            got.id
+        );
+        assert_eq!(got.status, CallStatus::Ringing);
+        assert_eq!(
+            (got.from.as_str(), got.to.as_str()),
+            ("sip:alice@voxgate", "sip:bob@voxgate")
+        );
+        assert_eq!(got.direction, "internal");
+        assert_eq!(got.agent_id.as_deref(), Some(alice.id.as_str()));
+        assert_eq!(got.started_at, at(0));
+        assert_eq!(
+            (got.answered_at, got.ended_at, got.duration_seconds),
+            (None, None, None)
+        );
+        assert_eq!(got.metadata, None);
+        assert_eq!(got.legs.len(), 2);
+        assert_eq!(got.legs[0].id, a_leg.id);
+        assert_eq!(got.legs[0].direction, LegDirection::Inbound);
+        assert_eq!(got.legs[1].uri, "sip:bob@10.0.0.3:5062");
+        assert_eq!(got.legs[1].sip_call_id, b_leg.sip_call_id);
+        assert_eq!(got.legs[1].agent_id.as_deref(), Some(bob.id.as_str()));
+
+        // Bob's phone rings; alice, placing the call, is busy.
+        let counts = store
+            .live_call_counts_for_agents(&[&alice.id, &bob.id, "agt_nobody"])
+            .await
+            .unwrap();
+        assert_eq!(
+            counts[&alice.id],
+            AgentCallCounts {
+                ringing: 0,
+                in_progress: 1
+            }
+        );
+        assert_eq!(
+            counts[&bob.id],
+            AgentCallCounts {
+                ringing: 1,
+                in_progress: 0
+            }
+        );
+        assert_eq!(counts.len(), 2);
+
+        // Answer, then a second answer (a re-INVITE's 200) must not move answered_at.
+        store
+            .apply_call_changes(&[
+                leg_status(&b_leg, CallStatus::InProgress, at(5), None),
+                leg_status(&a_leg, CallStatus::InProgress, at(5), None),
+                CallChange::CallAnswered {
+                    call_id: call.id.clone(),
+                    at: at(5),
+                },
+                CallChange::CallAnswered {
+                    call_id: call.id.clone(),
+                    at: at(9),
+                },
+                leg_status(&b_leg, CallStatus::InProgress, at(9), None),
+            ])
+            .await
+            .unwrap();
+        let got = store.get_call(&call.id).await.unwrap();
+        assert_eq!(got.status, CallStatus::InProgress);
+        assert_eq!(got.answered_at, Some(at(5)));
+        assert_eq!(got.legs[1].answered_at, Some(at(5)));
+        assert_eq!(got.legs[1].ended_at, None);
+        let counts = store.live_call_counts_for_agents(&[&bob.id]).await.unwrap();
+        assert_eq!(
+            counts[&bob.id],
+            AgentCallCounts {
+                ringing: 0,
+                in_progress: 1
+            }
+        );
+
+        // Bob hangs up; the engine reports his leg and the call, not alice's leg: the call's
+        // end closes it.
+        store
+            .apply_call_changes(&[
+                leg_status(&b_leg, CallStatus::Completed, at(35), Some("BYE")),
+                CallChange::CallEnded {
+                    call_id: call.id.clone(),
+                    status: CallStatus::Completed,
+                    at: at(35),
+                    duration_seconds: 30,
+                    hangup_cause: "BYE".into(),
+                    hangup_by: "callee",
+                },
+                // Late and repeated changes change nothing that matters.
+                CallChange::CallAnswered {
+                    call_id: call.id.clone(),
+                    at: at(40),
+                },
+                CallChange::CreateCall(call.clone()),
+                CallChange::CallAnswered {
+                    call_id: "call_unknown".into(),
+                    at: at(40),
+                },
+            ])
+            .await
+            .unwrap();
+        let got = store.get_call(&call.id).await.unwrap();
+        assert_eq!(got.status, CallStatus::Completed);
+        assert_eq!(got.answered_at, Some(at(5)));
+        assert_eq!(got.ended_at, Some(at(35)));
+        assert_eq!(got.duration_seconds, Some(30));
+        assert_eq!(got.hangup_cause.as_deref(), Some("BYE"));
+        assert_eq!(got.hangup_by.as_deref(), Some("callee"));
+        assert_eq!(got.started_at, at(0));
+        for leg in &got.legs {
+            assert_eq!(leg.status, CallStatus::Completed, "{leg:?}");
+            assert_eq!(leg.ended_at, Some(at(35)));
+            assert_eq!(leg.hangup_cause.as_deref(), Some("BYE"));
+        }
+        assert!(store
+            .live_call_counts_for_agents(&[&alice.id, &bob.id])
+            .await
+            .unwrap()
+            .is_empty());
+        assert!(matches!(
+            store.get_call("call_00000000000000000000000000").await,
+            Err(StoreError::NotFound)
+        ));
+        store.apply_call_changes(&[]).await.unwrap();
+
+        // An unanswered call: the ringing leg the call's end finds open is canceled.
+        let c2 = new_call(None, "sip:alice@voxgate", "sip:bob@voxgate", at(100));
+        let l2 = new_leg(&c2, LegDirection::Outbound, Some(&bob.id), "sip:bob@x");
+        store
+            .apply_call_changes(&[
+                CallChange::CreateCall(c2.clone()),
+                CallChange::CreateLeg(l2.clone()),
+                CallChange::CallEnded {
+                    call_id: c2.id.clone(),
+                    status: CallStatus::Canceled,
+                    at: at(104),
+                    duration_seconds: 0,
+                    hangup_cause: "CANCEL".into(),
+                    hangup_by: "caller",
+                },
+            ])
+            .await
+            .unwrap();
+        let got = store.get_call(&c2.id).await.unwrap();
+        assert_eq!(got.status, CallStatus::Canceled);
+        assert_eq!(got.answered_at, None);
+        assert_eq!(got.duration_seconds, Some(0));
+        assert_eq!(got.legs[0].status, CallStatus::Canceled);
+        assert_eq!(got.legs[0].answered_at, None);
+        assert_eq!(got.legs[0].hangup_cause.as_deref(), Some("CANCEL"));
+    }
+
+    pub async fn failed_call_batch_writes_nothing(store: Store, _url: String) {
+        let kept = new_call(None, "sip:a@x", "sip:b@x", at(0));
+        store
+            .apply_call_changes(&[CallChange::CreateCall(kept.clone())])
+            .await
+            .unwrap();
+        let good = new_call(None, "sip:a@x", "sip:b@x", at(1));
+        let orphan_leg = NewLeg {
+            call_id: "call_00000000000000000000000000".into(),
+            ..new_leg(&good, LegDirection::Outbound, None, "sip:b@x")
+        };
+        let result = store
+            .apply_call_changes(&[
+                CallChange::CallAnswered {
+                    call_id: kept.id.clone(),
+                    at: at(2),
+                },
+                CallChange::CreateCall(good.clone()),
+                CallChange::CreateLeg(orphan_leg), // violates the foreign key
+            ])
+            .await;
+        assert!(matches!(result, Err(StoreError::Db(_))), "{result:?}");
+        assert!(matches!(
+            store.get_call(&good.id).await,
+            Err(StoreError::NotFound)
+        ));
+        let k = store.get_call(&kept.id).await.unwrap();
+        assert_eq!((k.status, k.answered_at), (CallStatus::Ringing, None));
+    }
+
+    pub async fn call_filters_and_pagination(store: Store, _url: String) {
+        let alice = store.create_agent(&new_agent("alice")).await.unwrap();
+        let bob = store.create_agent(&new_agent("bob")).await.unwrap();
+        // c0: alice calls bob (completed); c1: a trunk call to bob (ringing);
+        // c2: alice calls 10011 (failed); c3: 1001 (a number) calls alice (in progress);
+        // c4: no agents at all (busy).
+        let c0 = new_call(
+            Some(&alice.id),
+            "sip:alice@voxgate",
+            "sip:bob@voxgate",
+            at(0),
+        );
+        let c1 = new_call(
+            None,
+            "sip:+919876543210@trunk.example",
+            "sip:bob@voxgate",
+            at(60),
+        );
+        let c2 = new_call(
+            Some(&alice.id),
+            "sip:alice@voxgate",
+            "sip:10011@pbx",
+            at(120),
+        );
+        let c3 = new_call(
+            None,
+            "sip:1001@pbx.example;transport=tcp",
+            "sip:alice@voxgate",
+            at(180),
+        );
+        let c4 = new_call(None, "tel:1001", "sips:bob@voxgate", at(240));
+        let mut changes = Vec::new();
+        for c in [&c0, &c1, &c2, &c3, &c4] {
+            changes.push(CallChange::CreateCall(c.clone()));
+        }
+        changes.push(CallChange::CreateLeg(new_leg(
+            &c0,
+            LegDirection::Outbound,
+            Some(&bob.id),
+            "sip:bob@x",
+        )));
+        changes.push(CallChange::CreateLeg(new_leg(
+            &c1,
+            LegDirection::Outbound,
+            Some(&bob.id),
+            "sip:bob@x",
+        )));
+        changes.push(CallChange::CreateLeg(new_leg(
+            &c3,
+            LegDirection::Outbound,
+            Some(&alice.id),
+            "sip:alice@x",
+        )));
+        let end = |c: &NewCall, status: CallStatus| CallChange::CallEnded {
+            call_id: c.id.clone(),
+            status,
+            at: c.started_at + Duration::seconds(10),
+            duration_seconds: 0,
+            hangup_cause: "test".into(),
+            hangup_by: "system",
+        };
+        changes.push(end(&c0, CallStatus::Completed));
+        changes.push(end(&c2, CallStatus::Failed));
+        changes.push(end(&c4, CallStatus::Busy));
+        changes.push(CallChange::CallAnswered {
+            call_id: c3.id.clone(),
+            at: at(185),
+        });
+        store.apply_call_changes(&changes).await.unwrap();
+
+        let list = |f: CallFilter| {
+            let store = store.clone();
+            async move { store.list_calls(&f, 50, None).await.unwrap().data }
+        };
+        // Newest first.
+        let all = list(CallFilter::default()).await;
+        assert_eq!(ids(&all), vec![&c4.id, &c3.id, &c2.id, &c1.id, &c0.id]);
+        assert_eq!(all[4].legs.len(), 1, "legs come with listed calls");
+        assert_eq!(all[3].legs[0].call_id, c1.id);
+        assert!(all[0].legs.is_empty());
+
+        let by_status = |s| {
+            list(CallFilter {
+                status: Some(s),
+                ..CallFilter::default()
+            })
+        };
+        assert_eq!(ids(&by_status(CallStatus::Completed).await), vec![&c0.id]);
+        assert_eq!(ids(&by_status(CallStatus::InProgress).await), vec![&c3.id]);
+        assert_eq!(ids(&by_status(CallStatus::Ringing).await), vec![&c1.id]);
+        assert!(by_status(CallStatus::NoAnswer).await.is_empty());
+
+        // An agent matches the calls they placed and the calls with a leg of theirs, by id
+        // or username.
+        let by_agent = |a: &str| {
+            list(CallFilter {
+                agent: Some(a.to_owned()),
+                ..CallFilter::default()
+            })
+        };
+        assert_eq!(ids(&by_agent("alice").await), vec![&c3.id, &c2.id, &c0.id]);
+        assert_eq!(
+            ids(&by_agent(&alice.id).await),
+            vec![&c3.id, &c2.id, &c0.id]
+        );
+        assert_eq!(ids(&by_agent("bob").await), vec![&c1.id, &c0.id]);
+        assert!(by_agent("carol").await.is_empty());
+
+        // from/to: exact, or the user part of a sip:/sips: URI, or a tel: number.
+        let by_from = |v: &str| {
+            list(CallFilter {
+                from: Some(v.to_owned()),
+                ..CallFilter::default()
+            })
+        };
+        let by_to = |v: &str| {
+            list(CallFilter {
+                to: Some(v.to_owned()),
+                ..CallFilter::default()
+            })
+        };
+        assert_eq!(ids(&by_from("1001").await), vec![&c4.id, &c3.id]);
+        assert_eq!(
+            ids(&by_from("sip:alice@voxgate").await),
+            vec![&c2.id, &c0.id]
+        );
+        assert_eq!(ids(&by_from("+919876543210").await), vec![&c1.id]);
+        assert!(by_from("100").await.is_empty());
+        assert!(by_from("%").await.is_empty());
+        assert_eq!(ids(&by_to("bob").await), vec![&c4.id, &c1.id, &c0.id]);
+        assert_eq!(ids(&by_to("10011").await), vec![&c2.id]);
+        assert!(by_to("1001").await.is_empty());
+
+        // since is inclusive, until exclusive.
+        let window = list(CallFilter {
+            since: Some(at(60)),
+            until: Some(at(180)),
+            ..CallFilter::default()
+        })
+        .await;
+        assert_eq!(ids(&window), vec![&c2.id, &c1.id]);
+        let later = list(CallFilter {
+            since: Some(at(181)),
+            ..CallFilter::default()
+        })
+        .await;
+        assert_eq!(ids(&later), vec![&c4.id]);
+
+        // Filters combine.
+        let combo = list(CallFilter {
+            agent: Some("alice".into()),
+            to: Some("bob".into()),
+            status: Some(CallStatus::Completed),
+            since: Some(at(0)),
+            until: Some(at(1)),
+            ..CallFilter::default()
+        })
+        .await;
+        assert_eq!(ids(&combo), vec![&c0.id]);
+
+        // Pages: newest first, `after` continues with older calls, with and without filters.
+        let p1 = store
+            .list_calls(&CallFilter::default(), 2, None)
+            .await
+            .unwrap();
+        assert_eq!(ids(&p1.data), vec![&c4.id, &c3.id]);
+        assert_eq!(p1.next.as_deref(), Some(c3.id.as_str()));
+        let p2 = store
+            .list_calls(&CallFilter::default(), 2, p1.next.as_deref())
+            .await
+            .unwrap();
+        assert_eq!(ids(&p2.data), vec![&c2.id, &c1.id]);
+        let p3 = store
+            .list_calls(&CallFilter::default(), 2, p2.next.as_deref())
+            .await
+            .unwrap();
+        assert_eq!(ids(&p3.data), vec![&c0.id]);
+        assert_eq!(p3.next, None);
+        let exact = store
+            .list_calls(&CallFilter::default(), 5, None)
+            .await
+            .unwrap();
+        assert_eq!((exact.data.len(), exact.next), (5, None));
+        let f = CallFilter {
+            agent: Some("alice".into()),
+            ..CallFilter::default()
+        };
+        let q1 = store.list_calls(&f, 2, None).await.unwrap();
+        assert_eq!(ids(&q1.data), vec![&c3.id, &c2.id]);
+        let q2 = store.list_calls(&f, 2, q1.next.as_deref()).await.unwrap();
+        assert_eq!((ids(&q2.data), q2.next), (vec![c0.id.as_str()], None));
+        let none = store
+            .list_calls(&CallFilter::default(), 5, Some(&c0.id))
+            .await
+            .unwrap();
+        assert!(none.data.is_empty() && none.next.is_none());
+    }
+
+    pub async fn orphaned_calls_are_closed(store: Store, _url: String) {
+        let now = voxgate::store::now();
+        let answered = new_call(None, "sip:a@x", "sip:b@x", now - Duration::seconds(100));
+        let answered_leg = new_leg(&answered, LegDirection::Outbound, None, "sip:b@x");
+        let ringing = new_call(None, "sip:a@x", "sip:c@x", now - Duration::seconds(5));
+        let ringing_leg = new_leg(&ringing, LegDirection::Outbound, None, "sip:c@x");
+        let done = new_call(None, "sip:a@x", "sip:d@x", now - Duration::seconds(500));
+        store
+            .apply_call_changes(&[
+                CallChange::CreateCall(answered.clone()),
+                CallChange::CreateLeg(answered_leg.clone()),
+                leg_status(
+                    &answered_leg,
+                    CallStatus::InProgress,
+                    now - Duration::seconds(90),
+                    None,
+                ),
+                CallChange::CallAnswered {
+                    call_id: answered.id.clone(),
+                    at: now - Duration::milliseconds(90_400),
+                },
+                CallChange::CreateCall(ringing.clone()),
+                CallChange::CreateLeg(ringing_leg.clone()),
+                CallChange::CreateCall(done.clone()),
+                CallChange::CallEnded {
+                    call_id: done.id.clone(),
+                    status: CallStatus::NoAnswer,
+                    at: now - Duration::seconds(470),
+                    duration_seconds: 0,
+                    hangup_cause: "408 Request Timeout".into(),
+                    hangup_by: "system",
+                },
+            ])
+            .await
+            .unwrap();
+        let done_before = store.get_call(&done.id).await.unwrap();
+
+        assert_eq!(store.close_orphaned_calls(now).await.unwrap(), 2);
+        let a = store.get_call(&answered.id).await.unwrap();
+        assert_eq!(a.status, CallStatus::Failed);
+        assert_eq!(a.hangup_cause.as_deref(), Some("gateway-restart"));
+        assert_eq!(a.hangup_by.as_deref(), Some("system"));
+        assert_eq!(a.ended_at, Some(now));
+        // Whole seconds from the answer (90.4 s).
+        assert_eq!(a.duration_seconds, Some(90));
+        assert_eq!(a.legs[0].status, CallStatus::Failed);
+        assert_eq!(a.legs[0].ended_at, Some(now));
+        assert_eq!(a.legs[0].hangup_cause.as_deref(), Some("gateway-restart"));
+        let r = store.get_call(&ringing.id).await.unwrap();
+        assert_eq!(
+            (r.status, r.duration_seconds),
+            (CallStatus::Failed, Some(0))
+        );
+        assert_eq!(r.answered_at, None);
+        assert_eq!(r.legs[0].status, CallStatus::Failed);
+        // Finished calls are not touched.
+        assert_eq!(store.get_call(&done.id).await.unwrap(), done_before);
+        assert_eq!(store.close_orphaned_calls(now).await.unwrap(), 0);
+    }
+
+    pub async fn calls_outlive_their_agents(store: Store, _url: String) {
+        let alice = store.create_agent(&new_agent("alice")).await.unwrap();
+        let call = new_call(
+            Some(&alice.id),
+            "sip:alice@voxgate",
+            "sip:bob@voxgate",
+            at(0),
+        );
+        let leg = new_leg(
+            &call,
+            LegDirection::Inbound,
+            Some(&alice.id),
+            "sip:alice@voxgate",
+        );
+        store
+            .apply_call_changes(&[
+                CallChange::CreateCall(call.clone()),
+                CallChange::CreateLeg(leg),
+            ])
+            .await
+            .unwrap();
+        store.delete_agent(&alice.id).await.unwrap();
+        let got = store.get_call(&call.id).await.unwrap();
+        assert_eq!(got.agent_id, None);
+        assert_eq!(got.legs.len(), 1);
+        assert_eq!(got.legs[0].agent_id, None);
+        assert_eq!(got.from, "sip:alice@voxgate");
+        // A change queued before the deletion and written after it stores no agent rather
+        // than failing its batch.
+        let late = new_call(
+            Some(&alice.id),
+            "sip:alice@voxgate",
+            "sip:bob@voxgate",
+            at(5),
+        );
+        let late_leg = new_leg(
+            &late,
+            LegDirection::Inbound,
+            Some(&alice.id),
+            "sip:alice@voxgate",
+        );
+        store
+            .apply_call_changes(&[
+                CallChange::CreateCall(late.clone()),
+                CallChange::CreateLeg(late_leg),
+            ])
+            .await
+            .unwrap();
+        let got = store.get_call(&late.id).await.unwrap();
+        assert_eq!((got.agent_id, got.legs[0].agent_id.clone()), (None, None));
+    }
+
+    pub async fn recorder_applies_in_order_and_skips_a_bad_change(store: Store, _url: String) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut calls = Vec::new();
+        for i in 0..300 {
+            let c = new_call(None, "sip:a@x", &format!("sip:{i}@x"), at(i));
+            tx.send(CallChange::CreateCall(c.clone())).unwrap();
+            if i == 150 {
+                // A leg of an unknown call: rejected by the database, dropped alone.
+                let bad = NewLeg {
+                    call_id: "call_00000000000000000000000000".into(),
+                    ..new_leg(&c, LegDirection::Outbound, None, "sip:b@x")
+                };
+                tx.send(CallChange::CreateLeg(bad)).unwrap();
+            }
+            tx.send(CallChange::CallAnswered {
+                call_id: c.id.clone(),
+                at: at(i + 1),
+            })
+            .unwrap();
+            calls.push(c);
+        }
+        drop(tx);
+        // Returns once the queue is closed and drained.
+        tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            voxgate::calls::record::run_recorder(store.clone(), rx),
+        )
+        .await
+        .unwrap();
+        let page = store
+            .list_calls(&CallFilter::default(), 200, None)
+            .await
+            .unwrap();
+        assert_eq!(page.data.len(), 200);
+        let page2 = store
+            .list_calls(&CallFilter::default(), 200, page.next.as_deref())
+            .await
+            .unwrap();
+        assert_eq!(page2.data.len(), 100);
+        for c in page.data.iter().chain(&page2.data) {
+            assert_eq!(c.status, CallStatus::InProgress, "{}", c.id);
+            assert_eq!(c.answered_at, Some(c.started_at + Duration::seconds(1)));
+            assert!(c.legs.is_empty());
+        }
     }
 }

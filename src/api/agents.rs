@@ -17,7 +17,9 @@ use super::error::{ApiError, ApiJson, FieldError, Problem};
 use super::pagination::{PageQuery, Pagination};
 use super::{time_format, AppState};
 use crate::events::AppEvent;
-use crate::store::{Agent, AgentPatch, Credentials, NewAgent, Presence, Registration};
+use crate::store::{
+    Agent, AgentCallCounts, AgentPatch, Credentials, NewAgent, Presence, Registration,
+};
 
 pub fn router() -> OpenApiRouter<Arc<AppState>> {
     OpenApiRouter::new()
@@ -26,7 +28,7 @@ pub fn router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(set_agent_status))
 }
 
-/// What an agent is doing, derived from registrations, presence (and later, calls).
+/// What an agent is doing, derived from live calls, registrations and presence.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AgentState {
@@ -65,8 +67,9 @@ pub struct AgentView {
     pub wrap_up_seconds: i64,
     /// The agent's own setting (`POST /v1/agents/{id}/status`).
     pub presence: Presence,
-    /// Derived: `offline` without a live registration, else `away` or `available`
-    /// (and `ringing`, `busy`, `wrap_up` while handling calls).
+    /// Derived: `busy` while on a live call (talking or placing one), else `ringing`
+    /// while a call rings the agent, else `offline` without a live registration, else
+    /// `away` or `available` (`wrap_up` is not reported yet).
     pub state: AgentState,
     pub registrations: Vec<AgentRegistration>,
     #[serde(with = "time_format")]
@@ -226,8 +229,15 @@ fn check_range(
     }
 }
 
-fn view(agent: Agent, registrations: Vec<Registration>) -> AgentView {
-    let state = if registrations.is_empty() {
+/// Calls first: an agent on a live call is `busy` (or `ringing`) whatever their presence,
+/// and even if their registration lapsed mid-call (the call is still up). Otherwise
+/// `offline` without a live registration, else their presence.
+fn view(agent: Agent, registrations: Vec<Registration>, calls: AgentCallCounts) -> AgentView {
+    let state = if calls.in_progress > 0 {
+        AgentState::Busy
+    } else if calls.ringing > 0 {
+        AgentState::Ringing
+    } else if registrations.is_empty() {
         AgentState::Offline
     } else if agent.presence == Presence::Away {
         AgentState::Away
@@ -264,11 +274,13 @@ async fn views(state: &AppState, agents: Vec<Agent>) -> Result<Vec<AgentView>, A
         .store
         .live_registrations_for_agents(&ids, crate::store::now())
         .await?;
+    let mut calls = state.store.live_call_counts_for_agents(&ids).await?;
     Ok(agents
         .into_iter()
         .map(|a| {
             let r = regs.remove(&a.id).unwrap_or_default();
-            view(a, r)
+            let c = calls.remove(&a.id).unwrap_or_default();
+            view(a, r, c)
         })
         .collect())
 }

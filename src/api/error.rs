@@ -3,7 +3,7 @@
 //! media type, 422 naming the field).
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, OptionalFromRequest, Request};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
@@ -18,6 +18,7 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 pub mod problem_type {
     pub const VALIDATION: &str = "/problems/validation";
     pub const CONFLICT: &str = "/problems/conflict";
+    pub const INVALID_STATE: &str = "/problems/invalid-state";
     pub const NO_ROUTE: &str = "/problems/no-route";
     pub const NOT_FOUND: &str = "/problems/not-found";
     pub const UNAUTHORIZED: &str = "/problems/unauthorized";
@@ -79,6 +80,10 @@ pub enum ApiError {
     Validation(Vec<FieldError>),
     #[error("{field} already exists")]
     Conflict { field: String },
+    /// The resource exists but is not in a state that allows the request (409), e.g.
+    /// hanging up a call that has ended.
+    #[error("{0}")]
+    InvalidState(String),
     #[error("{0}")]
     Unavailable(String),
     #[error("internal error")]
@@ -113,7 +118,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::MalformedJson(_) => StatusCode::BAD_REQUEST,
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::Conflict { .. } | ApiError::InvalidState(_) => StatusCode::CONFLICT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -130,6 +135,7 @@ impl ApiError {
             ApiError::MalformedJson(_) => t::MALFORMED,
             ApiError::Validation(_) => t::VALIDATION,
             ApiError::Conflict { .. } => t::CONFLICT,
+            ApiError::InvalidState(_) => t::INVALID_STATE,
             ApiError::Unavailable(_) => t::UNAVAILABLE,
             ApiError::Internal => t::BLANK,
         }
@@ -205,29 +211,60 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let is_json = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .map(|v| v.trim().to_ascii_lowercase())
-            .is_some_and(|v| v == "application/json" || v.ends_with("+json"));
-        if !is_json {
+        if !is_json(&req) {
             return Err(ApiError::UnsupportedMediaType);
         }
-        let limit = req
-            .extensions()
-            .get::<BodyLimit>()
-            .map_or(usize::MAX, |l| l.0);
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge { limit }
-            } else {
-                ApiError::MalformedJson(e.body_text())
-            }
-        })?;
+        let bytes = read_body(req, state).await?;
         parse_json(&bytes).map(ApiJson)
     }
+}
+
+/// An optional JSON body (`Option<ApiJson<T>>`): an empty body is `None`, whatever its
+/// content type; anything else must be JSON that fits `T`, as for [`ApiJson`].
+impl<T, S> OptionalFromRequest<S> for ApiJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Option<Self>, ApiError> {
+        let json = is_json(&req);
+        let bytes = read_body(req, state).await?;
+        if bytes.is_empty() {
+            return Ok(None);
+        }
+        if !json {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        parse_json(&bytes).map(|v| Some(ApiJson(v)))
+    }
+}
+
+/// Does the request say it is JSON (`application/json` or `…+json`)?
+fn is_json(req: &Request) -> bool {
+    req.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .is_some_and(|v| v == "application/json" || v.ends_with("+json"))
+}
+
+/// The request body (413 over the limit).
+async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
+    let limit = req
+        .extensions()
+        .get::<BodyLimit>()
+        .map_or(usize::MAX, |l| l.0);
+    let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge { limit }
+        } else {
+            ApiError::MalformedJson(e.body_text())
+        }
+    })?;
+    Ok(bytes)
 }
 
 /// The configured body limit, put into request extensions so errors can state it.

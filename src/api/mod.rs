@@ -5,6 +5,7 @@
 pub mod agents;
 pub mod api_keys;
 pub mod auth;
+pub mod calls;
 pub mod docs;
 pub mod error;
 pub mod health;
@@ -25,6 +26,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 
 use self::error::{problem_response, ApiError, BodyLimit, Problem, PROBLEM_JSON};
+use crate::calls::control::CallControl;
 use crate::config::Config;
 use crate::events::AppEvent;
 use crate::sip::SipHandle;
@@ -35,6 +37,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub store: Store,
     pub events: broadcast::Sender<AppEvent>,
+    /// Commands to the call engine (hang up, …).
+    pub calls: CallControl,
     /// The running SIP side; taken out at shutdown to be joined.
     pub sip: Mutex<Option<SipHandle>>,
     /// Set when shutdown starts: `/readyz` turns 503 so load balancers drain us.
@@ -57,7 +61,7 @@ impl AppState {
     info(
         title = "voxgate control API",
         description = "Control API of voxgate, a self-hosted SIP/RTP softswitch. Ids carry a type \
-                       prefix (agt_, key_); a reference to a resource accepts its id or unique name. \
+                       prefix (agt_, call_, leg_, key_); a reference to a resource accepts its id or unique name. \
                        Times are RFC 3339 UTC. Lists are cursor-paginated with ?limit=&after=."
     ),
     modifiers(&BearerScheme),
@@ -65,6 +69,7 @@ impl AppState {
     tags(
         (name = "agents", description = "SIP users who take calls"),
         (name = "api-keys", description = "Keys for this API"),
+        (name = "calls", description = "Call records and live call control"),
         (name = "health", description = "Liveness, readiness, metrics"),
         (name = "docs", description = "This document"),
     )
@@ -92,6 +97,7 @@ fn api_router() -> OpenApiRouter<Arc<AppState>> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(agents::router())
         .merge(api_keys::router())
+        .merge(calls::router())
         .merge(health::router())
         .merge(docs::router())
 }

@@ -8,6 +8,7 @@
 
 mod agents;
 mod api_keys;
+mod calls;
 mod registrations;
 
 use std::path::{Path, PathBuf};
@@ -20,6 +21,7 @@ use sqlx::{AnyPool, Executor, Row};
 
 pub use agents::{Agent, AgentAuth, AgentPatch, Credentials, NewAgent, Presence};
 pub use api_keys::{generate_api_key, hash_api_key, ApiKey, API_KEY_PREFIX};
+pub use calls::{AgentCallCounts, Call, CallFilter, Leg, GATEWAY_RESTART};
 pub use registrations::{Registration, RegistrationChange};
 
 static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
@@ -199,6 +201,10 @@ fn get_opt_str(row: &AnyRow, column: &'static str) -> Result<Option<String>, Sto
 
 fn get_i64(row: &AnyRow, column: &'static str) -> Result<i64, StoreError> {
     Ok(row.try_get::<i64, _>(column)?)
+}
+
+fn get_opt_i64(row: &AnyRow, column: &'static str) -> Result<Option<i64>, StoreError> {
+    Ok(row.try_get::<Option<i64>, _>(column)?)
 }
 
 fn get_time(row: &AnyRow, column: &'static str) -> Result<DateTime<Utc>, StoreError> {

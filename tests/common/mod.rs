@@ -259,6 +259,15 @@ impl Gateway {
             .collect()
     }
 
+    /// The gateway's database, for tests that write rows through the library (SQLite in
+    /// WAL mode and PostgreSQL both allow it while the gateway runs).
+    pub fn database_url(&self) -> String {
+        match &self.pg {
+            Some(db) => db.url.clone(),
+            None => format!("sqlite://{}/voxgate.db", self.data_dir.display()),
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.api_url, path)
     }

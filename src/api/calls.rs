@@ -1,0 +1,384 @@
+//! `/v1/calls`: call records (newest first) and live call control.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use axum::Json;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::auth::Authed;
+use super::error::{ApiError, ApiJson, FieldError, Problem};
+use super::pagination::{PageQuery, Pagination};
+use super::{time_format, AppState};
+use crate::calls::control::ControlError;
+use crate::calls::record::{CallStatus, LegDirection};
+use crate::store::{Call, CallFilter, Leg, StoreError};
+
+/// How long a hangup waits for the call engine's answer before reporting it unavailable.
+const HANGUP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Longest accepted filter value.
+const FILTER_MAX: usize = 256;
+
+pub fn router() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .routes(routes!(list_calls))
+        .routes(routes!(get_call))
+        .routes(routes!(hangup_call))
+}
+
+/// One SIP dialog of a call: the caller's (`inbound`) or one the gateway placed
+/// (`outbound`).
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct LegView {
+    #[schema(example = "leg_01JD3N5V8K2Q4R6T8W0Y2A4C6E")]
+    pub id: String,
+    pub direction: LegDirection,
+    /// The agent on this leg (id), if it is an agent's phone.
+    pub agent: Option<String>,
+    /// Request-URI (outbound) or From URI (inbound) of the leg.
+    #[schema(example = "sip:bob@192.0.2.10:5062")]
+    pub uri: String,
+    pub status: CallStatus,
+    #[serde(with = "time_format")]
+    pub started_at: DateTime<Utc>,
+    #[serde(with = "time_format::option")]
+    pub answered_at: Option<DateTime<Utc>>,
+    #[serde(with = "time_format::option")]
+    pub ended_at: Option<DateTime<Utc>>,
+    /// Why the leg ended, e.g. `BYE`, `CANCEL`, `486 Busy Here`, `gateway-restart`.
+    pub hangup_cause: Option<String>,
+}
+
+/// A call (its record lasts beyond the call: a CDR).
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct CallView {
+    #[schema(example = "call_01JD3N5V8K2Q4R6T8W0Y2A4C6E")]
+    pub id: String,
+    pub status: CallStatus,
+    /// `internal` (agent to agent), `inbound` or `outbound` (trunk calls).
+    #[schema(example = "internal")]
+    pub direction: String,
+    #[schema(example = "sip:alice@voxgate")]
+    pub from: String,
+    #[schema(example = "sip:bob@voxgate")]
+    pub to: String,
+    /// The agent who placed the call (id); null if none, or if the agent was deleted.
+    pub agent: Option<String>,
+    /// In creation order.
+    pub legs: Vec<LegView>,
+    /// Answering machine detection result (`human`, `machine_start`, …); null when AMD
+    /// did not run.
+    pub answered_by: Option<String>,
+    #[serde(with = "time_format")]
+    pub started_at: DateTime<Utc>,
+    #[serde(with = "time_format::option")]
+    pub answered_at: Option<DateTime<Utc>>,
+    #[serde(with = "time_format::option")]
+    pub ended_at: Option<DateTime<Utc>>,
+    /// Seconds from answer to end (0 if never answered); null while the call lasts.
+    pub duration_seconds: Option<i64>,
+    /// Why the call ended, e.g. `BYE`, `CANCEL`, `486 Busy Here`, `gateway-restart`.
+    pub hangup_cause: Option<String>,
+    /// `caller`, `callee`, `api` or `system`.
+    pub hangup_by: Option<String>,
+    pub recording_ids: Vec<String>,
+    /// Free JSON given when the call was created through the API.
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<serde_json::Value>,
+}
+
+/// A page of calls, newest first.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct CallList {
+    pub data: Vec<CallView>,
+    /// Pass as `after` to get the next (older) page; null on the last page.
+    pub next: Option<String>,
+}
+
+/// Body of `POST /v1/calls/{id}/hangup`: optional, and has no fields yet (an empty body
+/// or `{}`).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HangupCall {}
+
+/// The filters of `GET /v1/calls`, as documented.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct CallListQuery {
+    /// Only calls with this status.
+    #[param(inline)]
+    status: Option<CallStatus>,
+    /// Only calls of this agent (id or username): placed by them or with a leg of theirs.
+    agent: Option<String>,
+    /// Only calls of this campaign (id or name).
+    campaign: Option<String>,
+    /// Only calls from this party: the exact `from`, or the user part of a `sip:`/`sips:`
+    /// URI or a `tel:` number (`1001` matches `sip:1001@pbx.example`).
+    from: Option<String>,
+    /// Only calls to this party, matched as `from` is.
+    to: Option<String>,
+    /// Only calls started at or after this time (RFC 3339).
+    since: Option<String>,
+    /// Only calls started before this time (RFC 3339).
+    until: Option<String>,
+}
+
+/// The validated filters, before the agent reference is resolved.
+#[derive(Debug, Default)]
+pub struct CallQuery {
+    status: Option<CallStatus>,
+    agent: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    since: Option<DateTime<Utc>>,
+    until: Option<DateTime<Utc>>,
+}
+
+fn parse_time(field: &str, v: &str, errors: &mut Vec<FieldError>) -> Option<DateTime<Utc>> {
+    match DateTime::parse_from_rfc3339(v.trim()) {
+        Ok(t) => Some(t.with_timezone(&Utc)),
+        Err(_) => {
+            errors.push(FieldError::new(
+                field,
+                format!(
+                    "must be an RFC 3339 time such as 2026-01-31T09:00:00Z, got {v:?} \
+                     (encode a + offset as %2B)"
+                ),
+            ));
+            None
+        }
+    }
+}
+
+fn text(field: &str, v: String, errors: &mut Vec<FieldError>) -> Option<String> {
+    if v.is_empty() || v.len() > FILTER_MAX || v.chars().any(char::is_control) {
+        errors.push(FieldError::new(
+            field,
+            format!("must be 1-{FILTER_MAX} characters, no control characters"),
+        ));
+        None
+    } else {
+        Some(v)
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for CallQuery {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        let Query(pairs) = Query::<Vec<(String, String)>>::try_from_uri(&parts.uri)
+            .map_err(|e| ApiError::field(".", format!("bad query string: {}", e.body_text())))?;
+        let mut q = CallQuery::default();
+        let mut errors = Vec::new();
+        for (k, v) in pairs {
+            match k.as_str() {
+                "status" => match v.parse::<CallStatus>() {
+                    Ok(s) => q.status = Some(s),
+                    Err(()) => errors.push(FieldError::new(
+                        "status",
+                        format!(
+                            "must be one of {}, got {v:?}",
+                            CallStatus::ALL.map(CallStatus::as_str).join(", ")
+                        ),
+                    )),
+                },
+                "agent" => q.agent = text("agent", v, &mut errors),
+                // There are no campaigns yet, so no reference can name one.
+                "campaign" => errors.push(FieldError::new(
+                    "campaign",
+                    format!("no campaign with id or name {v:?}"),
+                )),
+                "from" => q.from = text("from", v, &mut errors),
+                "to" => q.to = text("to", v, &mut errors),
+                "since" => q.since = parse_time("since", &v, &mut errors),
+                "until" => q.until = parse_time("until", &v, &mut errors),
+                _ => {}
+            }
+        }
+        if let (Some(since), Some(until)) = (q.since, q.until) {
+            if until <= since {
+                errors.push(FieldError::new("until", "must be later than since"));
+            }
+        }
+        if errors.is_empty() {
+            Ok(q)
+        } else {
+            Err(ApiError::Validation(errors))
+        }
+    }
+}
+
+fn leg_view(l: Leg) -> LegView {
+    LegView {
+        id: l.id,
+        direction: l.direction,
+        agent: l.agent_id,
+        uri: l.uri,
+        status: l.status,
+        started_at: l.started_at,
+        answered_at: l.answered_at,
+        ended_at: l.ended_at,
+        hangup_cause: l.hangup_cause,
+    }
+}
+
+fn view(c: Call) -> CallView {
+    CallView {
+        id: c.id,
+        status: c.status,
+        direction: c.direction,
+        from: c.from,
+        to: c.to,
+        agent: c.agent_id,
+        legs: c.legs.into_iter().map(leg_view).collect(),
+        answered_by: None,
+        started_at: c.started_at,
+        answered_at: c.answered_at,
+        ended_at: c.ended_at,
+        duration_seconds: c.duration_seconds,
+        hangup_cause: c.hangup_cause,
+        hangup_by: c.hangup_by,
+        recording_ids: Vec::new(),
+        metadata: c.metadata,
+    }
+}
+
+async fn find(state: &AppState, id: &str) -> Result<Call, ApiError> {
+    match state.store.get_call(id).await {
+        Err(StoreError::NotFound) => Err(ApiError::NotFound(format!("no call with id {id:?}"))),
+        other => Ok(other?),
+    }
+}
+
+fn ended(call: &Call) -> ApiError {
+    ApiError::InvalidState(format!(
+        "call {} has already ended ({})",
+        call.id,
+        call.status.as_str()
+    ))
+}
+
+/// List calls, newest first.
+#[utoipa::path(
+    get, path = "/v1/calls", tag = "calls",
+    params(PageQuery, CallListQuery),
+    responses(
+        (status = 200, description = "A page of calls, newest first; `after` continues with older calls", body = CallList),
+        (status = 401, description = "Missing or bad API key", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Bad filter, limit or cursor (the problem names it)", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+async fn list_calls(
+    _auth: Authed,
+    State(state): State<Arc<AppState>>,
+    page: Pagination,
+    query: CallQuery,
+) -> Result<Json<CallList>, ApiError> {
+    let agent = match &query.agent {
+        None => None,
+        Some(reference) => match state.store.find_agent(reference).await {
+            Ok(a) => Some(a.id),
+            Err(StoreError::NotFound) => {
+                return Err(ApiError::field(
+                    "agent",
+                    format!("no agent with id or username {reference:?}"),
+                ))
+            }
+            Err(e) => return Err(e.into()),
+        },
+    };
+    let filter = CallFilter {
+        status: query.status,
+        agent,
+        from: query.from,
+        to: query.to,
+        since: query.since,
+        until: query.until,
+    };
+    let p = state
+        .store
+        .list_calls(&filter, page.limit, page.after.as_deref())
+        .await?;
+    Ok(Json(CallList {
+        data: p.data.into_iter().map(view).collect(),
+        next: p.next,
+    }))
+}
+
+/// Get a call with its legs.
+#[utoipa::path(
+    get, path = "/v1/calls/{id}", tag = "calls",
+    params(("id" = String, Path, description = "Call id")),
+    responses(
+        (status = 200, description = "The call", body = CallView),
+        (status = 401, description = "Missing or bad API key", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such call", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+async fn get_call(
+    _auth: Authed,
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Json<CallView>, ApiError> {
+    Ok(Json(view(find(&state, &id).await?)))
+}
+
+/// End a live call: BYE to answered legs, CANCEL to ringing ones. Recorded with
+/// `hangup_by` = `api`. The body is optional.
+#[utoipa::path(
+    post, path = "/v1/calls/{id}/hangup", tag = "calls",
+    params(("id" = String, Path, description = "Call id")),
+    request_body(content = Option<HangupCall>, description = "Optional; no fields yet", content_type = "application/json"),
+    responses(
+        (status = 204, description = "The call is being ended"),
+        (status = 401, description = "Missing or bad API key", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such call, or it is not live on this gateway", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The call has already ended", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Unknown field in the body", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The call engine is not running", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+async fn hangup_call(
+    _auth: Authed,
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    _body: Option<ApiJson<HangupCall>>,
+) -> Result<StatusCode, ApiError> {
+    let call = find(&state, &id).await?;
+    if call.status.is_final() {
+        return Err(ended(&call));
+    }
+    match tokio::time::timeout(HANGUP_TIMEOUT, state.calls.hangup(&call.id)).await {
+        Ok(Ok(())) => Ok(StatusCode::NO_CONTENT),
+        Ok(Err(ControlError::NotFound)) => {
+            // It may have ended between our read and the engine's answer.
+            let now = find(&state, &id).await?;
+            if now.status.is_final() {
+                Err(ended(&now))
+            } else {
+                Err(ApiError::NotFound(format!(
+                    "call {id} is not live on this gateway"
+                )))
+            }
+        }
+        Ok(Err(ControlError::Unavailable)) => Err(ApiError::Unavailable(
+            "the call engine is not running".to_owned(),
+        )),
+        Err(_) => Err(ApiError::Unavailable(format!(
+            "the call engine did not answer within {}s",
+            HANGUP_TIMEOUT.as_secs()
+        ))),
+    }
+}
