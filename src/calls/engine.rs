@@ -626,11 +626,10 @@ impl CallEngine {
                     .insert(id.clone(), (call_id.to_owned(), LegRef::Outbound(idx)));
                 call.outbound[idx].dialog = Some(id.clone());
                 self.ack_outbound(layer, call_id, idx, &id, now);
-                let won = self
-                    .calls
-                    .get(call_id)
-                    .is_some_and(|c| c.winner.is_none() && c.phase == Phase::Ringing);
-                if won && !self.calls[call_id].outbound[idx].canceled {
+                let won = self.calls.get(call_id).is_some_and(|c| {
+                    c.winner.is_none() && c.phase == Phase::Ringing && !c.outbound[idx].canceled
+                });
+                if won {
                     self.answer_call(layer, call_id, idx, &resp, now);
                 } else {
                     // Lost the race (another fork answered, or we cancelled): hang it up.
@@ -834,6 +833,7 @@ impl CallEngine {
         update_media(&self.media, call);
         call.outbound[idx].status = CallStatus::InProgress;
         let winner_leg = call.outbound[idx].id.clone();
+        let inbound_leg = call.inbound.id.clone();
         let others: Vec<usize> = (0..call.outbound.len())
             .filter(|&i| i != idx && call.outbound[i].status == CallStatus::Ringing)
             .collect();
@@ -853,7 +853,6 @@ impl CallEngine {
             at: wall,
             hangup_cause: None,
         });
-        let inbound_leg = self.calls[call_id].inbound.id.clone();
         self.record(CallChange::LegStatus {
             leg_id: inbound_leg,
             status: CallStatus::InProgress,
