@@ -14,6 +14,10 @@ declare -A NEED=(
   [ss]=iproute2
   [pg_isready]=postgresql-client
   [pg_ctlcluster]=postgresql-common
+  # tests/audio.rs: two real softphones, speech synthesis, audio conversion
+  [baresip]=baresip
+  [espeak-ng]=espeak-ng
+  [sox]=sox
 )
 
 missing=()
@@ -47,6 +51,16 @@ done
 sipp_version=$(sipp -v 2>&1 | grep -o 'SIPp v[0-9.]*' | head -n1 || true)
 [[ -n $sipp_version ]] || die "sipp -v did not report a version"
 log "using $sipp_version"
+
+# baresip: tests/common/baresip.rs loads these modules (all in baresip-core on Debian
+# 12); a missing one is a loud failure here rather than a softphone that cannot answer.
+baresip_modules=/usr/lib/baresip/modules
+for m in g711 aufile aubridge sndfile account menu ctrl_tcp; do
+  [[ -f $baresip_modules/$m.so ]] || die "baresip module $baresip_modules/$m.so missing"
+done
+baresip_version=$(baresip -h 2>&1 | grep -o 'baresip v[0-9.]*' | head -n1 || true)
+[[ -n $baresip_version ]] || die "baresip -h did not report a version"
+log "using $baresip_version"
 
 # PostgreSQL on 127.0.0.1:5432 (the tests that exercise postgres:// connect there).
 if ! pg_isready -q -h 127.0.0.1 -p 5432; then

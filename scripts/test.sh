@@ -35,7 +35,11 @@ fi
 
 if [[ ${SKIP_BENCH_SMOKE:-0} != 1 ]]; then
   step "benchmark smoke runs"
-  benches/register_load.sh --smoke
+  # The test build already produced the binary (integration tests run it); building it
+  # again with `cargo build` would unify features differently and recompile the world.
+  bin="${CARGO_TARGET_DIR:-target}/debug/voxgate"
+  [[ -x $bin ]] || { echo "test.sh: $bin missing after the test build" >&2; exit 1; }
+  benches/register_load.sh --smoke --bin "$bin"
 fi
 
 step "all green in $((SECONDS - start)) s"

@@ -75,6 +75,8 @@ pub struct SipConfig {
     pub source_rate_burst: u32,
     pub tcp_max_connections: usize,
     pub tcp_idle_timeout_seconds: u64,
+    /// After SIGTERM, live calls may go on this long before they are hung up (SPEC §1).
+    pub shutdown_grace_seconds: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -163,6 +165,7 @@ impl Default for SipConfig {
             source_rate_burst: 4000,
             tcp_max_connections: 4096,
             tcp_idle_timeout_seconds: 300,
+            shutdown_grace_seconds: 30,
         }
     }
 }
@@ -339,6 +342,7 @@ pub const KEYS: &[(&str, &str, Kind)] = &[
     ("sip", "source_rate_burst", Kind::Int),
     ("sip", "tcp_max_connections", Kind::Int),
     ("sip", "tcp_idle_timeout_seconds", Kind::Int),
+    ("sip", "shutdown_grace_seconds", Kind::Int),
     ("rtp", "ports", Kind::Str),
     ("api", "listen", Kind::Str),
     ("api", "key", Kind::Str),

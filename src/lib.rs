@@ -11,6 +11,7 @@ pub mod config;
 pub mod events;
 pub mod ids;
 pub mod logging;
+pub mod media;
 pub mod registrar;
 pub mod sip;
 pub mod store;

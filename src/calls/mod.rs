@@ -4,4 +4,5 @@
 //! through [`control`] (commands from the API) and [`record`] (call records for the store).
 
 pub mod control;
+pub mod engine;
 pub mod record;

@@ -12,17 +12,21 @@ use bytes::Bytes;
 use tokio::net::UdpSocket;
 use tokio::sync::{broadcast, mpsc, watch};
 use voxgate_sip::message::{HeaderName, Message, MessageBuilder, Method, SipUri, Via};
-use voxgate_sip::transaction::{Incoming, Peer, ServerTxId, TransactionLayer, Transport};
+use voxgate_sip::transaction::{
+    Incoming, Peer, ServerTxId, TransactionLayer, Transport, TxEvent, TxId,
+};
 
 use super::guard::{BanGuard, RateGuard};
 use super::persist::PersistOp;
 use super::transport::Inbound;
+use crate::calls::control::CallCommand;
+use crate::calls::engine::CallEngine;
 use crate::events::AppEvent;
 use crate::registrar::{Registrar, Reply};
 use crate::store::Store;
 
 /// Methods we answer outside a dialog, for Allow headers (grows with the call engine).
-pub const ALLOW: &str = "REGISTER, OPTIONS, ACK, CANCEL, BYE";
+pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, REGISTER";
 
 pub struct Core {
     /// `None` when `sip.listen_udp` is off.
@@ -34,7 +38,14 @@ pub struct Core {
     pub store: Store,
     pub max_message_bytes: usize,
     pub server_header: String,
-    pub conns: HashMap<u64, mpsc::Sender<Bytes>>,
+    pub conns: HashMap<u64, (SocketAddr, mpsc::Sender<Bytes>)>,
+    /// Stream connections by peer address, to reach a TCP-registered phone.
+    pub conn_by_addr: HashMap<SocketAddr, u64>,
+    pub engine: CallEngine,
+    /// Commands from the control API.
+    pub commands: mpsc::Receiver<CallCommand>,
+    /// How long live calls may go on after SIGTERM before they are hung up.
+    pub shutdown_grace: Duration,
     /// The registration store queue (shared with the registrar, so barriers stay in order).
     pub persist: mpsc::UnboundedSender<PersistOp>,
     /// Barriers the persistence worker has committed.
@@ -52,10 +63,14 @@ impl Core {
         mut shutdown: watch::Receiver<bool>,
     ) {
         let mut buf = vec![0u8; 65_536];
+        let mut drain_until: Option<Instant> = None;
         let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
         housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let timer = self.layer.poll_timeout();
+            let timer = [self.layer.poll_timeout(), self.engine.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min();
             let sleep = async {
                 match timer {
                     Some(at) => tokio::time::sleep_until(at.into()).await,
@@ -77,13 +92,33 @@ impl Core {
                     }
                 }
                 Some(msg) = inbound.recv() => self.on_inbound(msg),
-                () = sleep => self.layer.handle_timeout(Instant::now()),
+                () = sleep => {
+                    let now = Instant::now();
+                    self.layer.handle_timeout(now);
+                    self.engine.handle_timeout(&mut self.layer, now);
+                }
+                Some(cmd) = self.commands.recv() => self.on_command(cmd),
                 ev = events.recv() => self.on_event(ev).await,
                 Some(n) = self.committed.recv() => self.release(n),
                 _ = housekeeping.tick() => self.housekeeping(),
-                _ = shutdown.changed() => break,
+                _ = shutdown.changed(), if drain_until.is_none() => {
+                    // SPEC §1: refuse new calls, give live ones a grace period.
+                    self.engine.start_draining();
+                    drain_until = Some(Instant::now() + self.shutdown_grace);
+                    tracing::info!(calls = self.engine.active_calls(), "draining");
+                }
             }
             self.flush().await;
+            if let Some(until) = drain_until {
+                if self.engine.active_calls() == 0 {
+                    break;
+                }
+                if Instant::now() >= until {
+                    self.engine.hangup_all(&mut self.layer, Instant::now());
+                    self.flush().await;
+                    break;
+                }
+            }
         }
         // Answer what is already on its way to the store, then let the worker drain:
         // dropping our sender (and the registrar's) closes its queue.
@@ -125,11 +160,16 @@ impl Core {
                 };
                 self.on_bytes(bytes, peer);
             }
-            Inbound::Opened { conn, out, .. } => {
-                self.conns.insert(conn, out);
+            Inbound::Opened { conn, out, from } => {
+                self.conns.insert(conn, (from, out));
+                self.conn_by_addr.insert(from, conn);
             }
             Inbound::Closed { conn } => {
-                self.conns.remove(&conn);
+                if let Some((from, _)) = self.conns.remove(&conn) {
+                    if self.conn_by_addr.get(&from) == Some(&conn) {
+                        self.conn_by_addr.remove(&from);
+                    }
+                }
             }
             Inbound::Malformed { .. } => {
                 metrics::counter!("voxgate_sip_malformed_total", "transport" => "tcp").increment(1);
@@ -160,27 +200,88 @@ impl Core {
         // RFC 3261 §18.2.2 / RFC 3581: answers go where the request really came from.
         let reply_to = response_peer(&msg, &peer);
         match self.layer.handle_incoming(msg, reply_to, now) {
-            Some(Incoming::Request { tx, msg, .. }) => self.on_request(tx, &msg, &peer, now),
-            // A CANCEL for an INVITE we never took: 481 (RFC 3261 §9.2).
-            Some(Incoming::Cancel { tx, msg, .. }) => {
-                let reply = Reply::new(481, "Call/Transaction Does Not Exist");
+            Some(Incoming::Request { tx, msg, .. }) => {
+                self.on_request(tx, msg, &peer, reply_to, now);
+            }
+            Some(Incoming::Cancel {
+                tx, invite, msg, ..
+            }) => {
+                // RFC 3261 §9.2: 200 to the CANCEL, then 487 to the INVITE it cancels; a
+                // CANCEL that matches nothing gets 481.
+                let known = invite.is_some_and(|inv| self.engine.knows_invite(inv));
+                let reply = if known {
+                    Reply::new(200, "OK")
+                } else {
+                    Reply::new(481, "Call/Transaction Does Not Exist")
+                };
                 let response = self.build_response(&msg, &peer, &reply);
                 let _ = self.layer.send_response(tx, response, now);
+                if let (true, Some(inv)) = (known, invite) {
+                    self.engine.on_cancel(&mut self.layer, inv, now);
+                }
             }
-            // ACKs for 2xx and stray responses belong to dialogs; there are none yet.
-            Some(Incoming::Ack { .. } | Incoming::Response { .. }) | None => {}
+            Some(Incoming::Ack { msg, .. }) => self.engine.on_ack(&msg),
+            // A 2xx retransmitted after its transaction is gone: re-ACK from the dialog's
+            // cache if we still have it; otherwise nothing to do.
+            Some(Incoming::Response { .. }) | None => {}
         }
     }
 
-    fn on_request(&mut self, tx: ServerTxId, req: &Message, peer: &Peer, now: Instant) {
+    fn on_request(
+        &mut self,
+        tx: ServerTxId,
+        req: Message,
+        peer: &Peer,
+        reply_to: Peer,
+        now: Instant,
+    ) {
         if req.method() == Some(&Method::Ack) {
             return;
         }
-        let reply = match precheck(req) {
-            Some(reply) => reply,
-            None => self.dispatch(req, peer, now),
-        };
-        let response = self.build_response(req, peer, &reply);
+        if let Some(reply) = precheck(&req) {
+            self.respond(tx, &req, peer, &reply, now);
+            return;
+        }
+        let in_dialog = req.to().tag().is_some() && req.method() != Some(&Method::Register);
+        if in_dialog {
+            if !self
+                .engine
+                .on_in_dialog(&mut self.layer, tx, req.clone(), now)
+            {
+                let reply = Reply::new(481, "Call/Transaction Does Not Exist");
+                self.respond(tx, &req, peer, &reply, now);
+            }
+            return;
+        }
+        if req.method() == Some(&Method::Invite) {
+            let answered = self.engine.on_invite(
+                &mut self.layer,
+                &mut self.registrar,
+                &self.conn_by_addr,
+                tx,
+                req.clone(),
+                reply_to,
+                now,
+            );
+            if let Some(reply) = answered {
+                self.count_auth_failure(&reply, peer, now);
+                self.respond(tx, &req, peer, &reply, now);
+            }
+            return;
+        }
+        let reply = self.dispatch(&req, peer, now);
+        self.respond(tx, &req, peer, &reply, now);
+    }
+
+    fn count_auth_failure(&mut self, reply: &Reply, peer: &Peer, now: Instant) {
+        if reply.auth_failure && self.bans.record_failure(peer.addr.ip(), now) {
+            tracing::warn!(source = %peer.addr.ip(), "banning source after repeated authentication failures");
+            metrics::counter!("voxgate_sip_bans_total").increment(1);
+        }
+    }
+
+    fn respond(&mut self, tx: ServerTxId, req: &Message, peer: &Peer, reply: &Reply, now: Instant) {
+        let response = self.build_response(req, peer, reply);
         if reply.durable {
             // Group commit: the 200 goes out once the binding is in the store.
             let n = self.next_barrier;
@@ -217,10 +318,7 @@ impl Core {
                     chrono::Utc::now(),
                     rand::random(),
                 );
-                if reply.auth_failure && self.bans.record_failure(peer.addr.ip(), now) {
-                    tracing::warn!(source = %peer.addr.ip(), "banning source after repeated authentication failures");
-                    metrics::counter!("voxgate_sip_bans_total").increment(1);
-                }
+                self.count_auth_failure(&reply, peer, now);
                 metrics::counter!("voxgate_sip_register_total", "code" => reply.code.to_string())
                     .increment(1);
                 reply
@@ -264,6 +362,17 @@ impl Core {
         b.build()
     }
 
+    fn on_command(&mut self, cmd: CallCommand) {
+        match cmd {
+            CallCommand::Hangup { call_id, reply } => {
+                let result = self
+                    .engine
+                    .hangup(&mut self.layer, &call_id, Instant::now());
+                let _ = reply.send(result);
+            }
+        }
+    }
+
     async fn on_event(&mut self, ev: Result<AppEvent, broadcast::error::RecvError>) {
         match ev {
             Ok(AppEvent::AgentChanged { username, .. }) => {
@@ -294,12 +403,24 @@ impl Core {
         self.bans.prune(now);
         metrics::gauge!("voxgate_sip_transactions").set(self.layer.len() as f64);
         metrics::gauge!("voxgate_registrations").set(self.registrar.binding_count() as f64);
+        metrics::gauge!("voxgate_calls_active").set(self.engine.active_calls() as f64);
+        let media = self.engine.media().stats();
+        metrics::gauge!("voxgate_rtp_ports_allocated").set((media.allocated_port_pairs * 2) as f64);
     }
 
     async fn flush(&mut self) {
-        // Nothing listens to transaction events yet (no client transactions); drain them so
-        // the queue stays empty.
-        while self.layer.poll_event().is_some() {}
+        let now = Instant::now();
+        while let Some(ev) = self.layer.poll_event() {
+            match ev {
+                TxEvent::Response { tx, msg } => {
+                    self.engine.on_response(&mut self.layer, tx, msg, now);
+                }
+                TxEvent::Timeout {
+                    tx: TxId::Client(tx),
+                } => self.engine.on_client_timeout(&mut self.layer, tx, now),
+                _ => {}
+            }
+        }
         while let Some(t) = self.layer.poll_transmit() {
             match (t.to.transport, &self.udp) {
                 (Transport::Udp, None) => {}
@@ -316,7 +437,7 @@ impl Core {
                     let sent =
                         t.to.conn
                             .and_then(|c| self.conns.get(&c))
-                            .is_some_and(|out| out.try_send(t.bytes.clone()).is_ok());
+                            .is_some_and(|(_, out)| out.try_send(t.bytes.clone()).is_ok());
                     if !sent {
                         // RFC 3261 §18.2.2 would open a new connection to the Via sent-by;
                         // agents keep theirs open, so this is counted, not retried.

@@ -21,10 +21,14 @@ use tokio::task::JoinHandle;
 use voxgate_sip::auth::{self, Algorithm};
 use voxgate_sip::transaction::{TimerConfig, TransactionLayer};
 
+use crate::calls::control::CallCommand;
+use crate::calls::engine::{CallEngine, EngineConfig};
 use crate::config::Config;
 use crate::events::AppEvent;
+use crate::media::{MediaConfig, MediaEngine, PollMode};
 use crate::registrar::{Registrar, RegistrarConfig};
 use crate::store::Store;
+use voxgate_sip::sdp::SdpConfig;
 
 /// Requested SO_RCVBUF for the SIP UDP socket.
 const UDP_RECV_BUFFER: usize = 4 << 20;
@@ -34,8 +38,8 @@ pub struct SipStart {
     pub store: Store,
     pub events: broadcast::Sender<AppEvent>,
     pub shutdown: watch::Receiver<bool>,
-    /// Commands from the API to the call engine.
-    pub calls: mpsc::Receiver<crate::calls::control::CallCommand>,
+    /// Commands from the control API to the call engine.
+    pub calls: mpsc::Receiver<CallCommand>,
 }
 
 pub struct SipHandle {
@@ -69,9 +73,6 @@ pub async fn start(args: SipStart) -> anyhow::Result<SipHandle> {
         shutdown,
         calls,
     } = args;
-    // No call engine yet: dropping the receiver makes every command fail at once with
-    // `ControlError::Unavailable` (503) instead of waiting for an answer that never comes.
-    drop(calls);
     let sip = &config.sip;
 
     let algorithms = sip
@@ -157,6 +158,31 @@ pub async fn start(args: SipStart) -> anyhow::Result<SipHandle> {
     }
     tracing::info!(udp = ?udp_addr, tcp = ?tcp_addr, "sip listening");
 
+    // Media: the relay binds every address (SDP carries the public one).
+    let media = MediaEngine::start(MediaConfig {
+        bind_ip: std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+        advertised_ip: config.sip.public_addr(),
+        ports: config.rtp.ports,
+        workers: 1,
+        poll: PollMode::default(),
+    })
+    .context("starting the media relay")?;
+    let (records_tx, records_rx) = mpsc::unbounded_channel();
+    let recorder = tokio::spawn(crate::calls::record::run_recorder(
+        store.clone(),
+        records_rx,
+    ));
+    let sip_port = udp_addr.or(tcp_addr).map_or(5060, |a| a.port());
+    let engine = CallEngine::new(
+        EngineConfig {
+            public_ip: config.sip.public_addr(),
+            sip_port,
+            sdp: SdpConfig::default(),
+        },
+        Arc::new(media),
+        records_tx,
+    );
+
     let core = core::Core {
         udp,
         layer: TransactionLayer::new(TimerConfig::default()),
@@ -171,6 +197,10 @@ pub async fn start(args: SipStart) -> anyhow::Result<SipHandle> {
         max_message_bytes: sip.max_message_bytes,
         server_header: format!("voxgate/{}", env!("CARGO_PKG_VERSION")),
         conns: HashMap::new(),
+        conn_by_addr: HashMap::new(),
+        engine,
+        commands: calls,
+        shutdown_grace: Duration::from_secs(sip.shutdown_grace_seconds),
         persist: persist_tx,
         committed: committed_rx,
         pending: std::collections::VecDeque::new(),
@@ -179,6 +209,7 @@ pub async fn start(args: SipStart) -> anyhow::Result<SipHandle> {
     drop(inbound_tx);
     let core = tokio::spawn(core.run(inbound_rx, events.subscribe(), shutdown));
     let persist = tokio::spawn(persist::run(store, persist_rx, committed_tx));
+    tasks.push(recorder);
     Ok(SipHandle {
         core,
         persist,

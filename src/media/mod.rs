@@ -1,0 +1,459 @@
+//! The media relay driver: sockets and worker threads around the sans-IO policy in
+//! `voxgate-media`.
+//!
+//! Shape (measured in `benches/README.md`): a handful of worker threads, each owning an
+//! epoll instance and every socket of its sessions; both legs of a session live on the
+//! same worker, so the forward path touches only that worker's memory — no lock, no
+//! channel, no allocation per packet. The control API below runs on the caller's
+//! thread (the call engine): it allocates ports and binds sockets there, then hands
+//! them to a worker through a channel and an eventfd wake-up.
+//!
+//! ```no_run
+//! # use voxgate::media::*;
+//! # fn demo() -> Result<(), MediaError> {
+//! let engine = MediaEngine::start(MediaConfig::loopback("30000-30999".parse().unwrap()))?;
+//! let s = engine.create_session()?;            // advertise s.a in the SDP to leg A, s.b to B
+//! engine.update_leg(s.id, Side::A, LegRemote { rtp: Some("127.0.0.1:4000".parse().unwrap()), ..Default::default() })?;
+//! let stats = engine.destroy_session(s.id)?;   // ports are free again
+//! # Ok(()) }
+//! ```
+
+pub mod ports;
+mod worker;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Sender, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use nix::sys::eventfd::EventFd;
+use thiserror::Error;
+pub use voxgate_media::{ClockRate, DropReason, LatchMode, LegRemote, MediaDirection, PtMap};
+
+use crate::config::PortRange;
+use ports::{PortAllocator, PortPair};
+use worker::{Command, LegIo, WorkerShared};
+
+/// A relay session: two legs (A and B) bridged on one worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId(pub u64);
+
+impl std::fmt::Display for SessionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "media-{}", self.0)
+    }
+}
+
+/// One side of a session. The call engine decides which SIP leg is which.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Side {
+    A,
+    B,
+}
+
+impl Side {
+    fn index(self) -> usize {
+        match self {
+            Side::A => 0,
+            Side::B => 1,
+        }
+    }
+}
+
+/// How a worker waits for and reads its sockets (see benches/README.md for figures).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PollMode {
+    /// Edge-triggered epoll; each ready socket is read until `EAGAIN`. The textbook
+    /// shape (mio/tokio): one extra `recvfrom` per socket per wake-up.
+    EdgeDrain,
+    /// Level-triggered epoll; one `recvfrom` per ready socket per wake-up (a second
+    /// packet on the socket is reported again by the next `epoll_wait`), so no `EAGAIN`
+    /// probes. With `pace`, the worker sleeps that long after each busy wake-up so the
+    /// next `epoll_wait` returns many sockets at once (fewer wake-ups and `epoll_wait`
+    /// calls per packet, at most `pace` of added latency). With `busy_poll`, it spins
+    /// on a non-blocking `epoll_wait` that long before blocking.
+    LevelOnce {
+        pace: Option<Duration>,
+        busy_poll: Option<Duration>,
+    },
+}
+
+impl Default for PollMode {
+    fn default() -> Self {
+        PollMode::LevelOnce {
+            pace: Some(Duration::from_micros(500)),
+            busy_poll: None,
+        }
+    }
+}
+
+/// Engine configuration.
+#[derive(Debug, Clone)]
+pub struct MediaConfig {
+    /// Address the RTP sockets bind to.
+    pub bind_ip: IpAddr,
+    /// Address written into SDP (differs from `bind_ip` behind 1:1 NAT or with 0.0.0.0).
+    pub advertised_ip: IpAddr,
+    /// `VOXGATE_RTP_PORTS`.
+    pub ports: PortRange,
+    /// Worker threads (at least 1).
+    pub workers: usize,
+    pub poll: PollMode,
+}
+
+impl MediaConfig {
+    /// Loopback, one worker, default poll mode: for tests.
+    #[must_use]
+    pub fn loopback(ports: PortRange) -> MediaConfig {
+        MediaConfig {
+            bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            advertised_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            ports,
+            workers: 1,
+            poll: PollMode::default(),
+        }
+    }
+}
+
+/// Errors of the control API. The forward path has none: it counts drops instead.
+#[derive(Debug, Error)]
+pub enum MediaError {
+    #[error("no free RTP port pair in {0}")]
+    PortsExhausted(PortRange),
+    #[error("unknown media session {0}")]
+    UnknownSession(SessionId),
+    #[error("media worker {0} has stopped")]
+    WorkerGone(usize),
+    #[error("media engine setup failed: {0}")]
+    Setup(#[source] std::io::Error),
+    #[error("bad media config: {0}")]
+    Config(&'static str),
+}
+
+/// The advertised address of one leg's ports (what goes into that leg's SDP).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Endpoint {
+    pub rtp: SocketAddr,
+    pub rtcp: SocketAddr,
+}
+
+/// A created session: give `a` to leg A's SDP and `b` to leg B's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Session {
+    pub id: SessionId,
+    pub a: Endpoint,
+    pub b: Endpoint,
+}
+
+/// Counters of one leg, from its remote's point of view.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LegStats {
+    /// Datagrams received from this leg's side (RTP and RTCP).
+    pub received: u64,
+    /// Of those, forwarded to the other leg.
+    pub forwarded: u64,
+    /// Of those, dropped (any reason).
+    pub dropped: u64,
+    /// Of the drops, from an unexpected source.
+    pub unexpected_source: u64,
+    /// Where RTP was latched, if it was.
+    pub latched: Option<SocketAddr>,
+    /// Source switches re-anchored on the stream going *out* of this leg.
+    pub source_switches: u32,
+}
+
+/// Final counters of a destroyed session.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SessionStats {
+    pub a: LegStats,
+    pub b: LegStats,
+}
+
+/// Engine-wide figures (packet counters lag by at most ~100 ms: workers publish them
+/// in batches, not per packet).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    pub allocated_port_pairs: usize,
+    pub sessions: usize,
+    pub rtp_forwarded: u64,
+    pub rtcp_forwarded: u64,
+    /// Indexed like [`DropReason::ALL`].
+    pub dropped: [u64; 5],
+    pub send_errors: u64,
+    pub tap_dropped: u64,
+}
+
+impl EngineStats {
+    #[must_use]
+    pub fn dropped(&self, reason: DropReason) -> u64 {
+        DropReason::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .map_or(0, |i| self.dropped[i])
+    }
+}
+
+/// A copy of a packet a leg's remote sent, for a listener (recorder, DTMF detector,
+/// IVR). RTP is as forwarded (SSRC/seq/ts already continuous).
+#[derive(Debug, Clone)]
+pub struct TapPacket {
+    pub session: SessionId,
+    /// The leg whose remote sent it.
+    pub side: Side,
+    pub rtcp: bool,
+    pub at: Instant,
+    pub data: Vec<u8>,
+}
+
+/// The listening end of a tap: a bounded channel. When it is full the relay drops the
+/// copy (counted in `tap_dropped`) and never waits.
+pub type TapSender = SyncSender<TapPacket>;
+
+struct WorkerHandle {
+    tx: Sender<Command>,
+    wake: Arc<EventFd>,
+    shared: Arc<WorkerShared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+struct Control {
+    ports: PortAllocator,
+    /// Session -> (worker, leg A pair, leg B pair).
+    sessions: HashMap<SessionId, (usize, [PortPair; 2])>,
+}
+
+/// The relay. Dropping it stops the workers and closes every socket.
+pub struct MediaEngine {
+    cfg: MediaConfig,
+    workers: Vec<WorkerHandle>,
+    control: Mutex<Control>,
+    next_id: AtomicU64,
+    next_worker: AtomicUsize,
+}
+
+impl MediaEngine {
+    /// Starts `cfg.workers` worker threads.
+    pub fn start(cfg: MediaConfig) -> Result<MediaEngine, MediaError> {
+        if cfg.workers == 0 {
+            return Err(MediaError::Config("workers must be at least 1"));
+        }
+        let mut workers = Vec::with_capacity(cfg.workers);
+        for i in 0..cfg.workers {
+            workers.push(worker::spawn(i, cfg.poll).map_err(MediaError::Setup)?);
+        }
+        let workers = workers
+            .into_iter()
+            .map(|(tx, wake, shared, thread)| WorkerHandle {
+                tx,
+                wake,
+                shared,
+                thread: Some(thread),
+            })
+            .collect();
+        Ok(MediaEngine {
+            control: Mutex::new(Control {
+                ports: PortAllocator::new(cfg.ports),
+                sessions: HashMap::new(),
+            }),
+            cfg,
+            workers,
+            next_id: AtomicU64::new(1),
+            next_worker: AtomicUsize::new(0),
+        })
+    }
+
+    /// Allocates and binds two port pairs (legs A and B) on one worker. Until
+    /// [`MediaEngine::update_leg`] gives a leg its SDP address, packets to it are
+    /// dropped (`no_destination`), but a leg still latches to whoever sends first.
+    pub fn create_session(&self) -> Result<Session, MediaError> {
+        let id = SessionId(self.next_id.fetch_add(1, Ordering::Relaxed));
+        let w = self.next_worker.fetch_add(1, Ordering::Relaxed) % self.workers.len();
+        let mut ctl = self.lock();
+        let (pa, io_a) = self.bind_pair(&mut ctl.ports)?;
+        let (pb, io_b) = match self.bind_pair(&mut ctl.ports) {
+            Ok(x) => x,
+            Err(e) => {
+                drop(io_a);
+                ctl.ports.release(pa);
+                return Err(e);
+            }
+        };
+        let handle = &self.workers[w];
+        if handle
+            .tx
+            .send(Command::Add {
+                id,
+                io: [io_a, io_b],
+            })
+            .is_err()
+        {
+            ctl.ports.release(pa);
+            ctl.ports.release(pb);
+            return Err(MediaError::WorkerGone(w));
+        }
+        ctl.sessions.insert(id, (w, [pa, pb]));
+        drop(ctl);
+        wake(handle);
+        let ep = |p: PortPair| Endpoint {
+            rtp: SocketAddr::new(self.cfg.advertised_ip, p.rtp),
+            rtcp: SocketAddr::new(self.cfg.advertised_ip, p.rtcp()),
+        };
+        Ok(Session {
+            id,
+            a: ep(pa),
+            b: ep(pb),
+        })
+    }
+
+    /// New signalling for one leg (answer, re-INVITE, hold/resume). A changed RTP
+    /// address re-learns that leg's latch and re-anchors the stream the other leg
+    /// receives, so SSRC, sequence and timestamp stay continuous for it.
+    pub fn update_leg(
+        &self,
+        session: SessionId,
+        side: Side,
+        remote: LegRemote,
+    ) -> Result<(), MediaError> {
+        self.send(
+            session,
+            Command::Update {
+                id: session,
+                side: side.index(),
+                remote: Box::new(remote),
+            },
+        )
+    }
+
+    /// Starts (`Some`) or stops (`None`) copying the packets leg `side`'s remote sends.
+    pub fn set_tap(
+        &self,
+        session: SessionId,
+        side: Side,
+        tap: Option<TapSender>,
+    ) -> Result<(), MediaError> {
+        self.send(
+            session,
+            Command::Tap {
+                id: session,
+                side,
+                tap,
+            },
+        )
+    }
+
+    /// Stops relaying, closes the sockets, releases the ports and returns the final
+    /// counters. Blocks until the worker has closed the sockets (microseconds).
+    pub fn destroy_session(&self, session: SessionId) -> Result<SessionStats, MediaError> {
+        let (w, pairs) = self
+            .lock()
+            .sessions
+            .remove(&session)
+            .ok_or(MediaError::UnknownSession(session))?;
+        let (reply_tx, reply_rx) = mpsc::sync_channel(1);
+        let handle = &self.workers[w];
+        let sent = handle
+            .tx
+            .send(Command::Remove {
+                id: session,
+                reply: reply_tx,
+            })
+            .is_ok();
+        if sent {
+            wake(handle);
+        }
+        // The worker closes the sockets before it replies; if it has died, its sockets
+        // died with it. Either way the ports are free to reuse now.
+        let stats = if sent {
+            reply_rx.recv_timeout(Duration::from_secs(5)).ok()
+        } else {
+            None
+        };
+        let mut ctl = self.lock();
+        for p in pairs {
+            ctl.ports.release(p);
+        }
+        stats.ok_or(MediaError::WorkerGone(w))
+    }
+
+    /// Ports, sessions and packet counters summed over the workers.
+    pub fn stats(&self) -> EngineStats {
+        let (allocated_port_pairs, sessions) = {
+            let ctl = self.lock();
+            (ctl.ports.allocated(), ctl.sessions.len())
+        };
+        let mut s = EngineStats {
+            allocated_port_pairs,
+            sessions,
+            ..EngineStats::default()
+        };
+        for w in &self.workers {
+            w.shared.add_to(&mut s);
+        }
+        s
+    }
+
+    fn send(&self, session: SessionId, cmd: Command) -> Result<(), MediaError> {
+        let w = self
+            .lock()
+            .sessions
+            .get(&session)
+            .map(|(w, _)| *w)
+            .ok_or(MediaError::UnknownSession(session))?;
+        let handle = &self.workers[w];
+        handle.tx.send(cmd).map_err(|_| MediaError::WorkerGone(w))?;
+        wake(handle);
+        Ok(())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Control> {
+        // A panic while holding this lock leaves consistent data (every mutation is a
+        // single call), so a poisoned lock is still usable.
+        self.control
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn bind_pair(&self, ports: &mut PortAllocator) -> Result<(PortPair, LegIo), MediaError> {
+        // A pair may be taken by another process: try each free pair once at most.
+        for _ in 0..ports.capacity() {
+            let Some(p) = ports.alloc() else { break };
+            match bind_io(self.cfg.bind_ip, p) {
+                Ok(io) => return Ok((p, io)),
+                Err(_) => {
+                    ports.release(p);
+                }
+            }
+        }
+        Err(MediaError::PortsExhausted(self.cfg.ports))
+    }
+}
+
+fn bind_io(ip: IpAddr, p: PortPair) -> std::io::Result<LegIo> {
+    let rtp = UdpSocket::bind((ip, p.rtp))?;
+    let rtcp = UdpSocket::bind((ip, p.rtcp()))?;
+    rtp.set_nonblocking(true)?;
+    rtcp.set_nonblocking(true)?;
+    Ok(LegIo { rtp, rtcp })
+}
+
+fn wake(h: &WorkerHandle) {
+    // Failure means the counter is saturated, i.e. a wake-up is already pending.
+    let _ = h.wake.write(1);
+}
+
+impl Drop for MediaEngine {
+    fn drop(&mut self) {
+        for w in &self.workers {
+            let _ = w.tx.send(Command::Stop);
+            wake(w);
+        }
+        for w in &mut self.workers {
+            if let Some(t) = w.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+}

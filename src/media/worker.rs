@@ -1,0 +1,440 @@
+//! One relay worker: a thread, an epoll instance, and every socket of its sessions.
+//!
+//! The forward path (`on_readable` → `voxgate_media::route` → `send_to`) reads into
+//! one buffer the worker owns, rewrites in place, and updates plain counters the
+//! worker owns; nothing is shared with other workers or the control thread except a
+//! batch of atomics published every [`FLUSH_EVERY`].
+
+use std::collections::HashMap;
+use std::io::ErrorKind;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TryRecvError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::eventfd::{EfdFlags, EventFd};
+use voxgate_media::relay::{route, LegPolicy, LegRemote, Port, Route};
+use voxgate_media::DropReason;
+
+use super::{EngineStats, LegStats, PollMode, SessionId, SessionStats, Side, TapPacket, TapSender};
+
+/// How often counters are published to the engine and the `metrics` registry.
+const FLUSH_EVERY: Duration = Duration::from_millis(100);
+/// Token of the wake-up eventfd (session tokens are `slot << 2 | side << 1 | rtcp`).
+const WAKE: u64 = u64::MAX;
+/// Largest datagram we relay whole; RTP over UDP stays far below (MTU-sized).
+const BUF_LEN: usize = 4096;
+const MAX_EVENTS: usize = 1024;
+
+/// Control messages from the engine.
+pub(super) enum Command {
+    Add {
+        id: SessionId,
+        io: [LegIo; 2],
+    },
+    Update {
+        id: SessionId,
+        side: usize,
+        remote: Box<LegRemote>,
+    },
+    Tap {
+        id: SessionId,
+        side: Side,
+        tap: Option<TapSender>,
+    },
+    Remove {
+        id: SessionId,
+        reply: SyncSender<SessionStats>,
+    },
+    Stop,
+}
+
+/// A leg's two sockets.
+pub(super) struct LegIo {
+    pub rtp: UdpSocket,
+    pub rtcp: UdpSocket,
+}
+
+/// Counters published by one worker. Its own allocation, aligned so two workers'
+/// counters never share a cache line.
+#[repr(align(128))]
+#[derive(Default)]
+pub(super) struct WorkerShared {
+    rtp_forwarded: AtomicU64,
+    rtcp_forwarded: AtomicU64,
+    dropped: [AtomicU64; 5],
+    send_errors: AtomicU64,
+    tap_dropped: AtomicU64,
+}
+
+impl WorkerShared {
+    pub(super) fn add_to(&self, s: &mut EngineStats) {
+        s.rtp_forwarded += self.rtp_forwarded.load(Ordering::Relaxed);
+        s.rtcp_forwarded += self.rtcp_forwarded.load(Ordering::Relaxed);
+        for (d, a) in s.dropped.iter_mut().zip(&self.dropped) {
+            *d += a.load(Ordering::Relaxed);
+        }
+        s.send_errors += self.send_errors.load(Ordering::Relaxed);
+        s.tap_dropped += self.tap_dropped.load(Ordering::Relaxed);
+    }
+}
+
+/// Worker-local counters since the last flush.
+#[derive(Default, Clone, Copy)]
+struct Local {
+    rtp_forwarded: u64,
+    rtcp_forwarded: u64,
+    dropped: [u64; 5],
+    send_errors: u64,
+    tap_dropped: u64,
+}
+
+struct Slot {
+    id: SessionId,
+    io: [LegIo; 2],
+    policy: [LegPolicy; 2],
+    stats: [LegStats; 2],
+    /// Copies of what each leg's remote sends; `None` costs one branch per packet.
+    tap: [Option<TapSender>; 2],
+}
+
+struct Worker {
+    epoll: Epoll,
+    wake: Arc<EventFd>,
+    rx: Receiver<Command>,
+    mode: PollMode,
+    slots: Vec<Option<Slot>>,
+    free_slots: Vec<usize>,
+    by_id: HashMap<SessionId, usize>,
+    local: Local,
+    shared: Arc<WorkerShared>,
+    buf: Box<[u8; BUF_LEN]>,
+}
+
+pub(super) type Spawned = (
+    Sender<Command>,
+    Arc<EventFd>,
+    Arc<WorkerShared>,
+    JoinHandle<()>,
+);
+
+pub(super) fn spawn(index: usize, mode: PollMode) -> std::io::Result<Spawned> {
+    let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+    let wake = Arc::new(EventFd::from_value_and_flags(
+        0,
+        EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC,
+    )?);
+    epoll.add(&*wake, EpollEvent::new(EpollFlags::EPOLLIN, WAKE))?;
+    let (tx, rx) = mpsc::channel();
+    let shared = Arc::new(WorkerShared::default());
+    let mut w = Worker {
+        epoll,
+        wake: wake.clone(),
+        rx,
+        mode,
+        slots: Vec::new(),
+        free_slots: Vec::new(),
+        by_id: HashMap::new(),
+        local: Local::default(),
+        shared: shared.clone(),
+        buf: Box::new([0u8; BUF_LEN]),
+    };
+    let thread = std::thread::Builder::new()
+        .name(format!("voxgate-rtp-{index}"))
+        .spawn(move || w.run())?;
+    Ok((tx, wake, shared, thread))
+}
+
+impl Worker {
+    fn run(&mut self) {
+        let mut events = vec![EpollEvent::empty(); MAX_EVENTS];
+        let mut last_flush = Instant::now();
+        let mut last_busy = last_flush;
+        let (pace, busy_poll) = match self.mode {
+            PollMode::EdgeDrain => (None, None),
+            PollMode::LevelOnce { pace, busy_poll } => (pace, busy_poll),
+        };
+        loop {
+            let spin = busy_poll.is_some_and(|d| last_busy.elapsed() < d);
+            let timeout = if spin {
+                EpollTimeout::ZERO
+            } else {
+                EpollTimeout::from(100u16)
+            };
+            let n = match self.epoll.wait(&mut events, timeout) {
+                Ok(n) => n,
+                Err(nix::errno::Errno::EINTR) => 0,
+                Err(e) => {
+                    tracing::error!(error = %e, "media worker: epoll_wait failed");
+                    return;
+                }
+            };
+            // One clock read per wake-up serves every packet in it (latch times,
+            // timestamp gaps): they arrived within the same few microseconds.
+            let now = Instant::now();
+            // Commands first: a command the engine sent before a packet arrived (a
+            // re-INVITE's new address, then the new device's first packet) must apply
+            // before that packet, and both are in this batch if the packet is.
+            let stop = events[..n].iter().any(|ev| ev.data() == WAKE) && self.on_wake();
+            for ev in &events[..n] {
+                let token = ev.data();
+                if token != WAKE {
+                    self.on_readable(token, now);
+                }
+            }
+            if n > 0 {
+                last_busy = now;
+            }
+            if stop {
+                self.flush();
+                return;
+            }
+            if now.duration_since(last_flush) >= FLUSH_EVERY {
+                self.flush();
+                last_flush = now;
+            }
+            if let (Some(p), true) = (pace, n > 0) {
+                std::thread::sleep(p);
+            }
+        }
+    }
+
+    fn on_readable(&mut self, token: u64, now: Instant) {
+        let Ok(slot) = usize::try_from(token >> 2) else {
+            return;
+        };
+        let side = usize::from(token & 2 != 0);
+        let port = if token & 1 != 0 {
+            Port::Rtcp
+        } else {
+            Port::Rtp
+        };
+        let Some(Some(s)) = self.slots.get_mut(slot) else {
+            return;
+        };
+        let buf = &mut self.buf[..];
+        match self.mode {
+            PollMode::EdgeDrain => loop {
+                // Edge-triggered: must read until EAGAIN or the edge is lost.
+                let sock = match port {
+                    Port::Rtp => &s.io[side].rtp,
+                    Port::Rtcp => &s.io[side].rtcp,
+                };
+                match sock.recv_from(buf) {
+                    Ok((len, src)) => forward(s, side, port, src, buf, len, now, &mut self.local),
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            },
+            PollMode::LevelOnce { .. } => {
+                let sock = match port {
+                    Port::Rtp => &s.io[side].rtp,
+                    Port::Rtcp => &s.io[side].rtcp,
+                };
+                // Level-triggered: one read; if more is queued epoll reports it again.
+                if let Ok((len, src)) = sock.recv_from(buf) {
+                    forward(s, side, port, src, buf, len, now, &mut self.local);
+                }
+            }
+        }
+    }
+
+    /// Handles queued commands; `true` to stop.
+    fn on_wake(&mut self) -> bool {
+        let _ = self.wake.read();
+        loop {
+            match self.rx.try_recv() {
+                Ok(Command::Stop) | Err(TryRecvError::Disconnected) => return true,
+                Ok(cmd) => self.command(cmd),
+                Err(TryRecvError::Empty) => return false,
+            }
+        }
+    }
+
+    fn command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Add { id, io } => self.add(id, io),
+            Command::Update { id, side, remote } => {
+                if let Some(s) = self.slot_mut(id) {
+                    let other = 1 - side;
+                    if s.policy[side].update(&remote) {
+                        // The source of the stream the other leg receives moved.
+                        s.policy[other].source_changed();
+                    }
+                }
+            }
+            Command::Tap { id, side, tap } => {
+                if let Some(s) = self.slot_mut(id) {
+                    s.tap[side.index()] = tap;
+                }
+            }
+            Command::Remove { id, reply } => {
+                let stats = self.remove(id);
+                let _ = reply.send(stats);
+            }
+            Command::Stop => {}
+        }
+    }
+
+    fn slot_mut(&mut self, id: SessionId) -> Option<&mut Slot> {
+        let i = *self.by_id.get(&id)?;
+        self.slots.get_mut(i)?.as_mut()
+    }
+
+    fn add(&mut self, id: SessionId, io: [LegIo; 2]) {
+        let i = self.free_slots.pop().unwrap_or_else(|| {
+            self.slots.push(None);
+            self.slots.len() - 1
+        });
+        let flags = match self.mode {
+            PollMode::EdgeDrain => EpollFlags::EPOLLIN | EpollFlags::EPOLLET,
+            PollMode::LevelOnce { .. } => EpollFlags::EPOLLIN,
+        };
+        let base = (i as u64) << 2;
+        for (side, leg) in io.iter().enumerate() {
+            let t = base | ((side as u64) << 1);
+            let ok = self.epoll.add(&leg.rtp, EpollEvent::new(flags, t)).is_ok()
+                && self
+                    .epoll
+                    .add(&leg.rtcp, EpollEvent::new(flags, t | 1))
+                    .is_ok();
+            if !ok {
+                tracing::error!(session = %id, "media worker: epoll_ctl failed; session has no media");
+            }
+        }
+        self.slots[i] = Some(Slot {
+            id,
+            io,
+            policy: [LegPolicy::default(), LegPolicy::default()],
+            stats: [LegStats::default(); 2],
+            tap: [None, None],
+        });
+        self.by_id.insert(id, i);
+    }
+
+    fn remove(&mut self, id: SessionId) -> SessionStats {
+        let Some(i) = self.by_id.remove(&id) else {
+            return SessionStats::default();
+        };
+        let Some(s) = self.slots.get_mut(i).and_then(Option::take) else {
+            return SessionStats::default();
+        };
+        self.free_slots.push(i);
+        for leg in &s.io {
+            let _ = self.epoll.delete(&leg.rtp);
+            let _ = self.epoll.delete(&leg.rtcp);
+        }
+        let leg = |k: usize| LegStats {
+            latched: match s.policy[k].rtp_latch().state() {
+                voxgate_media::latch::LatchState::Latched { addr, .. } => Some(addr),
+                voxgate_media::latch::LatchState::Unlatched => None,
+            },
+            unexpected_source: s.policy[k].rtp_latch().dropped()
+                + s.policy[k].rtcp_latch().dropped(),
+            source_switches: s.policy[k].rewriter().switches(),
+            ..s.stats[k]
+        };
+        debug_assert_eq!(s.id, id);
+        SessionStats {
+            a: leg(0),
+            b: leg(1),
+        }
+        // `s.io` drops here: the sockets close before the engine releases the ports.
+    }
+
+    fn flush(&mut self) {
+        let l = std::mem::take(&mut self.local);
+        let sh = &self.shared;
+        sh.rtp_forwarded
+            .fetch_add(l.rtp_forwarded, Ordering::Relaxed);
+        sh.rtcp_forwarded
+            .fetch_add(l.rtcp_forwarded, Ordering::Relaxed);
+        for (a, d) in sh.dropped.iter().zip(l.dropped) {
+            a.fetch_add(d, Ordering::Relaxed);
+        }
+        sh.send_errors.fetch_add(l.send_errors, Ordering::Relaxed);
+        sh.tap_dropped.fetch_add(l.tap_dropped, Ordering::Relaxed);
+        if l.rtp_forwarded + l.rtcp_forwarded > 0 {
+            metrics::counter!("voxgate_rtp_packets_total", "result" => "forwarded")
+                .increment(l.rtp_forwarded + l.rtcp_forwarded);
+        }
+        for (r, d) in DropReason::ALL.iter().zip(l.dropped) {
+            if d > 0 {
+                metrics::counter!("voxgate_rtp_packets_total", "result" => r.as_str()).increment(d);
+            }
+        }
+        if l.send_errors > 0 {
+            metrics::counter!("voxgate_rtp_packets_total", "result" => "send_error")
+                .increment(l.send_errors);
+        }
+        if l.tap_dropped > 0 {
+            metrics::counter!("voxgate_rtp_tap_dropped_total").increment(l.tap_dropped);
+        }
+    }
+}
+
+/// The hot path for one datagram.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn forward(
+    s: &mut Slot,
+    side: usize,
+    port: Port,
+    src: SocketAddr,
+    buf: &mut [u8],
+    len: usize,
+    now: Instant,
+    local: &mut Local,
+) {
+    let other = 1 - side;
+    let pkt = &mut buf[..len];
+    let [p0, p1] = &mut s.policy;
+    let (ing, eg) = if side == 0 { (p0, p1) } else { (p1, p0) };
+    let r = route(ing, eg, port, src, pkt, now);
+    s.stats[side].received += 1;
+    let (sock, to, rtcp) = match r {
+        Route::Forward(to) => (&s.io[other].rtp, to, false),
+        Route::ForwardRtcp { to, mux } => {
+            let sock = if mux {
+                &s.io[other].rtp
+            } else {
+                &s.io[other].rtcp
+            };
+            (sock, to, true)
+        }
+        Route::Drop(reason) => {
+            s.stats[side].dropped += 1;
+            if let Some(i) = DropReason::ALL.iter().position(|r| *r == reason) {
+                local.dropped[i] += 1;
+            }
+            return;
+        }
+    };
+    match sock.send_to(pkt, to) {
+        Ok(_) => {
+            s.stats[side].forwarded += 1;
+            if rtcp {
+                local.rtcp_forwarded += 1;
+            } else {
+                local.rtp_forwarded += 1;
+            }
+        }
+        Err(_) => local.send_errors += 1,
+    }
+    if let Some(tap) = &s.tap[side] {
+        // Only when someone listens: the copy is the one allocation, off by default.
+        let copy = TapPacket {
+            session: s.id,
+            side: if side == 0 { Side::A } else { Side::B },
+            rtcp,
+            at: now,
+            data: pkt.to_vec(),
+        };
+        if tap.try_send(copy).is_err() {
+            local.tap_dropped += 1;
+        }
+    }
+}
