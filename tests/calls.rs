@@ -151,6 +151,26 @@ async fn final_call(gw: &Gateway, id: &str) -> Value {
     }
 }
 
+/// A call refused before ringing still leaves a record (SPEC §4, every attempt is a
+/// call): never answered, 0 s, the SIP answer as its hangup cause.
+async fn assert_refused_record(gw: &Gateway, query: &str, status: &str, code: u16, caller: &str) {
+    let call = the_call(gw, query).await;
+    let call = final_call(gw, &call_id(&call)).await;
+    assert_field(&call, "status", status);
+    assert!(
+        call["hangup_cause"]
+            .as_str()
+            .is_some_and(|c| c.starts_with(&code.to_string())),
+        "hangup_cause should be the {code} answer: {call:#}"
+    );
+    assert!(call["answered_at"].is_null(), "never answered: {call:#}");
+    assert_eq!(call["duration_seconds"].as_i64(), Some(0), "{call:#}");
+    assert!(
+        call["from"].as_str().unwrap_or_default().contains(caller),
+        "the call is {caller}'s: {call:#}"
+    );
+}
+
 fn call_id(call: &Value) -> String {
     call["id"]
         .as_str()
@@ -956,6 +976,7 @@ async fn agent_in_a_call_gets_486_without_ringing() {
         "bob's phone must get only the first call's INVITE\n{}",
         callee_run.report()
     );
+    assert_refused_record(&gw, "status=busy", "busy", 486, "carol").await;
 }
 
 /// A known agent with no registration → 480 Temporarily Unavailable.
@@ -975,6 +996,7 @@ async fn callee_not_registered_gives_480() {
         "nobody to ring\n{}",
         run.report()
     );
+    assert_refused_record(&gw, "", "failed", 480, "alice").await;
 }
 
 /// An unknown user → 404 Not Found, but only after the caller authenticated (407 first).
@@ -989,6 +1011,7 @@ async fn unknown_user_gives_404_after_the_challenge() {
     run.assert_success();
     assert_eq!(run.responses[0].status, 407, "{}", run.report());
     assert_eq!(run.last_response().status, 404, "{}", run.report());
+    assert_refused_record(&gw, "", "failed", 404, "alice").await;
 }
 
 /// The caller offers only G.729 (PT 18): 488 Not Acceptable Here, and the callee's phone
@@ -1009,6 +1032,7 @@ async fn no_common_codec_gives_488_without_ringing() {
     let run = alice.dial_refused("bob", OFFER_G729).run(gw.sip_port);
     run.assert_success();
     assert_eq!(run.last_response().status, 488, "{}", run.report());
+    assert_refused_record(&gw, "", "failed", 488, "alice").await;
     let mut buf = [0u8; 4096];
     if let Ok(Ok((n, from))) = tokio::time::timeout(ms(500), bob_sock.recv_from(&mut buf)).await {
         panic!(
