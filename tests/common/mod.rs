@@ -17,7 +17,6 @@ use std::fs::{File, OpenOptions};
 use std::net::{Ipv4Addr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
@@ -42,6 +41,8 @@ pub struct Gateway {
     pub data_dir: PathBuf,
     /// The RTP range given to the gateway, `lo-hi`.
     pub rtp_ports: String,
+    /// Holds the RTP range against other test gateways for this gateway's life.
+    _rtp_lock: UdpSocket,
     child: Option<Child>,
     env: Vec<(String, String)>,
     stdout_path: PathBuf,
@@ -76,13 +77,26 @@ pub fn free_udp_tcp_port() -> u16 {
     panic!("no loopback port free for both UDP and TCP after 100 tries");
 }
 
-/// A 200-port RTP range, distinct for each gateway started by this test process (and
-/// most likely from other processes'): 150 slots between 30000 and 60000.
-fn rtp_range() -> String {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let slot = (std::process::id().wrapping_mul(7) + NEXT.fetch_add(1, Ordering::Relaxed)) % 150;
-    let base = 30000 + slot * 200;
-    format!("{}-{}", base, base + 199)
+/// RTP ranges for test gateways: 50 slots of 200 ports in 10000-19999, below the
+/// kernel's ephemeral range (32768-60999, where every `bind(0)` of the tests lands) and
+/// below baresip's 20000-29999 (tests/common/baresip.rs).
+const RTP_SLOTS: u16 = 50;
+const RTP_BASE: u16 = 10_000;
+/// A slot is held by binding 127.0.0.1:(RTP_SLOT_LOCK + slot): a lock that other test
+/// processes (nextest runs each test in its own) see too, released when the gateway drops.
+const RTP_SLOT_LOCK: u16 = 9_100;
+
+/// A 200-port RTP range no other live test gateway uses, and the socket that holds it.
+fn rtp_range() -> (String, UdpSocket) {
+    let start = u16::try_from(std::process::id() % u32::from(RTP_SLOTS)).unwrap_or(0);
+    for i in 0..RTP_SLOTS {
+        let slot = (start + i) % RTP_SLOTS;
+        if let Ok(lock) = UdpSocket::bind((Ipv4Addr::LOCALHOST, RTP_SLOT_LOCK + slot)) {
+            let base = RTP_BASE + slot * 200;
+            return (format!("{}-{}", base, base + 199), lock);
+        }
+    }
+    panic!("all {RTP_SLOTS} test RTP ranges are taken by live gateways");
 }
 
 impl Gateway {
@@ -116,7 +130,7 @@ impl Gateway {
         let data_dir = data_dir.map_or_else(|| tmp.path().join("data"), Path::to_path_buf);
         let api_port = free_tcp_port();
         let sip_port = free_udp_tcp_port();
-        let rtp_ports = rtp_range();
+        let (rtp_ports, rtp_lock) = rtp_range();
         let sip_addr = format!("127.0.0.1:{sip_port}");
         let mut vars: Vec<(String, String)> = vec![
             ("VOXGATE_DATA_DIR".into(), data_dir.display().to_string()),
@@ -149,6 +163,7 @@ impl Gateway {
             sip_port,
             data_dir,
             rtp_ports,
+            _rtp_lock: rtp_lock,
             child: None,
             env: vars,
             stdout_path: tmp.path().join("stdout.log"),
