@@ -115,7 +115,9 @@ impl Relay {
         if spec == "rtpengine" {
             return Relay::start_rtpengine(workers);
         }
-        let mode = spec.strip_prefix("voxgate:").expect("relay is voxgate:<mode> or rtpengine");
+        let mode = spec
+            .strip_prefix("voxgate:")
+            .expect("relay is voxgate:<mode> or rtpengine");
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args(["--serve-relay", mode, &workers.to_string()])
             .stdin(Stdio::piped())
@@ -135,7 +137,11 @@ impl Relay {
         let ng = UdpSocket::bind("127.0.0.1:0").unwrap();
         ng.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
         // A free port for the ng listener: bind, read it, close, hand it over.
-        let ng_port = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let ng_port = UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let (lo, hi) = PORTS.split_once('-').unwrap();
         let child = Command::new("rtpengine")
             .args([
@@ -427,7 +433,12 @@ fn fill(pkt: &mut [u8; PKT_LEN], call: &Call, dir: u8, sent_ns: u64) {
 
 /// Sends one tick's packets from `sock` with `sendmmsg`, `BATCH` at a time, stamping
 /// each batch just before its system call.
-fn send_batch(sock: &UdpSocket, calls: &mut [&mut Call], dir: u8, bufs: &mut [[u8; PKT_LEN]]) -> u64 {
+fn send_batch(
+    sock: &UdpSocket,
+    calls: &mut [&mut Call],
+    dir: u8,
+    bufs: &mut [[u8; PKT_LEN]],
+) -> u64 {
     let mut sent = 0;
     for chunk in calls.chunks_mut(BATCH) {
         let now = realtime_ns();
@@ -436,11 +447,21 @@ fn send_batch(sock: &UdpSocket, calls: &mut [&mut Call], dir: u8, bufs: &mut [[u
             fill(b, c, dir, now);
             addrs.push(Some(if dir == 0 { c.to_a } else { c.to_b }));
         }
-        let iovs: Vec<[IoSlice<'_>; 1]> = bufs[..chunk.len()].iter().map(|b| [IoSlice::new(b)]).collect();
+        let iovs: Vec<[IoSlice<'_>; 1]> = bufs[..chunk.len()]
+            .iter()
+            .map(|b| [IoSlice::new(b)])
+            .collect();
         let mut hdrs = MultiHeaders::<SockaddrIn>::preallocate(chunk.len(), None);
         let mut off = 0;
         while off < chunk.len() {
-            match sendmmsg(sock.as_raw_fd(), &mut hdrs, &iovs[off..], &addrs[off..], [], MsgFlags::empty()) {
+            match sendmmsg(
+                sock.as_raw_fd(),
+                &mut hdrs,
+                &iovs[off..],
+                &addrs[off..],
+                [],
+                MsgFlags::empty(),
+            ) {
                 Ok(r) => {
                     let n = r.count();
                     off += n.max(1);
@@ -468,28 +489,36 @@ fn drain(
     loop {
         let mut stamps = [(0usize, 0u64); BATCH];
         let n = {
-        let mut hdrs = MultiHeaders::<SockaddrIn>::preallocate(BATCH, Some(nix::cmsg_space!(TimeSpec)));
-        let mut iovs: Vec<[IoSliceMut<'_>; 1]> = bufs.iter_mut().map(|b| [IoSliceMut::new(b)]).collect();
-        match recvmmsg(sock.as_raw_fd(), &mut hdrs, iovs.iter_mut(), MsgFlags::MSG_DONTWAIT, None) {
-            Ok(r) => {
-                let mut n = 0;
-                for (i, m) in r.enumerate() {
-                    let mut ts = 0u64;
-                    if let Ok(cm) = m.cmsgs() {
-                        for c in cm {
-                            if let ControlMessageOwned::ScmTimestampns(t) = c {
-                                ts = t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64;
+            let mut hdrs =
+                MultiHeaders::<SockaddrIn>::preallocate(BATCH, Some(nix::cmsg_space!(TimeSpec)));
+            let mut iovs: Vec<[IoSliceMut<'_>; 1]> =
+                bufs.iter_mut().map(|b| [IoSliceMut::new(b)]).collect();
+            match recvmmsg(
+                sock.as_raw_fd(),
+                &mut hdrs,
+                iovs.iter_mut(),
+                MsgFlags::MSG_DONTWAIT,
+                None,
+            ) {
+                Ok(r) => {
+                    let mut n = 0;
+                    for (i, m) in r.enumerate() {
+                        let mut ts = 0u64;
+                        if let Ok(cm) = m.cmsgs() {
+                            for c in cm {
+                                if let ControlMessageOwned::ScmTimestampns(t) = c {
+                                    ts = t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64;
+                                }
                             }
                         }
+                        stamps[i] = (m.bytes, ts);
+                        n += 1;
                     }
-                    stamps[i] = (m.bytes, ts);
-                    n += 1;
+                    n
                 }
-                n
+                Err(nix::errno::Errno::EAGAIN) => 0,
+                Err(e) => panic!("recvmmsg: {e}"),
             }
-            Err(nix::errno::Errno::EAGAIN) => 0,
-            Err(e) => panic!("recvmmsg: {e}"),
-        }
         };
         for (b, (len, rx_ns)) in bufs.iter().zip(&stamps[..n]) {
             if *len < 25 {
@@ -498,7 +527,9 @@ fn drain(
             let id = u32::from_be_bytes(b[12..16].try_into().unwrap());
             let dir = u32::from(b[16] & 1);
             let sent_ns = u64::from_be_bytes(b[17..25].try_into().unwrap());
-            let Some(k) = id.checked_sub(base).map(|k| (k * 2 + dir) as usize) else { continue };
+            let Some(k) = id.checked_sub(base).map(|k| (k * 2 + dir) as usize) else {
+                continue;
+            };
             if let Some(c) = counts.get_mut(k) {
                 *c += 1;
             }
@@ -550,8 +581,12 @@ fn generator(
             }
             // Calls whose phase is this tick send one packet each way.
             let phase = tick % TICKS;
-            let mut these: Vec<&mut Call> =
-                calls.iter_mut().enumerate().filter(|(i, _)| *i as u32 % TICKS == phase).map(|(_, c)| c).collect();
+            let mut these: Vec<&mut Call> = calls
+                .iter_mut()
+                .enumerate()
+                .filter(|(i, _)| *i as u32 % TICKS == phase)
+                .map(|(_, c)| c)
+                .collect();
             sent += send_batch(&caller, &mut these, 0, &mut bufs);
             sent += send_batch(&callee, &mut these, 1, &mut bufs);
             for c in &mut these {
@@ -584,7 +619,10 @@ fn generator(
         received += drain(&callee, base, &mut counts, &mut hist, &mut over, true);
     }
     let per_dir = u64::from(tick / TICKS); // lower bound of packets each call sent per direction
-    let duplicates = counts.iter().map(|c| u64::from(*c).saturating_sub(per_dir + 1)).sum();
+    let duplicates = counts
+        .iter()
+        .map(|c| u64::from(*c).saturating_sub(per_dir + 1))
+        .sum();
     let _ = n;
     GenResult {
         sent,
@@ -633,7 +671,11 @@ fn run_one(spec: &str, ncalls: usize, args: &Args) -> Outcome {
     let mut per_thread: Vec<Vec<Call>> = (0..t).map(|_| Vec::new()).collect();
     for i in 0..ncalls {
         let (caller, callee) = &socks[i % t];
-        let (pa, pb) = relay.setup(i, caller.local_addr().unwrap(), callee.local_addr().unwrap());
+        let (pa, pb) = relay.setup(
+            i,
+            caller.local_addr().unwrap(),
+            callee.local_addr().unwrap(),
+        );
         let v4 = |p: u16| SockaddrIn::from(SocketAddrV4::new(Ipv4Addr::LOCALHOST, p));
         per_thread[i % t].push(Call {
             id: u32::try_from(i).unwrap(),
@@ -708,17 +750,29 @@ fn main() {
     );
     println!(
         "{:<20} {:>6} {:>4} {:>9} {:>6} {:>9} {:>10} {:>8} {:>8} {:>9} {:>5}",
-        "relay", "calls", "run", "sent", "lost", "cpu_s", "us/call-s", "p50_us", "p99_us", "gen_cpu_s", "late"
+        "relay",
+        "calls",
+        "run",
+        "sent",
+        "lost",
+        "cpu_s",
+        "us/call-s",
+        "p50_us",
+        "p99_us",
+        "gen_cpu_s",
+        "late"
     );
     let mut best: Vec<(String, usize)> = args.relays.iter().map(|r| (r.clone(), 0)).collect();
     let mut failed: Vec<bool> = vec![false; args.relays.len()];
+    // Relays are interleaved run by run so that the machine's background load (other
+    // builds on a shared box) falls on all of them alike.
     for &n in &args.calls {
-        for (ri, spec) in args.relays.iter().enumerate() {
-            if failed[ri] {
-                continue;
-            }
-            let mut all_clean = true;
-            for run in 0..args.runs {
+        let mut clean = vec![true; args.relays.len()];
+        for run in 0..args.runs {
+            for (ri, spec) in args.relays.iter().enumerate() {
+                if failed[ri] {
+                    continue;
+                }
                 let o = run_one(spec, n, &args);
                 let call_secs = o.calls as f64 * o.measured.as_secs_f64();
                 println!(
@@ -735,9 +789,14 @@ fn main() {
                     o.gen_cpu.as_secs_f64(),
                     o.late_ticks
                 );
-                all_clean &= o.lost == 0;
+                clean[ri] &= o.lost == 0;
             }
-            if all_clean {
+        }
+        for (ri, ok) in clean.into_iter().enumerate() {
+            if failed[ri] {
+                continue;
+            }
+            if ok {
                 best[ri].1 = n;
             } else {
                 failed[ri] = true;
