@@ -84,7 +84,7 @@ fn parse_args() -> Args {
                 a.calls = vec![50];
                 a.duration = Duration::from_secs(3);
                 a.warmup = Duration::from_secs(1);
-                a.relays = vec!["voxgate:paced:500".into(), "rtpengine".into()];
+                a.relays = vec!["voxgate:level".into(), "rtpengine".into()];
             }
             "--bench" => {} // passed by `cargo bench`
             other => panic!("unknown argument {other}"),
