@@ -108,8 +108,19 @@ fn forwards_both_ways(poll: PollMode, lo: u16) {
 }
 
 #[test]
-fn forwards_both_ways_level_paced() {
+fn forwards_both_ways_level() {
     forwards_both_ways(PollMode::default(), 41000);
+}
+
+#[test]
+fn forwards_both_ways_level_paced() {
+    forwards_both_ways(
+        PollMode::LevelOnce {
+            pace: Some(Duration::from_micros(500)),
+            busy_poll: None,
+        },
+        42000,
+    );
 }
 
 #[test]

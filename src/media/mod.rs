@@ -81,10 +81,13 @@ pub enum PollMode {
     },
 }
 
+/// Level-triggered, one read per ready socket, no pacing or spinning: within noise of
+/// `EdgeDrain` on CPU (benches/README.md), and a flooded socket cannot hold a worker
+/// in a drain loop while its other calls wait (one packet per socket per wake-up).
 impl Default for PollMode {
     fn default() -> Self {
         PollMode::LevelOnce {
-            pace: Some(Duration::from_micros(500)),
+            pace: None,
             busy_poll: None,
         }
     }

@@ -225,8 +225,11 @@ impl Worker {
                 };
                 match sock.recv_from(buf) {
                     Ok((len, src)) => forward(s, side, port, src, buf, len, now, &mut self.local),
-                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                    Err(_) => break,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    // Any other error (EINTR, a queued ICMP error) is consumed by the
+                    // call that reports it; stopping here would lose the edge and
+                    // strand queued packets until the next one arrives.
+                    Err(_) => {}
                 }
             },
             PollMode::LevelOnce { .. } => {
