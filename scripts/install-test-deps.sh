@@ -10,6 +10,7 @@ die() { log "ERROR: $*"; exit 1; }
 # command -> Debian package that provides it
 declare -A NEED=(
   [sipp]=sip-tester
+  [rtpengine]=rtpengine-daemon
   [curl]=curl
   [ss]=iproute2
   [pg_isready]=postgresql-client
