@@ -8,6 +8,7 @@
 //! transaction layer and `now`, and all I/O happens through the layer's transmit queue,
 //! the media engine's control calls and the call-record queue.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -134,6 +135,10 @@ pub struct CallEngine {
     active: HashMap<String, usize>,
     records: UnboundedSender<CallChange>,
     draining: bool,
+    /// The earliest call timer, recomputed only after call state may have changed: the
+    /// core asks on every wake-up, and most wake-ups (REGISTERs) touch no call.
+    next_timer: Cell<Option<Instant>>,
+    timers_dirty: Cell<bool>,
 }
 
 impl CallEngine {
@@ -153,6 +158,8 @@ impl CallEngine {
             active: HashMap::new(),
             records,
             draining: false,
+            next_timer: Cell::new(None),
+            timers_dirty: Cell::new(false),
         }
     }
 
@@ -171,6 +178,7 @@ impl CallEngine {
 
     /// Ends every call (end of the shutdown grace period).
     pub fn hangup_all(&mut self, layer: &mut TransactionLayer, now: Instant) {
+        self.timers_dirty.set(true);
         let ids: Vec<String> = self.calls.keys().cloned().collect();
         for id in ids {
             let reply = self
@@ -233,6 +241,7 @@ impl CallEngine {
         peer: Peer,
         now: Instant,
     ) -> Option<Reply> {
+        self.timers_dirty.set(true);
         let wall = Utc::now();
         if self.draining {
             return Some(
@@ -561,6 +570,7 @@ impl CallEngine {
         resp: Message,
         now: Instant,
     ) -> bool {
+        self.timers_dirty.set(true);
         let Some(call_id) = self.by_client_tx.get(&tx).cloned() else {
             return false;
         };
@@ -902,6 +912,7 @@ impl CallEngine {
         invite_tx: ServerTxId,
         now: Instant,
     ) -> bool {
+        self.timers_dirty.set(true);
         let Some(call_id) = self.by_server_tx.get(&invite_tx).cloned() else {
             return false;
         };
@@ -925,6 +936,7 @@ impl CallEngine {
 
     /// ACK for a 2xx (or a stray one): stops the 2xx retransmissions.
     pub fn on_ack(&mut self, ack: &Message) {
+        self.timers_dirty.set(true);
         let Some(d) = self.dialogs.find_for_request(ack) else {
             return;
         };
@@ -951,6 +963,7 @@ impl CallEngine {
         req: Message,
         now: Instant,
     ) -> bool {
+        self.timers_dirty.set(true);
         let Some(d) = self.dialogs.find_for_request(&req) else {
             return false;
         };
@@ -1231,6 +1244,7 @@ impl CallEngine {
         call_id: &str,
         now: Instant,
     ) -> Result<(), ControlError> {
+        self.timers_dirty.set(true);
         let Some(call) = self.calls.get(call_id) else {
             return Err(ControlError::NotFound);
         };
@@ -1407,6 +1421,13 @@ impl CallEngine {
     // Timers
 
     pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.timers_dirty.replace(false) {
+            self.next_timer.set(self.earliest_timer());
+        }
+        self.next_timer.get()
+    }
+
+    fn earliest_timer(&self) -> Option<Instant> {
         self.calls
             .values()
             .flat_map(|c| {
@@ -1431,6 +1452,7 @@ impl CallEngine {
     }
 
     pub fn handle_timeout(&mut self, layer: &mut TransactionLayer, now: Instant) {
+        self.timers_dirty.set(true);
         let mut no_ack = Vec::new();
         let mut expired = Vec::new();
         let mut refresh = Vec::new();
@@ -1530,6 +1552,7 @@ impl CallEngine {
         tx: ClientTxId,
         now: Instant,
     ) {
+        self.timers_dirty.set(true);
         let Some(call_id) = self.by_client_tx.get(&tx).cloned() else {
             return;
         };
