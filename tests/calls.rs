@@ -770,6 +770,7 @@ async fn callee_hangs_up_and_caller_gets_bye() {
     let call = final_call(&gw, &call_id(&call)).await;
     assert_field(&call, "status", "completed");
     assert_field(&call, "hangup_by", "callee");
+    wait_metric(&gw, "voxgate_sip_dialogs", 0.0).await;
 }
 
 /// 183 with SDP from the callee reaches the caller with voxgate's SDP (early media goes
@@ -892,6 +893,8 @@ async fn caller_cancels_before_answer() {
     let call = final_call(&gw, &call_id(&ringing)).await;
     assert_field(&call, "status", "canceled");
     assert_field(&call, "hangup_by", "caller");
+    // The callee's early dialog (its 180 had a tag) is gone with the call.
+    wait_metric(&gw, "voxgate_sip_dialogs", 0.0).await;
     assert!(call["answered_at"].is_null(), "never answered: {call:#}");
     assert_eq!(call["duration_seconds"].as_i64(), Some(0), "{call:#}");
 }
@@ -925,6 +928,7 @@ async fn callee_phone_busy_gives_486() {
     let call = the_call(&gw, "").await;
     let call = final_call(&gw, &call_id(&call)).await;
     assert_field(&call, "status", "busy");
+    wait_metric(&gw, "voxgate_sip_dialogs", 0.0).await;
 }
 
 /// An agent at `max_concurrent_calls` (default 1) is busy: voxgate answers 486 itself,
@@ -1136,6 +1140,7 @@ async fn hold_and_resume_with_reinvite() {
             "a re-INVITE is in the callee leg's dialog"
         );
     }
+    wait_metric(&gw, "voxgate_sip_dialogs", 0.0).await;
 }
 
 /// An agent registered twice: both contacts ring; the first only rings (180), the second
@@ -1231,6 +1236,7 @@ async fn forked_call_first_2xx_wins_and_other_fork_is_cancelled() {
     };
     assert_eq!(leg_to(mobile.port)["status"], "completed", "{call:#}");
     assert_eq!(leg_to(desk.port)["status"], "canceled", "{call:#}");
+    wait_metric(&gw, "voxgate_sip_dialogs", 0.0).await;
 }
 
 /// Symmetric latching: the callee's SDP names port 9 where nothing listens, but its RTP
@@ -1353,6 +1359,7 @@ async fn two_hundred_sequential_calls_complete_and_release_everything() {
     }
     wait_metric(&gw, "voxgate_calls_active", 0.0).await;
     wait_metric(&gw, "voxgate_rtp_ports_allocated", 0.0).await;
+    wait_metric(&gw, "voxgate_sip_dialogs", 0.0).await;
 }
 
 /// kill -9 during a live call, restart: the call is closed as failed / gateway-restart.
@@ -1450,4 +1457,5 @@ async fn api_hangup_sends_bye_to_both_legs() {
     let call = final_call(&gw, &id).await;
     assert_field(&call, "status", "completed");
     assert_field(&call, "hangup_by", "api");
+    wait_metric(&gw, "voxgate_sip_dialogs", 0.0).await;
 }

@@ -167,6 +167,11 @@ impl CallEngine {
         self.calls.len()
     }
 
+    /// Dialogs held, early ones included (a metric: it must come back to 0).
+    pub fn dialog_count(&self) -> usize {
+        self.dialogs.len()
+    }
+
     pub fn media(&self) -> &MediaEngine {
         &self.media
     }
@@ -1375,7 +1380,20 @@ impl CallEngine {
         if let Some(r) = &call.renegotiation {
             self.by_client_tx.remove(&r.client_tx);
         }
-        // Dialogs of this call stay until their BYE transactions end; forget the mapping.
+        // Early dialogs die with the call: the forks' 487s (to the CANCELs sent above) no
+        // longer reach this call, and nothing else would end them (RFC 3261 §12.3).
+        let early = call
+            .outbound
+            .iter()
+            .filter_map(|l| l.dialog.as_ref())
+            .chain(call.inbound.dialog.as_ref())
+            .filter(|id| self.dialogs.get(id).is_some_and(|d| d.state().is_early()))
+            .cloned()
+            .collect::<Vec<_>>();
+        for id in early {
+            self.dialogs.remove(&id);
+        }
+        // Dialogs we sent BYE on are terminated already; forget them and the mapping.
         self.by_dialog.retain(|_, (c, _)| c != call_id);
         self.dialogs.remove_terminated();
         tracing::info!(call = %call.id, status = status.as_str(), cause, by, "call ended");

@@ -404,6 +404,7 @@ impl Core {
         metrics::gauge!("voxgate_sip_transactions").set(self.layer.len() as f64);
         metrics::gauge!("voxgate_registrations").set(self.registrar.binding_count() as f64);
         metrics::gauge!("voxgate_calls_active").set(self.engine.active_calls() as f64);
+        metrics::gauge!("voxgate_sip_dialogs").set(self.engine.dialog_count() as f64);
         let media = self.engine.media().stats();
         metrics::gauge!("voxgate_rtp_ports_allocated").set((media.allocated_port_pairs * 2) as f64);
     }
