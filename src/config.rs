@@ -83,6 +83,19 @@ pub struct SipConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct RtpConfig {
     pub ports: PortRange,
+    /// Forward steady RTP flows in the kernel (eBPF, Linux 6.6+, CAP_BPF and
+    /// CAP_NET_ADMIN): `auto` falls back to userspace when that is not available.
+    pub kernel_forwarding: KernelForwardingMode,
+}
+
+/// `rtp.kernel_forwarding`.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum KernelForwardingMode {
+    Off,
+    #[default]
+    Auto,
+    On,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -177,6 +190,7 @@ impl Default for RtpConfig {
                 lo: 20000,
                 hi: 20999,
             },
+            kernel_forwarding: KernelForwardingMode::Auto,
         }
     }
 }
@@ -344,6 +358,7 @@ pub const KEYS: &[(&str, &str, Kind)] = &[
     ("sip", "tcp_idle_timeout_seconds", Kind::Int),
     ("sip", "shutdown_grace_seconds", Kind::Int),
     ("rtp", "ports", Kind::Str),
+    ("rtp", "kernel_forwarding", Kind::Str),
     ("api", "listen", Kind::Str),
     ("api", "key", Kind::Str),
     ("api", "metrics_public", Kind::Bool),

@@ -679,6 +679,22 @@ async fn call_connects_relays_rtp_both_ways_and_caller_hangs_up() {
     let at_a = a.receive(PACKETS, secs(3)).await;
     assert_stream(&at_b, PACKETS, 0, 0xA1, vox_b, "caller -> callee");
     assert_stream(&at_a, PACKETS, 0, 0xB2, vox_a, "callee -> caller");
+    // Steady flows went through the kernel (tests run with kernel forwarding on);
+    // the first packet of each direction latches in userspace.
+    let until = Instant::now() + secs(3);
+    loop {
+        let k = metric(&gw, "voxgate_rtp_kernel_packets_total")
+            .await
+            .unwrap_or(0.0);
+        if k >= (2 * PACKETS - 4) as f64 {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "only {k} packets forwarded in the kernel"
+        );
+        tokio::time::sleep(ms(100)).await;
+    }
 
     let caller_run = caller.finish().await;
     caller_run.assert_success();
@@ -1243,7 +1259,15 @@ async fn forked_call_first_2xx_wins_and_other_fork_is_cancelled() {
 /// really comes from another port; voxgate sends the caller's audio there.
 #[tokio::test]
 async fn rtp_latches_to_where_the_callee_really_sends_from() {
-    let gw = md5_gateway().await;
+    // Userspace relay end to end (every other call test forwards in the kernel).
+    let gw = Gateway::start_with(
+        &[
+            ("VOXGATE_SIP_AUTH_ALGORITHMS", "MD5"),
+            ("VOXGATE_RTP_KERNEL_FORWARDING", "off"),
+        ],
+        None,
+    )
+    .await;
     create_agent(&gw, ALICE).await;
     create_agent(&gw, BOB).await;
     let (alice, bob) = (Phone::new(ALICE), Phone::new(BOB));

@@ -126,6 +126,16 @@ impl Latch {
         self.relatch_after = relatch_after;
     }
 
+    /// The latched source was seen sending at `at` by a fast path that bypassed
+    /// [`Latch::on_packet`] (so re-latching after silence stays correct).
+    pub fn seen(&mut self, at: Instant) {
+        if let LatchState::Latched { last_seen, .. } = &mut self.state {
+            if at > *last_seen {
+                *last_seen = at;
+            }
+        }
+    }
+
     /// A valid packet arrived from `src` at `now`.
     pub fn on_packet(&mut self, src: SocketAddr, now: Instant) -> LatchVerdict {
         match &mut self.state {

@@ -14,6 +14,6 @@ pub mod rtp;
 
 pub use latch::{Latch, LatchMode, LatchVerdict};
 pub use relay::{route, DropReason, LegPolicy, LegRemote, MediaDirection, Port, Route};
-pub use rewrite::{ClockRate, PtMap, Rewriter};
+pub use rewrite::{ClockRate, PtMap, Rewriter, SteadyRewrite};
 pub use rtcp::{is_rtcp, RtcpCompound, RtcpError};
 pub use rtp::{RtpError, RtpPacket, RtpTimestamp, SeqNo, Ssrc};

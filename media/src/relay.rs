@@ -192,6 +192,21 @@ impl LegPolicy {
     pub fn rewriter(&self) -> &Rewriter {
         &self.out
     }
+    pub fn rewriter_mut(&mut self) -> &mut Rewriter {
+        &mut self.out
+    }
+    pub fn rtp_latch_mut(&mut self) -> &mut Latch {
+        &mut self.rtp
+    }
+    #[must_use]
+    pub fn direction(&self) -> MediaDirection {
+        self.direction
+    }
+    /// PT translation for packets going out of this leg.
+    #[must_use]
+    pub fn pt_out(&self) -> &PtMap {
+        &self.pt_out
+    }
 }
 
 /// Which of a leg's two ports a datagram arrived on.

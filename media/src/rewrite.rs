@@ -77,6 +77,11 @@ impl PtMap {
         }
         m
     }
+    /// The whole table: entry `pt` is the payload type sent for `pt`.
+    #[must_use]
+    pub fn table(&self) -> &[u8; 128] {
+        &self.0
+    }
     pub fn set(&mut self, from: u8, to: u8) {
         self.0[usize::from(from & 0x7f)] = to & 0x7f;
     }
@@ -105,6 +110,16 @@ enum RewriteState {
         /// the new source reuses the SSRC.
         reanchor: bool,
     },
+}
+
+/// What [`Rewriter::steady`] returns: packets of SSRC `src` leave with SSRC `out_ssrc`,
+/// sequence number `+ seq_off` and timestamp `+ ts_off` (both wrapping).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SteadyRewrite {
+    pub src: Ssrc,
+    pub out_ssrc: Ssrc,
+    pub seq_off: u16,
+    pub ts_off: u32,
 }
 
 /// Per-direction rewriter: a fixed outgoing SSRC with continuous sequence and timestamp.
@@ -142,6 +157,50 @@ impl Rewriter {
     #[must_use]
     pub fn switches(&self) -> u32 {
         self.switches
+    }
+
+    /// The fixed rewrite of a steady stream, for a fast path that applies it elsewhere
+    /// (the kernel forwarder): `None` before the first packet and while a re-anchor is
+    /// pending, when only [`Rewriter::rewrite`] knows what to do.
+    #[must_use]
+    pub fn steady(&self) -> Option<SteadyRewrite> {
+        match (self.state, self.out_ssrc) {
+            (
+                RewriteState::Active {
+                    src,
+                    seq_off,
+                    ts_off,
+                    reanchor: false,
+                    ..
+                },
+                Some(out_ssrc),
+            ) => Some(SteadyRewrite {
+                src,
+                out_ssrc,
+                seq_off,
+                ts_off,
+            }),
+            _ => None,
+        }
+    }
+
+    /// Packets of the steady stream went out through a fast path; the newest had `seq`
+    /// and `ts` (as sent) and left at `at`. Keeps the anchor of the next source switch
+    /// where the stream really is.
+    pub fn forwarded_elsewhere(&mut self, seq: SeqNo, ts: RtpTimestamp, at: Instant) {
+        if let RewriteState::Active {
+            high_seq,
+            high_ts,
+            at: high_at,
+            ..
+        } = &mut self.state
+        {
+            if seq.0.wrapping_sub(high_seq.0) as i16 > 0 {
+                *high_seq = seq;
+                *high_ts = ts;
+                *high_at = at;
+            }
+        }
     }
 
     /// The signalling says the source changed (re-INVITE with a new remote): the next

@@ -18,8 +18,11 @@
 //! # Ok(()) }
 //! ```
 
+mod offload;
 pub mod ports;
 mod worker;
+
+pub use offload::KernelForwarding;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
@@ -105,6 +108,8 @@ pub struct MediaConfig {
     /// Worker threads (at least 1).
     pub workers: usize,
     pub poll: PollMode,
+    /// Forward steady flows in the kernel (`rtp.kernel_forwarding`).
+    pub kernel: KernelForwarding,
 }
 
 impl MediaConfig {
@@ -117,6 +122,7 @@ impl MediaConfig {
             ports,
             workers: 1,
             poll: PollMode::default(),
+            kernel: KernelForwarding::Off,
         }
     }
 }
@@ -134,6 +140,8 @@ pub enum MediaError {
     Setup(#[source] std::io::Error),
     #[error("bad media config: {0}")]
     Config(&'static str),
+    #[error("rtp.kernel_forwarding = \"on\" but the kernel refused: {0}")]
+    Kernel(String),
 }
 
 /// The advertised address of one leg's ports (what goes into that leg's SDP).
@@ -181,7 +189,12 @@ pub struct SessionStats {
 pub struct EngineStats {
     pub allocated_port_pairs: usize,
     pub sessions: usize,
+    /// RTP forwarded, in userspace and in the kernel.
     pub rtp_forwarded: u64,
+    /// Of those, forwarded in the kernel.
+    pub kernel_forwarded: u64,
+    /// Directions currently forwarded in the kernel.
+    pub kernel_flows: usize,
     pub rtcp_forwarded: u64,
     /// Indexed like [`DropReason::ALL`].
     pub dropped: [u64; 5],
@@ -235,6 +248,7 @@ pub struct MediaEngine {
     control: Mutex<Control>,
     next_id: AtomicU64,
     next_worker: AtomicUsize,
+    offload: Option<Arc<offload::Offload>>,
 }
 
 impl MediaEngine {
@@ -243,9 +257,10 @@ impl MediaEngine {
         if cfg.workers == 0 {
             return Err(MediaError::Config("workers must be at least 1"));
         }
+        let offload = offload::Offload::start(&cfg)?.map(Arc::new);
         let mut workers = Vec::with_capacity(cfg.workers);
         for i in 0..cfg.workers {
-            workers.push(worker::spawn(i, cfg.poll).map_err(MediaError::Setup)?);
+            workers.push(worker::spawn(i, cfg.poll, offload.clone()).map_err(MediaError::Setup)?);
         }
         let workers = workers
             .into_iter()
@@ -265,6 +280,7 @@ impl MediaEngine {
             workers,
             next_id: AtomicU64::new(1),
             next_worker: AtomicUsize::new(0),
+            offload,
         })
     }
 
@@ -395,7 +411,18 @@ impl MediaEngine {
         for w in &self.workers {
             w.shared.add_to(&mut s);
         }
+        if let Some(off) = &self.offload {
+            s.kernel_forwarded = off.forwarded();
+            s.kernel_flows = off.flows();
+            s.rtp_forwarded += s.kernel_forwarded;
+        }
         s
+    }
+
+    /// Whether steady flows are forwarded in the kernel.
+    #[must_use]
+    pub fn kernel_forwarding(&self) -> bool {
+        self.offload.is_some()
     }
 
     fn send(&self, session: SessionId, cmd: Command) -> Result<(), MediaError> {
@@ -439,7 +466,11 @@ fn bind_io(ip: IpAddr, p: PortPair) -> std::io::Result<LegIo> {
     let rtcp = UdpSocket::bind((ip, p.rtcp()))?;
     rtp.set_nonblocking(true)?;
     rtcp.set_nonblocking(true)?;
-    Ok(LegIo { rtp, rtcp })
+    Ok(LegIo {
+        rtp,
+        rtcp,
+        rtp_port: p.rtp,
+    })
 }
 
 fn wake(h: &WorkerHandle) {

@@ -19,6 +19,7 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 use voxgate_media::relay::{route, LegPolicy, LegRemote, Port, Route};
 use voxgate_media::DropReason;
 
+use super::offload::{Offload, SessionFlows, SlotRefs};
 use super::{EngineStats, LegStats, PollMode, SessionId, SessionStats, Side, TapPacket, TapSender};
 
 /// How often counters are published to the engine and the `metrics` registry.
@@ -56,6 +57,7 @@ pub(super) enum Command {
 pub(super) struct LegIo {
     pub rtp: UdpSocket,
     pub rtcp: UdpSocket,
+    pub rtp_port: u16,
 }
 
 /// Counters published by one worker. Its own allocation, aligned so two workers'
@@ -99,6 +101,23 @@ struct Slot {
     stats: [LegStats; 2],
     /// Copies of what each leg's remote sends; `None` costs one branch per packet.
     tap: [Option<TapSender>; 2],
+    /// Directions forwarded in the kernel.
+    kernel: SessionFlows,
+}
+
+impl Slot {
+    /// The kernel flows and the rest of the slot, borrowed apart.
+    fn split(&mut self) -> (&mut SessionFlows, SlotRefs<'_>) {
+        (
+            &mut self.kernel,
+            SlotRefs {
+                io: &self.io,
+                policy: &mut self.policy,
+                stats: &mut self.stats,
+                tap: &self.tap,
+            },
+        )
+    }
 }
 
 struct Worker {
@@ -112,6 +131,8 @@ struct Worker {
     local: Local,
     shared: Arc<WorkerShared>,
     buf: Box<[u8; BUF_LEN]>,
+    index: usize,
+    offload: Option<Arc<Offload>>,
 }
 
 pub(super) type Spawned = (
@@ -121,7 +142,11 @@ pub(super) type Spawned = (
     JoinHandle<()>,
 );
 
-pub(super) fn spawn(index: usize, mode: PollMode) -> std::io::Result<Spawned> {
+pub(super) fn spawn(
+    index: usize,
+    mode: PollMode,
+    offload: Option<Arc<Offload>>,
+) -> std::io::Result<Spawned> {
     let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
     let wake = Arc::new(EventFd::from_value_and_flags(
         0,
@@ -141,6 +166,8 @@ pub(super) fn spawn(index: usize, mode: PollMode) -> std::io::Result<Spawned> {
         local: Local::default(),
         shared: shared.clone(),
         buf: Box::new([0u8; BUF_LEN]),
+        index,
+        offload,
     };
     let thread = std::thread::Builder::new()
         .name(format!("voxgate-rtp-{index}"))
@@ -216,6 +243,7 @@ impl Worker {
             return;
         };
         let buf = &mut self.buf[..];
+        let off = self.offload.as_deref();
         match self.mode {
             PollMode::EdgeDrain => loop {
                 // Edge-triggered: must read until EAGAIN or the edge is lost.
@@ -224,7 +252,9 @@ impl Worker {
                     Port::Rtcp => &s.io[side].rtcp,
                 };
                 match sock.recv_from(buf) {
-                    Ok((len, src)) => forward(s, side, port, src, buf, len, now, &mut self.local),
+                    Ok((len, src)) => {
+                        forward(s, side, port, src, buf, len, now, &mut self.local, off);
+                    }
                     Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                     // Any other error (EINTR, a queued ICMP error) is consumed by the
                     // call that reports it; stopping here would lose the edge and
@@ -239,7 +269,7 @@ impl Worker {
                 };
                 // Level-triggered: one read; if more is queued epoll reports it again.
                 if let Ok((len, src)) = sock.recv_from(buf) {
-                    forward(s, side, port, src, buf, len, now, &mut self.local);
+                    forward(s, side, port, src, buf, len, now, &mut self.local, off);
                 }
             }
         }
@@ -261,7 +291,13 @@ impl Worker {
         match cmd {
             Command::Add { id, io } => self.add(id, io),
             Command::Update { id, side, remote } => {
+                let off = self.offload.clone();
                 if let Some(s) = self.slot_mut(id) {
+                    if let Some(off) = &off {
+                        // Signalling changed: userspace decides again from the next packet.
+                        let (k, mut refs) = s.split();
+                        k.remove_all(off, &mut refs, Instant::now());
+                    }
                     let other = 1 - side;
                     if s.policy[side].update(&remote) {
                         // The source of the stream the other leg receives moved.
@@ -270,7 +306,13 @@ impl Worker {
                 }
             }
             Command::Tap { id, side, tap } => {
+                let off = self.offload.clone();
                 if let Some(s) = self.slot_mut(id) {
+                    if let Some(off) = &off {
+                        // A tap needs every packet in userspace.
+                        let (k, mut refs) = s.split();
+                        k.remove(off, &mut refs, side.index(), Instant::now());
+                    }
                     s.tap[side.index()] = tap;
                 }
             }
@@ -314,6 +356,7 @@ impl Worker {
             policy: [LegPolicy::default(), LegPolicy::default()],
             stats: [LegStats::default(); 2],
             tap: [None, None],
+            kernel: SessionFlows::default(),
         });
         self.by_id.insert(id, i);
     }
@@ -322,9 +365,13 @@ impl Worker {
         let Some(i) = self.by_id.remove(&id) else {
             return SessionStats::default();
         };
-        let Some(s) = self.slots.get_mut(i).and_then(Option::take) else {
+        let Some(mut s) = self.slots.get_mut(i).and_then(Option::take) else {
             return SessionStats::default();
         };
+        if let Some(off) = &self.offload {
+            let (k, mut refs) = s.split();
+            k.remove_all(off, &mut refs, Instant::now());
+        }
         self.free_slots.push(i);
         for leg in &s.io {
             let _ = self.epoll.delete(&leg.rtp);
@@ -349,6 +396,9 @@ impl Worker {
     }
 
     fn flush(&mut self) {
+        if let (Some(off), 0) = (&self.offload, self.index) {
+            off.publish();
+        }
         let l = std::mem::take(&mut self.local);
         let sh = &self.shared;
         sh.rtp_forwarded
@@ -391,9 +441,19 @@ fn forward(
     len: usize,
     now: Instant,
     local: &mut Local,
+    off: Option<&Offload>,
 ) {
     let other = 1 - side;
     let pkt = &mut buf[..len];
+    // An RTP packet of an offloaded direction reached userspace (new SSRC, stranger):
+    // bring the latch and rewriter up to date with what the kernel sent first.
+    let kernel_rtp = off.filter(|_| port == Port::Rtp && !voxgate_media::is_rtcp(pkt));
+    if let Some(off) = kernel_rtp {
+        if s.kernel.has(side) {
+            let (k, mut refs) = s.split();
+            k.sync(off, &mut refs, side, now);
+        }
+    }
     let [p0, p1] = &mut s.policy;
     let (ing, eg) = if side == 0 { (p0, p1) } else { (p1, p0) };
     let r = route(ing, eg, port, src, pkt, now);
@@ -426,6 +486,12 @@ fn forward(
             }
         }
         Err(_) => local.send_errors += 1,
+    }
+    if let (Some(off), false) = (kernel_rtp, rtcp) {
+        // This packet may have made either direction steady (latched, anchored).
+        let (k, mut refs) = s.split();
+        k.reconcile(off, &mut refs, side, now);
+        k.reconcile(off, &mut refs, other, now);
     }
     if let Some(tap) = &s.tap[side] {
         // Only when someone listens: the copy is the one allocation, off by default.

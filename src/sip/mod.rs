@@ -24,8 +24,9 @@ use voxgate_sip::transaction::{TimerConfig, TransactionLayer};
 use crate::calls::control::CallCommand;
 use crate::calls::engine::{CallEngine, EngineConfig};
 use crate::config::Config;
+use crate::config::KernelForwardingMode;
 use crate::events::AppEvent;
-use crate::media::{MediaConfig, MediaEngine, PollMode};
+use crate::media::{KernelForwarding, MediaConfig, MediaEngine, PollMode};
 use crate::registrar::{Registrar, RegistrarConfig};
 use crate::store::Store;
 use voxgate_sip::sdp::SdpConfig;
@@ -165,6 +166,11 @@ pub async fn start(args: SipStart) -> anyhow::Result<SipHandle> {
         ports: config.rtp.ports,
         workers: 1,
         poll: PollMode::default(),
+        kernel: match config.rtp.kernel_forwarding {
+            KernelForwardingMode::Off => KernelForwarding::Off,
+            KernelForwardingMode::Auto => KernelForwarding::Auto,
+            KernelForwardingMode::On => KernelForwarding::On,
+        },
     })
     .context("starting the media relay")?;
     let (records_tx, records_rx) = mpsc::unbounded_channel();

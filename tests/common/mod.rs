@@ -140,6 +140,9 @@ impl Gateway {
             ("VOXGATE_SIP_LISTEN_TCP".into(), sip_addr),
             ("VOXGATE_SIP_PUBLIC_ADDR".into(), "127.0.0.1".into()),
             ("VOXGATE_RTP_PORTS".into(), rtp_ports.clone()),
+            // Kernel forwarding is the default path ("auto"); tests insist on it so a
+            // machine that cannot load it fails loudly instead of testing less.
+            ("VOXGATE_RTP_KERNEL_FORWARDING".into(), "on".into()),
             ("VOXGATE_LOG".into(), "info,voxgate=debug".into()),
         ];
         if let Some(db) = &pg {

@@ -1,0 +1,291 @@
+//! The media relay with kernel forwarding on (`rtp.kernel_forwarding = "on"`): the same
+//! loopback parties as tests/media_relay.rs, checking that steady flows really move to
+//! the eBPF program and that everything the userspace relay guarantees still holds
+//! across the hand-overs (source switches, strangers, taps, hold).
+//! Needs root (CAP_BPF, CAP_NET_ADMIN) and Linux 6.6+: fails, never skips, without.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use voxgate::config::PortRange;
+use voxgate::media::{
+    DropReason, EngineStats, KernelForwarding, LegRemote, MediaConfig, MediaDirection, MediaEngine,
+    Session, Side,
+};
+use voxgate_media::rtp::{write_header, RtpPacket, RtpTimestamp, SeqNo, Ssrc};
+
+const WAIT: Duration = Duration::from_secs(3);
+
+fn engine(lo: u16) -> MediaEngine {
+    let mut cfg = MediaConfig::loopback(PortRange { lo, hi: lo + 15 });
+    cfg.kernel = KernelForwarding::On;
+    let e = MediaEngine::start(cfg).expect("kernel forwarding needs root and Linux 6.6+");
+    assert!(e.kernel_forwarding());
+    e
+}
+
+fn peer() -> UdpSocket {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s
+}
+
+fn addr(s: &UdpSocket) -> SocketAddr {
+    s.local_addr().unwrap()
+}
+
+fn remote(rtp: SocketAddr) -> LegRemote {
+    LegRemote {
+        rtp: Some(rtp),
+        ..LegRemote::default()
+    }
+}
+
+fn rtp(seq: u16, ts: u32, ssrc: u32, tag: u8) -> Vec<u8> {
+    let mut v = vec![tag; 172];
+    write_header(&mut v, 0, false, SeqNo(seq), RtpTimestamp(ts), Ssrc(ssrc)).unwrap();
+    v
+}
+
+fn recv(s: &UdpSocket) -> (Vec<u8>, SocketAddr) {
+    let mut b = [0u8; 2048];
+    let (n, src) = s
+        .recv_from(&mut b)
+        .expect("nothing received within the timeout");
+    (b[..n].to_vec(), src)
+}
+
+fn wait_stats(e: &MediaEngine, f: impl Fn(&EngineStats) -> bool) -> EngineStats {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let s = e.stats();
+        if f(&s) {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "stats never matched: {s:?}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn call(e: &MediaEngine) -> (Session, UdpSocket, UdpSocket) {
+    let s = e.create_session().unwrap();
+    let (pa, pb) = (peer(), peer());
+    e.update_leg(s.id, Side::A, remote(addr(&pa))).unwrap();
+    e.update_leg(s.id, Side::B, remote(addr(&pb))).unwrap();
+    (s, pa, pb)
+}
+
+/// Sends `n` packets from `from` to the relay port `to`, each received at `at`,
+/// checking each arrives whole from `via`; returns them.
+fn stream(
+    from: &UdpSocket,
+    to: SocketAddr,
+    at: &UdpSocket,
+    via: SocketAddr,
+    pkts: &[Vec<u8>],
+) -> Vec<Vec<u8>> {
+    pkts.iter()
+        .map(|p| {
+            from.send_to(p, to).unwrap();
+            let (got, src) = recv(at);
+            assert_eq!(src, via, "heard from the relay's port");
+            assert_eq!(got.len(), p.len());
+            got
+        })
+        .collect()
+}
+
+#[test]
+fn steady_flows_move_to_the_kernel_both_ways() {
+    let e = engine(42000);
+    let (s, pa, pb) = call(&e);
+    for i in 0..50u16 {
+        let a = rtp(i, 160 * u32::from(i), 11, 0xa);
+        assert_eq!(
+            stream(&pa, s.a.rtp, &pb, s.b.rtp, std::slice::from_ref(&a))[0],
+            a
+        );
+        let b = rtp(500 + i, 160 * u32::from(i), 22, 0xb);
+        assert_eq!(
+            stream(&pb, s.b.rtp, &pa, s.a.rtp, std::slice::from_ref(&b))[0],
+            b
+        );
+    }
+    let st = wait_stats(&e, |st| st.rtp_forwarded == 100);
+    assert_eq!(st.kernel_flows, 2);
+    assert!(
+        st.kernel_forwarded >= 90,
+        "only the first packets need userspace: {st:?}"
+    );
+    let fin = e.destroy_session(s.id).unwrap();
+    assert_eq!((fin.a.received, fin.a.forwarded), (50, 50));
+    assert_eq!((fin.b.received, fin.b.forwarded), (50, 50));
+    assert_eq!(e.stats().kernel_flows, 0);
+}
+
+#[test]
+fn a_new_ssrc_goes_through_userspace_and_continues_the_kernel_stream() {
+    let e = engine(42100);
+    let (s, pa, pb) = call(&e);
+    let first: Vec<_> = (0..20u16)
+        .map(|i| rtp(1000 + i, 8000 + 160 * u32::from(i), 0xaaaa, 1))
+        .collect();
+    stream(&pa, s.a.rtp, &pb, s.b.rtp, &first);
+    assert!(wait_stats(&e, |st| st.rtp_forwarded == 20).kernel_forwarded >= 15);
+    // The phone restarts its stream: new SSRC, new origin. The kernel passes it up; the
+    // relay re-anchors after the last packet the kernel sent.
+    let t0 = Instant::now();
+    let next: Vec<_> = (0..20u16)
+        .map(|i| rtp(7 + i, 99_000 + 160 * u32::from(i), 0xbbbb, 2))
+        .collect();
+    let got = stream(&pa, s.a.rtp, &pb, s.b.rtp, &next);
+    let elapsed_ticks = u32::try_from(t0.elapsed().as_millis() * 8).unwrap();
+    let p0 = RtpPacket::new_checked(&got[0][..]).unwrap();
+    assert_eq!(p0.ssrc(), Ssrc(0xaaaa), "outgoing SSRC kept");
+    assert_eq!(
+        p0.seq(),
+        SeqNo(1020),
+        "sequence continues from the kernel's last packet"
+    );
+    let gap = p0.timestamp().0.wrapping_sub(8000 + 160 * 19);
+    assert!(
+        (1..=elapsed_ticks + 8000).contains(&gap),
+        "timestamp gap {gap}"
+    );
+    assert!(p0.marker());
+    for (i, g) in got.iter().enumerate().skip(1) {
+        let p = RtpPacket::new_checked(&g[..]).unwrap();
+        let i = u16::try_from(i).unwrap();
+        assert_eq!(p.seq(), SeqNo(1020 + i));
+        assert_eq!(p.timestamp().0, p0.timestamp().0 + 160 * u32::from(i));
+        assert_eq!(p.ssrc(), Ssrc(0xaaaa));
+        assert!(!p.marker());
+    }
+    let st = wait_stats(&e, |st| st.rtp_forwarded == 40);
+    assert!(
+        st.kernel_forwarded >= 30,
+        "the new SSRC is steady again: {st:?}"
+    );
+    let fin = e.destroy_session(s.id).unwrap();
+    assert_eq!(fin.b.source_switches, 1);
+    assert_eq!(fin.a.forwarded, 40);
+}
+
+#[test]
+fn reinvite_to_another_device_keeps_continuity_and_redirects_replies() {
+    let e = engine(42200);
+    let (s, pa, pb) = call(&e);
+    let first: Vec<_> = (0..10u16)
+        .map(|i| rtp(100 + i, 160 * u32::from(i), 1, 0))
+        .collect();
+    stream(&pa, s.a.rtp, &pb, s.b.rtp, &first);
+    stream(
+        &pb,
+        s.b.rtp,
+        &pa,
+        s.a.rtp,
+        &[rtp(1, 1, 2, 0), rtp(2, 161, 2, 0)],
+    );
+    let pa2 = peer();
+    e.update_leg(s.id, Side::A, remote(addr(&pa2))).unwrap();
+    let got = stream(
+        &pa2,
+        s.a.rtp,
+        &pb,
+        s.b.rtp,
+        &[rtp(5, 5, 1, 0), rtp(6, 165, 1, 0)],
+    );
+    let p = RtpPacket::new_checked(&got[1][..]).unwrap();
+    assert_eq!(
+        p.seq(),
+        SeqNo(111),
+        "continues after the kernel-forwarded 100..=109"
+    );
+    // The old device is a stranger now, even though it was offloaded a moment ago.
+    pa.send_to(&rtp(110, 1600, 1, 0xee), s.a.rtp).unwrap();
+    let got = stream(&pb, s.b.rtp, &pa2, s.a.rtp, &[rtp(3, 321, 2, 9)]);
+    assert_eq!(got[0][12], 9, "B's reply reaches the new device");
+    wait_stats(&e, |st| st.dropped(DropReason::UnexpectedSource) == 1);
+}
+
+#[test]
+fn strangers_are_still_dropped_while_the_kernel_forwards() {
+    let e = engine(42300);
+    let (s, pa, pb) = call(&e);
+    let stranger = peer();
+    for i in 0..10u16 {
+        stream(
+            &pa,
+            s.a.rtp,
+            &pb,
+            s.b.rtp,
+            &[rtp(i, 160 * u32::from(i), 1, 1)],
+        );
+        stranger.send_to(&rtp(i, 0, 1, 0xee), s.a.rtp).unwrap();
+    }
+    let st = wait_stats(&e, |st| st.dropped(DropReason::UnexpectedSource) == 10);
+    assert!(st.kernel_forwarded >= 5, "{st:?}");
+    pb.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut b = [0u8; 256];
+    assert!(
+        pb.recv_from(&mut b).is_err(),
+        "a stranger's packet was forwarded"
+    );
+}
+
+#[test]
+fn a_tap_takes_the_direction_back_to_userspace() {
+    let e = engine(42400);
+    let (s, pa, pb) = call(&e);
+    let steady: Vec<_> = (0..10u16)
+        .map(|i| rtp(i, 160 * u32::from(i), 1, 1))
+        .collect();
+    stream(&pa, s.a.rtp, &pb, s.b.rtp, &steady);
+    wait_stats(&e, |st| st.kernel_flows == 1);
+    let (tx, rx) = std::sync::mpsc::sync_channel(64);
+    e.set_tap(s.id, Side::A, Some(tx)).unwrap();
+    wait_stats(&e, |st| st.kernel_flows == 0);
+    let tapped: Vec<_> = (10..30u16)
+        .map(|i| rtp(i, 160 * u32::from(i), 1, 2))
+        .collect();
+    stream(&pa, s.a.rtp, &pb, s.b.rtp, &tapped);
+    for i in 10..30u16 {
+        let c = rx.recv_timeout(WAIT).expect("every packet is tapped");
+        assert_eq!(RtpPacket::new_checked(&c.data[..]).unwrap().seq(), SeqNo(i));
+    }
+    assert_eq!(e.stats().kernel_flows, 0, "no flow while tapped");
+}
+
+#[test]
+fn hold_stops_the_kernel_flow_towards_the_held_party() {
+    let e = engine(42500);
+    let (s, pa, pb) = call(&e);
+    let b: Vec<_> = (0..10u16)
+        .map(|i| rtp(i, 160 * u32::from(i), 2, 2))
+        .collect();
+    stream(&pb, s.b.rtp, &pa, s.a.rtp, &b);
+    wait_stats(&e, |st| st.kernel_flows == 1);
+    // A puts B on hold (a=sendonly from A): nothing may reach A any more.
+    e.update_leg(
+        s.id,
+        Side::A,
+        LegRemote {
+            direction: MediaDirection::SendOnly,
+            ..remote(addr(&pa))
+        },
+    )
+    .unwrap();
+    wait_stats(&e, |st| st.kernel_flows == 0);
+    for i in 10..15u16 {
+        pb.send_to(&rtp(i, 160 * u32::from(i), 2, 2), s.b.rtp)
+            .unwrap();
+    }
+    wait_stats(&e, |st| st.dropped(DropReason::NotReceiving) == 5);
+    pa.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut buf = [0u8; 256];
+    assert!(pa.recv_from(&mut buf).is_err(), "held party got media");
+}
