@@ -7,6 +7,19 @@
 //!     [--runs 1] [--smoke]
 //! ```
 //!
+//! Relays: `voxgate:<mode>` (userspace poll modes: edge, level, paced:<µs>, busy:<µs>),
+//! `voxgate:kernel` (level-triggered workers plus eBPF kernel forwarding of steady
+//! flows, needs root), `rtpengine`, and `direct` (no relay: the two generator sockets
+//! send straight to each other — the baseline for the system-wide figure).
+//!
+//! Two CPU figures per run. `us/call-s` is the relay process's own CPU. It misses work
+//! done on its behalf in softirq context charged to other processes — all of it for
+//! kernel forwarding, where a packet is rewritten and redirected while the *sender's*
+//! `sendmmsg` runs. So `added/call-s` is the machine's busy time (on-CPU time of every
+//! task, softirq work in their context included) minus that of the `direct` run with the same N
+//! (same generator, same packets, no relay), per call-second: everything the relay
+//! adds, wherever it is accounted. It needs `direct` in `--relay` (put it first).
+//!
 //! Each relay runs in its own process so that only its CPU is counted (sum of
 //! `/proc/<pid>/task/*/schedstat` run time, i.e. user + system on-CPU time):
 //! voxgate's relay is this same binary re-executed as `--serve-relay` (the real
@@ -84,7 +97,12 @@ fn parse_args() -> Args {
                 a.calls = vec![50];
                 a.duration = Duration::from_secs(3);
                 a.warmup = Duration::from_secs(1);
-                a.relays = vec!["voxgate:level".into(), "rtpengine".into()];
+                a.relays = vec![
+                    "direct".into(),
+                    "voxgate:level".into(),
+                    "voxgate:kernel".into(),
+                    "rtpengine".into(),
+                ];
             }
             "--bench" => {} // passed by `cargo bench`
             other => panic!("unknown argument {other}"),
@@ -97,6 +115,8 @@ fn parse_args() -> Args {
 
 /// The relay under test, in its own process.
 enum Relay {
+    /// No relay: each generator socket sends straight to the other.
+    Direct,
     Voxgate {
         child: Child,
         stdin: ChildStdin,
@@ -114,6 +134,9 @@ impl Relay {
     fn start(spec: &str, workers: usize) -> Relay {
         if spec == "rtpengine" {
             return Relay::start_rtpengine(workers);
+        }
+        if spec == "direct" {
+            return Relay::Direct;
         }
         let mode = spec
             .strip_prefix("voxgate:")
@@ -181,9 +204,10 @@ impl Relay {
         r
     }
 
-    fn pid(&self) -> u32 {
+    fn pid(&self) -> Option<u32> {
         match self {
-            Relay::Voxgate { child, .. } | Relay::Rtpengine { child, .. } => child.id(),
+            Relay::Voxgate { child, .. } | Relay::Rtpengine { child, .. } => Some(child.id()),
+            Relay::Direct => None,
         }
     }
 
@@ -191,6 +215,7 @@ impl Relay {
     /// to, port the callee sends to).
     fn setup(&mut self, i: usize, caller: SocketAddr, callee: SocketAddr) -> (u16, u16) {
         match self {
+            Relay::Direct => (callee.port(), caller.port()),
             Relay::Voxgate { stdin, stdout, .. } => {
                 writeln!(stdin, "call {caller} {callee}").unwrap();
                 stdin.flush().unwrap();
@@ -271,6 +296,7 @@ impl Relay {
                 let _ = child.kill();
                 let _ = child.wait();
             }
+            Relay::Direct => {}
         }
     }
 }
@@ -320,11 +346,15 @@ fn serve_relay(mode: &str, workers: usize) {
             pace: None,
             busy_poll: Some(us(b)),
         },
-        _ => panic!("mode is edge | level | paced:<µs> | busy:<µs>"),
+        ["kernel"] => PollMode::default(),
+        _ => panic!("mode is edge | level | paced:<µs> | busy:<µs> | kernel"),
     };
     let mut cfg = MediaConfig::loopback(PORTS.parse().unwrap());
     cfg.workers = workers;
     cfg.poll = poll;
+    if mode == "kernel" {
+        cfg.kernel = voxgate::media::KernelForwarding::On;
+    }
     let engine = MediaEngine::start(cfg).unwrap();
     let stdin = std::io::stdin();
     let mut out = std::io::stdout().lock();
@@ -348,8 +378,8 @@ fn serve_relay(mode: &str, workers: usize) {
     }
     let st = engine.stats();
     eprintln!(
-        "relay: forwarded {} dropped {:?} send_errors {}",
-        st.rtp_forwarded, st.dropped, st.send_errors
+        "relay: forwarded {} (kernel {}, flows {}) dropped {:?} send_errors {}",
+        st.rtp_forwarded, st.kernel_forwarded, st.kernel_flows, st.dropped, st.send_errors
     );
     for id in sessions {
         let _ = engine.destroy_session(id);
@@ -373,6 +403,22 @@ fn cpu_time(pid: u32) -> Duration {
         }
     }
     Duration::from_nanos(total)
+}
+
+/// On-CPU time of every task on the machine (sum of all `/proc/*/task/*/schedstat`).
+/// Softirq work done in a task's context (loopback delivery, tc programs run from a
+/// sender's `sendmmsg`) is in its run time; `/proc/stat`'s tick sampling was measured to
+/// undercount these short bursts here, so it is not used.
+fn machine_busy() -> Duration {
+    let mut total = Duration::ZERO;
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for e in dir.flatten() {
+            if let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) {
+                total += cpu_time(pid);
+            }
+        }
+    }
+    total
 }
 
 fn self_cpu() -> Duration {
@@ -642,6 +688,7 @@ struct Outcome {
     lost: i64,
     relay_cpu: Duration,
     gen_cpu: Duration,
+    machine: Duration,
     measured: Duration,
     p50_us: f64,
     p99_us: f64,
@@ -688,6 +735,7 @@ fn run_one(spec: &str, ncalls: usize, args: &Args) -> Outcome {
     let measure_from = start + args.warmup;
     let end = measure_from + args.duration;
     let pid = relay.pid();
+    let relay_cpu = || pid.map_or(Duration::ZERO, cpu_time);
     let stop = Arc::new(AtomicBool::new(false));
     let handles: Vec<_> = per_thread
         .into_iter()
@@ -698,9 +746,9 @@ fn run_one(spec: &str, ncalls: usize, args: &Args) -> Outcome {
         })
         .collect();
     std::thread::sleep(measure_from.saturating_duration_since(Instant::now()));
-    let (c0, g0, t0) = (cpu_time(pid), self_cpu(), Instant::now());
+    let (c0, g0, m0, t0) = (relay_cpu(), self_cpu(), machine_busy(), Instant::now());
     std::thread::sleep(end.saturating_duration_since(Instant::now()));
-    let (c1, g1, t1) = (cpu_time(pid), self_cpu(), Instant::now());
+    let (c1, g1, m1, t1) = (relay_cpu(), self_cpu(), machine_busy(), Instant::now());
     stop.store(true, Ordering::Relaxed);
     let results: Vec<GenResult> = handles.into_iter().map(|h| h.join().unwrap()).collect();
     relay.stop();
@@ -725,6 +773,7 @@ fn run_one(spec: &str, ncalls: usize, args: &Args) -> Outcome {
         lost: sent as i64 - received as i64,
         relay_cpu: c1 - c0,
         gen_cpu: g1 - g0,
+        machine: m1.saturating_sub(m0),
         measured: t1 - t0,
         p50_us: percentile(&hist, over, 0.50),
         p99_us: percentile(&hist, over, 0.99),
@@ -749,7 +798,7 @@ fn main() {
         std::thread::available_parallelism().map_or(0, usize::from)
     );
     println!(
-        "{:<20} {:>6} {:>4} {:>9} {:>6} {:>9} {:>10} {:>8} {:>8} {:>9} {:>5}",
+        "{:<20} {:>6} {:>4} {:>9} {:>6} {:>9} {:>10} {:>8} {:>8} {:>9} {:>9} {:>13} {:>5}",
         "relay",
         "calls",
         "run",
@@ -760,6 +809,8 @@ fn main() {
         "p50_us",
         "p99_us",
         "gen_cpu_s",
+        "machine_s",
+        "added/call-s",
         "late"
     );
     let mut best: Vec<(String, usize)> = args.relays.iter().map(|r| (r.clone(), 0)).collect();
@@ -769,14 +820,23 @@ fn main() {
     for &n in &args.calls {
         let mut clean = vec![true; args.relays.len()];
         for run in 0..args.runs {
+            // Machine busy time per second of the `direct` run of this N and run.
+            let mut baseline: Option<f64> = None;
             for (ri, spec) in args.relays.iter().enumerate() {
                 if failed[ri] {
                     continue;
                 }
                 let o = run_one(spec, n, &args);
                 let call_secs = o.calls as f64 * o.measured.as_secs_f64();
+                let busy_per_s = o.machine.as_secs_f64() / o.measured.as_secs_f64();
+                if spec == "direct" {
+                    baseline = Some(busy_per_s);
+                }
+                let added = baseline.map_or(f64::NAN, |b| {
+                    (busy_per_s - b) * o.measured.as_secs_f64() * 1e6 / call_secs
+                });
                 println!(
-                    "{:<20} {:>6} {:>4} {:>9} {:>6} {:>9.3} {:>10.0} {:>8.0} {:>8.0} {:>9.3} {:>5}",
+                    "{:<20} {:>6} {:>4} {:>9} {:>6} {:>9.3} {:>10.0} {:>8.0} {:>8.0} {:>9.3} {:>9.3} {:>13.0} {:>5}",
                     spec,
                     o.calls,
                     run + 1,
@@ -787,6 +847,8 @@ fn main() {
                     o.p50_us,
                     o.p99_us,
                     o.gen_cpu.as_secs_f64(),
+                    o.machine.as_secs_f64(),
+                    added,
                     o.late_ticks
                 );
                 clean[ri] &= o.lost == 0;

@@ -192,6 +192,26 @@ mod tests {
     }
 
     #[test]
+    fn seen_elsewhere_postpones_the_relatch() {
+        let t0 = Instant::now();
+        let mut l = Latch::new(LatchMode::Open, None, Some(Duration::from_secs(2)));
+        l.seen(t0); // unlatched: nothing to refresh
+        assert_eq!(l.state(), LatchState::Unlatched);
+        l.on_packet(a("10.0.0.1:4000"), t0);
+        // A fast path saw the source 3 s later; 1 s after that it is not silent.
+        l.seen(t0 + Duration::from_secs(3));
+        l.seen(t0 + Duration::from_secs(1)); // older news is ignored
+        assert_eq!(
+            l.on_packet(a("10.0.0.9:4000"), t0 + Duration::from_secs(4)),
+            LatchVerdict::Drop
+        );
+        assert_eq!(
+            l.on_packet(a("10.0.0.9:4000"), t0 + Duration::from_secs(5)),
+            LatchVerdict::Relearned
+        );
+    }
+
+    #[test]
     fn open_latches_to_first_source_and_drops_others() {
         let t0 = Instant::now();
         let mut l = Latch::new(LatchMode::Open, Some(a("192.168.1.10:4000")), None);

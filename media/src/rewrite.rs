@@ -421,6 +421,37 @@ mod tests {
     }
 
     #[test]
+    fn steady_rewrite_and_a_fast_path_keep_the_anchor() {
+        let t0 = Instant::now();
+        let mut rw = Rewriter::new();
+        assert_eq!(rw.steady(), None, "nothing before the first packet");
+        let mut b = pkt(100, 1000, 0xaaaa);
+        run(&mut rw, &mut b, t0);
+        let st = rw.steady().unwrap();
+        assert_eq!(
+            (st.src, st.out_ssrc, st.seq_off, st.ts_off),
+            (Ssrc(0xaaaa), Ssrc(0xaaaa), 0, 0)
+        );
+        // A fast path forwarded 101..=149 (as sent) until 1 s later.
+        let t1 = t0 + Duration::from_secs(1);
+        rw.forwarded_elsewhere(SeqNo(149), RtpTimestamp(1000 + 49 * 160), t1);
+        // An older report must not pull the anchor back.
+        rw.forwarded_elsewhere(SeqNo(120), RtpTimestamp(5), t1);
+        let mut b = pkt(7, 7, 0xbbbb);
+        let (s, t, ssrc, m) = run(&mut rw, &mut b, t1 + Duration::from_millis(20));
+        assert_eq!((s, ssrc, m), (150, 0xaaaa, true));
+        assert_eq!(
+            t,
+            1000 + 49 * 160 + 160,
+            "20 ms after the fast path's last packet"
+        );
+        let st = rw.steady().unwrap();
+        assert_eq!((st.src, st.out_ssrc), (Ssrc(0xbbbb), Ssrc(0xaaaa)));
+        rw.source_changed();
+        assert_eq!(rw.steady(), None, "a pending re-anchor is userspace's job");
+    }
+
+    #[test]
     fn clock_ticks() {
         assert_eq!(ClockRate(48_000).ticks(Duration::from_millis(20)), 960);
         assert_eq!(
