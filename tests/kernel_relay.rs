@@ -6,17 +6,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod relay_peers;
+
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
+use relay_peers::{addr, call, peer, recv, remote, WAIT};
 use voxgate::config::PortRange;
 use voxgate::media::{
     DropReason, EngineStats, KernelForwarding, LegRemote, MediaConfig, MediaDirection, MediaEngine,
-    Session, Side,
+    Side,
 };
 use voxgate_media::rtp::{write_header, RtpPacket, RtpTimestamp, SeqNo, Ssrc};
-
-const WAIT: Duration = Duration::from_secs(3);
 
 fn engine(lo: u16) -> MediaEngine {
     let mut cfg = MediaConfig::loopback(PortRange { lo, hi: lo + 15 });
@@ -26,35 +27,10 @@ fn engine(lo: u16) -> MediaEngine {
     e
 }
 
-fn peer() -> UdpSocket {
-    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-    s.set_read_timeout(Some(WAIT)).unwrap();
-    s
-}
-
-fn addr(s: &UdpSocket) -> SocketAddr {
-    s.local_addr().unwrap()
-}
-
-fn remote(rtp: SocketAddr) -> LegRemote {
-    LegRemote {
-        rtp: Some(rtp),
-        ..LegRemote::default()
-    }
-}
-
 fn rtp(seq: u16, ts: u32, ssrc: u32, tag: u8) -> Vec<u8> {
     let mut v = vec![tag; 172];
     write_header(&mut v, 0, false, SeqNo(seq), RtpTimestamp(ts), Ssrc(ssrc)).unwrap();
     v
-}
-
-fn recv(s: &UdpSocket) -> (Vec<u8>, SocketAddr) {
-    let mut b = [0u8; 2048];
-    let (n, src) = s
-        .recv_from(&mut b)
-        .expect("nothing received within the timeout");
-    (b[..n].to_vec(), src)
 }
 
 fn wait_stats(e: &MediaEngine, f: impl Fn(&EngineStats) -> bool) -> EngineStats {
@@ -67,14 +43,6 @@ fn wait_stats(e: &MediaEngine, f: impl Fn(&EngineStats) -> bool) -> EngineStats 
         assert!(Instant::now() < deadline, "stats never matched: {s:?}");
         std::thread::sleep(Duration::from_millis(5));
     }
-}
-
-fn call(e: &MediaEngine) -> (Session, UdpSocket, UdpSocket) {
-    let s = e.create_session().unwrap();
-    let (pa, pb) = (peer(), peer());
-    e.update_leg(s.id, Side::A, remote(addr(&pa))).unwrap();
-    e.update_leg(s.id, Side::B, remote(addr(&pb))).unwrap();
-    (s, pa, pb)
 }
 
 /// Sends `n` packets from `from` to the relay port `to`, each received at `at`,

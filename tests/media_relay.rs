@@ -2,16 +2,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::{SocketAddr, UdpSocket};
+mod relay_peers;
+
 use std::time::{Duration, Instant};
 
+use relay_peers::{addr, call, peer, recv, remote, WAIT};
 use voxgate::config::PortRange;
 use voxgate::media::{
-    DropReason, LegRemote, MediaConfig, MediaEngine, MediaError, PollMode, PtMap, Session, Side,
+    DropReason, LegRemote, MediaConfig, MediaEngine, MediaError, PollMode, PtMap, Side,
 };
 use voxgate_media::rtp::{write_header, RtpPacket, RtpTimestamp, SeqNo, Ssrc};
-
-const WAIT: Duration = Duration::from_secs(3);
 
 fn engine(lo: u16, pairs: u16, poll: PollMode) -> MediaEngine {
     let mut cfg = MediaConfig::loopback(PortRange {
@@ -20,23 +20,6 @@ fn engine(lo: u16, pairs: u16, poll: PollMode) -> MediaEngine {
     });
     cfg.poll = poll;
     MediaEngine::start(cfg).unwrap()
-}
-
-fn peer() -> UdpSocket {
-    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-    s.set_read_timeout(Some(WAIT)).unwrap();
-    s
-}
-
-fn addr(s: &UdpSocket) -> SocketAddr {
-    s.local_addr().unwrap()
-}
-
-fn remote(rtp: SocketAddr) -> LegRemote {
-    LegRemote {
-        rtp: Some(rtp),
-        ..LegRemote::default()
-    }
 }
 
 fn rtp(pt: u8, seq: u16, ts: u32, ssrc: u32, tag: u8) -> Vec<u8> {
@@ -51,15 +34,6 @@ fn rr(ssrc: u32) -> Vec<u8> {
     v
 }
 
-/// Receives one datagram (blocking up to WAIT), returning it and its source.
-fn recv(s: &UdpSocket) -> (Vec<u8>, SocketAddr) {
-    let mut b = [0u8; 2048];
-    let (n, src) = s
-        .recv_from(&mut b)
-        .expect("nothing received within the timeout");
-    (b[..n].to_vec(), src)
-}
-
 /// Polls the engine's published counters until `f` holds (counters publish in batches).
 fn wait_stats(e: &MediaEngine, f: impl Fn(&voxgate::media::EngineStats) -> bool) {
     let deadline = Instant::now() + WAIT;
@@ -71,15 +45,6 @@ fn wait_stats(e: &MediaEngine, f: impl Fn(&voxgate::media::EngineStats) -> bool)
         assert!(Instant::now() < deadline, "stats never matched: {s:?}");
         std::thread::yield_now();
     }
-}
-
-/// Both parties answered with their real addresses.
-fn call(e: &MediaEngine) -> (Session, UdpSocket, UdpSocket) {
-    let s = e.create_session().unwrap();
-    let (pa, pb) = (peer(), peer());
-    e.update_leg(s.id, Side::A, remote(addr(&pa))).unwrap();
-    e.update_leg(s.id, Side::B, remote(addr(&pb))).unwrap();
-    (s, pa, pb)
 }
 
 fn forwards_both_ways(poll: PollMode, lo: u16) {
