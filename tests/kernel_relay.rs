@@ -257,3 +257,109 @@ fn hold_stops_the_kernel_flow_towards_the_held_party() {
     let mut buf = [0u8; 256];
     assert!(pa.recv_from(&mut buf).is_err(), "held party got media");
 }
+
+/// Two network namespaces as two remote hosts, each behind its own veth link into this
+/// namespace (the gateway's host): the forwarded packets must leave by the right
+/// interface with the right link-layer addresses (`bpf_redirect_neigh`).
+struct Hosts {
+    names: [String; 2],
+}
+
+impl Hosts {
+    fn ip(args: &str) {
+        let st = std::process::Command::new("ip")
+            .args(args.split_whitespace())
+            .status()
+            .expect("run ip (iproute2)");
+        assert!(st.success(), "ip {args}");
+    }
+
+    /// Host i is 10.<net>.<i>.2/24 in namespace names[i], reached via vgk<pid><i> at .1.
+    fn new(net: u8) -> Hosts {
+        let pid = std::process::id() % 100_000;
+        let names = [format!("vgk{pid}a"), format!("vgk{pid}b")];
+        for (i, ns) in names.iter().enumerate() {
+            let (host, peer) = (format!("{ns}h"), format!("{ns}p"));
+            Hosts::ip(&format!("netns add {ns}"));
+            Hosts::ip(&format!(
+                "link add {host} type veth peer name {peer} netns {ns}"
+            ));
+            Hosts::ip(&format!("addr add 10.{net}.{i}.1/24 dev {host}"));
+            Hosts::ip(&format!("link set {host} up"));
+            Hosts::ip(&format!("-n {ns} addr add 10.{net}.{i}.2/24 dev {peer}"));
+            Hosts::ip(&format!("-n {ns} link set {peer} up"));
+            Hosts::ip(&format!("-n {ns} link set lo up"));
+            Hosts::ip(&format!("-n {ns} route add default via 10.{net}.{i}.1"));
+            // One service address for the gateway, as in a real deployment: replies to
+            // every host leave from 10.<net>.0.1 (the SDP's address), also in userspace.
+            Hosts::ip(&format!(
+                "route replace 10.{net}.{i}.0/24 dev {host} src 10.{net}.0.1"
+            ));
+        }
+        Hosts { names }
+    }
+
+    /// A UDP socket bound inside host i's namespace.
+    fn socket(&self, i: usize, addr: &str) -> UdpSocket {
+        let path = format!("/var/run/netns/{}", self.names[i]);
+        let addr = addr.to_owned();
+        std::thread::spawn(move || {
+            let f = std::fs::File::open(path).unwrap();
+            nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            let s = UdpSocket::bind(addr).unwrap();
+            s.set_read_timeout(Some(WAIT)).unwrap();
+            s
+        })
+        .join()
+        .unwrap()
+    }
+}
+
+impl Drop for Hosts {
+    fn drop(&mut self) {
+        for ns in &self.names {
+            // Deleting the namespace deletes its veth end and with it ours.
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "del", ns])
+                .status();
+        }
+    }
+}
+
+#[test]
+fn routed_peers_get_kernel_forwarded_packets_through_the_right_interface() {
+    let hosts = Hosts::new(77);
+    let gw: std::net::IpAddr = "10.77.0.1".parse().unwrap();
+    let mut cfg = MediaConfig::loopback(PortRange {
+        lo: 42600,
+        hi: 42615,
+    });
+    cfg.bind_ip = std::net::Ipv4Addr::UNSPECIFIED.into();
+    cfg.advertised_ip = gw;
+    cfg.kernel = KernelForwarding::On;
+    let e = MediaEngine::start(cfg).expect("kernel forwarding");
+    let pa = hosts.socket(0, "10.77.0.2:4000");
+    let pb = hosts.socket(1, "10.77.1.2:5000");
+    let s = e.create_session().unwrap();
+    e.update_leg(s.id, Side::A, remote(addr(&pa))).unwrap();
+    e.update_leg(s.id, Side::B, remote(addr(&pb))).unwrap();
+    for i in 0..30u16 {
+        let a = rtp(i, 160 * u32::from(i), 1, 0xa);
+        assert_eq!(
+            stream(&pa, s.a.rtp, &pb, s.b.rtp, std::slice::from_ref(&a))[0],
+            a
+        );
+        let b = rtp(i, 160 * u32::from(i), 2, 0xb);
+        assert_eq!(
+            stream(&pb, s.b.rtp, &pa, s.a.rtp, std::slice::from_ref(&b))[0],
+            b
+        );
+    }
+    let st = wait_stats(&e, |st| st.rtp_forwarded == 60);
+    assert!(
+        st.kernel_forwarded >= 50,
+        "routed flows were not offloaded: {st:?}"
+    );
+    drop(e);
+    drop(hosts);
+}
