@@ -220,6 +220,27 @@ async fn wait_agent_state(gw: &Gateway, username: &str, want: &[&str]) {
     }
 }
 
+/// Ids of the BPF programs behind the tcx links process `pid` holds (from its fdinfo).
+fn kernel_programs(pid: u32) -> Vec<u32> {
+    let mut ids = Vec::new();
+    for e in std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
+        .expect("fdinfo")
+        .flatten()
+    {
+        let info = std::fs::read_to_string(e.path()).unwrap_or_default();
+        if !info.contains("link_type:\ttcx") {
+            continue;
+        }
+        ids.extend(info.lines().filter_map(|l| {
+            l.strip_prefix("prog_id:")
+                .and_then(|v| v.trim().parse::<u32>().ok())
+        }));
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
 /// The value of a Prometheus sample (summed over label sets), `None` if absent.
 async fn metric(gw: &Gateway, name: &str) -> Option<f64> {
     let r = gw
@@ -1411,10 +1432,24 @@ async fn call_live_at_a_crash_is_failed_after_restart() {
     caller.wait_for_log(ANSWERED, secs(10)).await;
     callee.wait_for_log(ANSWERED, secs(5)).await;
     let live = the_call(&gw, "status=in-progress").await;
+    let progs = kernel_programs(gw.pid().expect("gateway running"));
+    assert!(!progs.is_empty(), "the gateway holds no tcx link");
 
     gw.kill9();
     caller.kill();
     callee.kill();
+    // Nothing of the kernel forwarder outlives the process.
+    let until = Instant::now() + secs(5);
+    while progs
+        .iter()
+        .any(|id| voxgate_kfwd::sys::prog_exists(*id).expect("BPF_PROG_GET_FD_BY_ID"))
+    {
+        assert!(
+            Instant::now() < until,
+            "BPF programs {progs:?} still loaded after kill -9"
+        );
+        tokio::time::sleep(ms(50)).await;
+    }
     gw.restart().await;
 
     let call = get_json(&gw, &format!("/v1/calls/{}", call_id(&live))).await;

@@ -17,6 +17,7 @@ const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
 const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_PROG_TEST_RUN: libc::c_long = 10;
+const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
 const BPF_LINK_CREATE: libc::c_long = 28;
 
 pub const MAP_TYPE_HASH: u32 = 1;
@@ -275,4 +276,30 @@ pub fn possible_cpus() -> io::Result<usize> {
         n = n.max(hi + 1).max(lo + 1);
     }
     Ok(n)
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct GetFdById {
+    id: u32,
+    next_id: u32,
+    open_flags: u32,
+    _pad: u32,
+}
+
+/// Whether a BPF program with this id is still loaded anywhere on the machine (for
+/// checking that a dead process left nothing behind).
+pub fn prog_exists(id: u32) -> io::Result<bool> {
+    let mut a = GetFdById {
+        id,
+        ..GetFdById::default()
+    };
+    match bpf(BPF_PROG_GET_FD_BY_ID, &mut a) {
+        Ok(r) => {
+            drop(fd(r)?);
+            Ok(true)
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+        Err(e) => Err(e),
+    }
 }
