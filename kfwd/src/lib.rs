@@ -21,8 +21,8 @@ mod route;
 pub mod sys;
 
 use std::io;
-use std::net::{Ipv4Addr, SocketAddrV4};
-use std::os::fd::OwnedFd;
+use std::net::SocketAddrV4;
+use std::os::fd::{AsRawFd, OwnedFd};
 
 pub use route::{egress_for, ifindex, interfaces};
 
@@ -182,7 +182,6 @@ impl Forwarder {
         .map_err(Error::Map)?;
         let stats = sys::map_create(sys::MAP_TYPE_PERCPU_ARRAY, 4, 16, 1, "vg_rtp_stats")
             .map_err(Error::Map)?;
-        use std::os::fd::AsRawFd;
         let insns = prog::build(flows.as_raw_fd(), stats.as_raw_fd())?;
         let prog = sys::prog_load(
             sys::PROG_TYPE_SCHED_CLS,
@@ -267,10 +266,4 @@ pub fn monotonic_ns() -> u64 {
     // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-/// True for an IPv4 address this host delivers to itself over loopback.
-#[must_use]
-pub fn is_loopback(ip: Ipv4Addr) -> bool {
-    ip.is_loopback()
 }

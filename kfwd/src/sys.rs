@@ -183,15 +183,8 @@ pub fn prog_load(
             let again = load(&mut log);
             let end = log.iter().position(|b| *b == 0).unwrap_or(log.len());
             let text = String::from_utf8_lossy(&log[..end]);
-            let tail: String = text
-                .lines()
-                .rev()
-                .take(12)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect::<Vec<_>>()
-                .join("\n");
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = lines[lines.len().saturating_sub(12)..].join("\n");
             match again {
                 Ok(r) => fd(r),
                 Err(_) => Err(io::Error::new(e.kind(), format!("{e}; verifier: {tail}"))),

@@ -138,17 +138,11 @@ impl Offload {
     }
 }
 
-/// One installed direction.
-#[derive(Clone)]
-struct Installed {
-    flow: Flow,
-}
-
 /// A session's kernel state: the installed flow per ingress side, and when a failed
 /// install may be tried again.
 #[derive(Default)]
 pub(super) struct SessionFlows {
-    installed: [Option<Installed>; 2],
+    installed: [Option<Flow>; 2],
     retry_at: [Option<Instant>; 2],
     /// The kernel's packet count already folded into the leg counters.
     seen: [u64; 2],
@@ -214,13 +208,17 @@ impl SessionFlows {
         side: usize,
         now: Instant,
     ) {
-        let want = desired(off, s, side);
-        let have = self.installed[side].as_ref().map(|i| &i.flow);
-        match (want, have) {
-            (None, None) => {}
-            (None, Some(_)) => self.remove(off, s, side, now),
-            (Some(w), Some(h)) if same_policy(&w, h) => {}
-            (Some(mut w), _) => {
+        let mut want = desired(off, s, side);
+        if let (Some(w), Some(h)) = (&mut want, &self.installed[side]) {
+            // The egress is derived from `to`; everything else must match.
+            w.egress = h.egress;
+            if w == h {
+                return;
+            }
+        }
+        match want {
+            None => self.remove(off, s, side, now),
+            Some(mut w) => {
                 if self.retry_at[side].is_some_and(|t| now < t) {
                     return;
                 }
@@ -238,10 +236,7 @@ impl SessionFlows {
                 match off.fwd.insert(off.key(&s.io[side]), &w) {
                     Ok(()) => {
                         self.seen[side] = 0;
-                        if self.installed[side]
-                            .replace(Installed { flow: w })
-                            .is_none()
-                        {
+                        if self.installed[side].replace(w).is_none() {
                             off.flows.fetch_add(1, Ordering::Relaxed);
                         }
                         self.retry_at[side] = None;
@@ -257,18 +252,6 @@ impl SessionFlows {
             }
         }
     }
-}
-
-/// Equal apart from the egress, which is derived from `to`.
-fn same_policy(a: &Flow, b: &Flow) -> bool {
-    a.from == b.from
-        && a.in_ssrc == b.in_ssrc
-        && a.out_src == b.out_src
-        && a.to == b.to
-        && a.out_ssrc == b.out_ssrc
-        && a.seq_off == b.seq_off
-        && a.ts_off == b.ts_off
-        && a.pt_map == b.pt_map
 }
 
 fn v4(a: SocketAddr) -> Option<SocketAddrV4> {
