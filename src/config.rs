@@ -60,7 +60,8 @@ pub struct SipConfig {
     pub public_addr: Option<IpAddr>,
     pub realm: String,
     /// Digest algorithms offered in 401 challenges, strongest first (RFC 8760 §2.4),
-    /// comma-separated: `SHA-256,MD5` (default), `MD5`, `SHA-256`.
+    /// comma-separated: `MD5` (default, what Asterisk, FreeSWITCH and Kamailio offer and
+    /// every phone answers), `SHA-256,MD5` (RFC 8760 order), `SHA-256`.
     pub auth_algorithms: String,
     pub nonce_ttl_seconds: u64,
     pub min_expires: u32,
@@ -165,7 +166,7 @@ impl Default for SipConfig {
             listen_wss: None,
             public_addr: None,
             realm: "voxgate".to_owned(),
-            auth_algorithms: "SHA-256,MD5".to_owned(),
+            auth_algorithms: "MD5".to_owned(),
             nonce_ttl_seconds: 300,
             min_expires: 60,
             default_expires: 3600,

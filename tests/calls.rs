@@ -7,8 +7,8 @@
 //! from that same port (`register.xml`), then runs a call scenario there (`call_*.xml`,
 //! see `tests/sipp/README.md`). SIPp does the signalling only: each SDP points at a UDP
 //! socket owned by the test, which sends RTP to voxgate's ports and counts exactly what
-//! arrives where (packets, order, payload, source address). Gateways run with
-//! `VOXGATE_SIP_AUTH_ALGORITHMS=MD5` because SIPp's `[authentication]` answers only MD5.
+//! arrives where (packets, order, payload, source address). Gateways run on the default
+//! configuration (MD5 challenges, which SIPp's `[authentication]` answers).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -43,11 +43,6 @@ fn ms(n: u64) -> Duration {
 
 fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
-}
-
-/// A gateway whose challenges SIPp can answer (MD5 only).
-async fn md5_gateway() -> Gateway {
-    Gateway::start_with(&[("VOXGATE_SIP_AUTH_ALGORITHMS", "MD5")], None).await
 }
 
 async fn create_agent(gw: &Gateway, (username, password): (&str, &str)) -> Value {
@@ -632,7 +627,7 @@ fn assert_stream(got: &[Rtp], n: usize, first_index: u32, tag: u8, from: SocketA
 /// through voxgate's two ports; the caller's BYE ends both legs; the call record.
 #[tokio::test]
 async fn call_connects_relays_rtp_both_ways_and_caller_hangs_up() {
-    let gw = md5_gateway().await;
+    let gw = Gateway::start().await;
     let alice_agent = create_agent(&gw, ALICE).await;
     let bob_agent = create_agent(&gw, BOB).await;
     let (alice, bob) = (Phone::new(ALICE), Phone::new(BOB));
@@ -770,7 +765,7 @@ async fn call_connects_relays_rtp_both_ways_and_caller_hangs_up() {
 /// The callee hangs up: voxgate 200s its BYE and sends BYE to the caller.
 #[tokio::test]
 async fn callee_hangs_up_and_caller_gets_bye() {
-    let gw = md5_gateway().await;
+    let gw = Gateway::start().await;
     create_agent(&gw, ALICE).await;
     create_agent(&gw, BOB).await;
     let (alice, bob) = (Phone::new(ALICE), Phone::new(BOB));
@@ -814,7 +809,7 @@ async fn callee_hangs_up_and_caller_gets_bye() {
 /// through the relay too), on the same port as the 200's.
 #[tokio::test]
 async fn early_media_183_is_relayed_with_voxgate_sdp() {
-    let gw = md5_gateway().await;
+    let gw = Gateway::start().await;
     create_agent(&gw, ALICE).await;
     create_agent(&gw, BOB).await;
     let (alice, bob) = (Phone::new(ALICE), Phone::new(BOB));
@@ -857,7 +852,7 @@ async fn early_media_183_is_relayed_with_voxgate_sdp() {
 /// While ringing, the agent and the call say `ringing`.
 #[tokio::test]
 async fn caller_cancels_before_answer() {
-    let gw = md5_gateway().await;
+    let gw = Gateway::start().await;
     create_agent(&gw, ALICE).await;
     create_agent(&gw, BOB).await;
     let (alice, bob) = (Phone::new(ALICE), Phone::new(BOB));
@@ -939,7 +934,7 @@ async fn caller_cancels_before_answer() {
 /// The callee's phone answers 486 → the caller gets 486; the call is `busy`.
 #[tokio::test]
 async fn callee_phone_busy_gives_486() {
-    let gw = md5_gateway().await;
+    let gw = Gateway::start().await;
     create_agent(&gw, ALICE).await;
     create_agent(&gw, BOB).await;
     let (alice, bob) = (Phone::new(ALICE), Phone::new(BOB));
@@ -972,7 +967,7 @@ async fn callee_phone_busy_gives_486() {
 /// without ringing the agent's phone.
 #[tokio::test]
 async fn agent_in_a_call_gets_486_without_ringing() {
-    let gw = md5_gateway().await;
+    let gw = Gateway::start().await;
     create_agent(&gw, ALICE).await;
     create_agent(&gw, BOB).await;
     create_agent(&gw, CAROL).await;
@@ -1023,7 +1018,7 @@ async fn agent_in_a_call_gets_486_without_ringing() {
 /// A known agent with no registration → 480 Temporarily Unavailable.
 #[tokio::test]
 async fn callee_not_registered_gives_480() {
-    let gw = md5_gateway().await;
+    let gw = Gateway::start().await;
     create_agent(&gw, ALICE).await;
     create_agent(&gw, BOB).await;
     let alice = Phone::new(ALICE);
@@ -1043,7 +1038,7 @@ async fn callee_not_registered_gives_480() {
 /// An unknown user → 404 Not Found, but only after the caller authenticated (407 first).
 #[tokio::test]
 async fn unknown_user_gives_404_after_the_challenge() {
-    let gw = md5_gateway().await;
+    let gw = Gateway::start().await;
     create_agent(&gw, ALICE).await;
     let alice = Phone::new(ALICE);
     alice.register(&gw);
@@ -1059,7 +1054,7 @@ async fn unknown_user_gives_404_after_the_challenge() {
 /// is never rung.
 #[tokio::test]
 async fn no_common_codec_gives_488_without_ringing() {
-    let gw = md5_gateway().await;
+    let gw = Gateway::start().await;
     create_agent(&gw, ALICE).await;
     create_agent(&gw, BOB).await;
     let (alice, bob) = (Phone::new(ALICE), Phone::new(BOB));
@@ -1088,7 +1083,7 @@ async fn no_common_codec_gives_488_without_ringing() {
 /// with sendrecv gives sendrecv both ways. Relay ports stay; SDP versions increase.
 #[tokio::test]
 async fn hold_and_resume_with_reinvite() {
-    let gw = md5_gateway().await;
+    let gw = Gateway::start().await;
     create_agent(&gw, ALICE).await;
     create_agent(&gw, BOB).await;
     let (alice, bob) = (Phone::new(ALICE), Phone::new(BOB));
@@ -1184,7 +1179,7 @@ async fn hold_and_resume_with_reinvite() {
 /// answers → the first gets CANCEL and the call connects to the second.
 #[tokio::test]
 async fn forked_call_first_2xx_wins_and_other_fork_is_cancelled() {
-    let gw = md5_gateway().await;
+    let gw = Gateway::start().await;
     create_agent(&gw, ALICE).await;
     let bob_agent = create_agent(&gw, BOB).await;
     let alice = Phone::new(ALICE);
@@ -1281,14 +1276,7 @@ async fn forked_call_first_2xx_wins_and_other_fork_is_cancelled() {
 #[tokio::test]
 async fn rtp_latches_to_where_the_callee_really_sends_from() {
     // Userspace relay end to end (every other call test forwards in the kernel).
-    let gw = Gateway::start_with(
-        &[
-            ("VOXGATE_SIP_AUTH_ALGORITHMS", "MD5"),
-            ("VOXGATE_RTP_KERNEL_FORWARDING", "off"),
-        ],
-        None,
-    )
-    .await;
+    let gw = Gateway::start_with(&[("VOXGATE_RTP_KERNEL_FORWARDING", "off")], None).await;
     create_agent(&gw, ALICE).await;
     create_agent(&gw, BOB).await;
     let (alice, bob) = (Phone::new(ALICE), Phone::new(BOB));
@@ -1346,7 +1334,7 @@ async fn rtp_latches_to_where_the_callee_really_sends_from() {
 #[tokio::test]
 async fn two_hundred_sequential_calls_complete_and_release_everything() {
     const CALLS: u32 = 200;
-    let gw = md5_gateway().await;
+    let gw = Gateway::start().await;
     create_agent(&gw, ALICE).await;
     create_agent(&gw, BOB).await;
     let (alice, bob) = (Phone::new(ALICE), Phone::new(BOB));
@@ -1410,7 +1398,7 @@ async fn two_hundred_sequential_calls_complete_and_release_everything() {
 /// kill -9 during a live call, restart: the call is closed as failed / gateway-restart.
 #[tokio::test]
 async fn call_live_at_a_crash_is_failed_after_restart() {
-    let mut gw = md5_gateway().await;
+    let mut gw = Gateway::start().await;
     create_agent(&gw, ALICE).await;
     create_agent(&gw, BOB).await;
     let (alice, bob) = (Phone::new(ALICE), Phone::new(BOB));
@@ -1462,7 +1450,7 @@ async fn call_live_at_a_crash_is_failed_after_restart() {
 /// `POST /v1/calls/{id}/hangup` → 204, and both legs get a BYE.
 #[tokio::test]
 async fn api_hangup_sends_bye_to_both_legs() {
-    let gw = md5_gateway().await;
+    let gw = Gateway::start().await;
     create_agent(&gw, ALICE).await;
     create_agent(&gw, BOB).await;
     let (alice, bob) = (Phone::new(ALICE), Phone::new(BOB));

@@ -1,13 +1,12 @@
-//! The registrar against real SIPp 3.6.1, over UDP and TCP: digest challenge (RFC 8760
-//! default and MD5), register / refresh / multiple contacts / expiry bounds / unregister,
+//! The registrar against real SIPp 3.6.1, over UDP and TCP: digest challenge (MD5 by
+//! default, SHA-256 + MD5 opted in), register / refresh / multiple contacts / expiry bounds / unregister,
 //! 403 for wrong passwords, unknown users and other users' AORs (with the same challenge
 //! for unknown users as for known ones), the per-source ban, OPTIONS, and registrations
 //! surviving a restart. Scenarios are in `tests/sipp/`, the runner in `common/sipp.rs`.
 //!
 //! SIPp's `[authentication]` answers only the first challenge and only MD5 (see
-//! `tests/sipp/README.md`), so gateways whose registrations SIPp completes are started
-//! with `VOXGATE_SIP_AUTH_ALGORITHMS=MD5`; the default SHA-256 + MD5 challenge is checked
-//! on its own.
+//! `tests/sipp/README.md`), as many phones do: the default config challenges with MD5 only,
+//! and every test but the SHA-256 opt-in one runs on it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -26,13 +25,6 @@ const ALICE: (&str, &str) = ("alice", "alicepass1");
 /// issue; RFC 7616 makes `opaque` optional, the issue asks for it).
 const CHALLENGE_PARAMS: [&str; 5] = ["realm", "nonce", "opaque", "algorithm", "qop"];
 const BOB: (&str, &str) = ("bob", "bobpass123");
-
-/// A gateway whose challenges SIPp can answer (MD5 only), plus extra environment.
-async fn md5_gateway(extra: &[(&str, &str)]) -> Gateway {
-    let mut env = vec![("VOXGATE_SIP_AUTH_ALGORITHMS", "MD5")];
-    env.extend_from_slice(extra);
-    Gateway::start_with(&env, None).await
-}
 
 async fn create_agent(gw: &Gateway, (username, password): (&str, &str)) {
     let r = gw
@@ -135,7 +127,7 @@ fn assert_md5_challenge(resp: &SipResponse) {
     assert_eq!(
         ch.len(),
         1,
-        "one challenge with sip.auth_algorithms=MD5:\n{}",
+        "one challenge (the default, MD5):\n{}",
         resp.raw
     );
     let c = &ch[0];
@@ -160,7 +152,7 @@ fn assert_md5_challenge(resp: &SipResponse) {
 /// Register, refresh, add a contact (default expiry), clamp to the maximum, remove one
 /// contact, then all: each 200 lists every current binding with its granted expiry.
 async fn register_lifecycle(t: Transport) {
-    let gw = md5_gateway(&[]).await;
+    let gw = Gateway::start().await;
     create_agent(&gw, ALICE).await;
 
     // 1. First registration, expiry from the Expires header.
@@ -299,7 +291,7 @@ async fn register_refresh_unregister_tcp() {
 
 #[tokio::test]
 async fn expiry_below_minimum_is_interval_too_brief() {
-    let gw = md5_gateway(&[]).await;
+    let gw = Gateway::start().await;
     create_agent(&gw, ALICE).await;
     for t in Transport::ALL {
         let run = register_run(
@@ -327,7 +319,7 @@ async fn expiry_below_minimum_is_interval_too_brief() {
 
 #[tokio::test]
 async fn wrong_password_is_forbidden() {
-    let gw = md5_gateway(&[]).await;
+    let gw = Gateway::start().await;
     create_agent(&gw, ALICE).await;
     for t in Transport::ALL {
         let run = register_run(
@@ -378,7 +370,7 @@ fn assert_same_challenge_shape(known: &SipResponse, unknown: &SipResponse) {
 
 #[tokio::test]
 async fn unknown_user_gets_the_same_challenge_then_forbidden() {
-    let gw = md5_gateway(&[]).await;
+    let gw = Gateway::start().await;
     create_agent(&gw, ALICE).await;
     for t in Transport::ALL {
         let known = register_run(
@@ -406,11 +398,16 @@ async fn unknown_user_gets_the_same_challenge_then_forbidden() {
     }
 }
 
-/// RFC 8760 default: SHA-256 offered first, then MD5; identical for unknown users.
-/// (SIPp only reads these challenges here: it cannot answer SHA-256.)
+/// SHA-256 opted in (`sip.auth_algorithms = "SHA-256,MD5"` in a config file): SHA-256
+/// offered first, then MD5 (RFC 8760 §2.4); identical for unknown users. (SIPp only reads
+/// these challenges here: it cannot answer SHA-256.)
 #[tokio::test]
-async fn default_challenge_offers_sha256_then_md5_for_known_and_unknown_users() {
-    let gw = Gateway::start().await;
+async fn sha256_opt_in_offers_sha256_then_md5_for_known_and_unknown_users() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("voxgate.toml");
+    std::fs::write(&config, "[sip]\nauth_algorithms = \"SHA-256,MD5\"\n").expect("config");
+    let config = config.to_string_lossy().into_owned();
+    let gw = Gateway::start_with(&[("VOXGATE_CONFIG", &config)], None).await;
     create_agent(&gw, ALICE).await;
     for t in Transport::ALL {
         let known = Sipp::new("challenge.xml")
@@ -453,7 +450,7 @@ async fn default_challenge_offers_sha256_then_md5_for_known_and_unknown_users() 
 
 #[tokio::test]
 async fn authenticated_agent_cannot_register_another_agents_aor() {
-    let gw = md5_gateway(&[]).await;
+    let gw = Gateway::start().await;
     create_agent(&gw, ALICE).await;
     create_agent(&gw, BOB).await;
     for t in Transport::ALL {
@@ -491,7 +488,7 @@ async fn options_is_answered_without_authentication() {
 
 #[tokio::test]
 async fn agents_register_from_an_injection_file() {
-    let gw = md5_gateway(&[]).await;
+    let gw = Gateway::start().await;
     // Same users and passwords as tests/sipp/agents.csv (the benchmark's format).
     for a in [ALICE, BOB, ("carol", "carolpass3")] {
         create_agent(&gw, a).await;
@@ -522,7 +519,7 @@ async fn agents_register_from_an_injection_file() {
 
 #[tokio::test]
 async fn registration_survives_restart() {
-    let mut gw = md5_gateway(&[]).await;
+    let mut gw = Gateway::start().await;
     create_agent(&gw, ALICE).await;
     let mut s = Sipp::new("register.xml");
     let port = s.port();
@@ -578,7 +575,7 @@ async fn registration_survives_restart() {
 async fn source_is_banned_after_repeated_failures_and_the_ban_lifts() {
     const BAN_SECONDS: u64 = 4;
     let ban = BAN_SECONDS.to_string();
-    let gw = md5_gateway(&[("VOXGATE_SIP_AUTH_BAN_SECONDS", &ban)]).await;
+    let gw = Gateway::start_with(&[("VOXGATE_SIP_AUTH_BAN_SECONDS", &ban)], None).await;
     create_agent(&gw, ALICE).await;
 
     // Five failures from 127.0.0.1, one after another: each must still be answered 403.

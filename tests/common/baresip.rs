@@ -16,7 +16,7 @@
 //!   audio_codecs=PCMU`; `regint=0` for no registration (direct calls).
 //! - baresip 1.0.0 (libre) answers only MD5 digest challenges, and gives up
 //!   ("Register: Function not implemented") when the first WWW-Authenticate is
-//!   SHA-256, so a gateway it registers with runs with `VOXGATE_SIP_AUTH_ALGORITHMS=MD5`.
+//!   SHA-256; voxgate's default challenge is MD5 only, so it registers on the defaults.
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
