@@ -102,7 +102,19 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         );
     }
 
-    let metrics = match metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder() {
+    // Call set-up (INVITE in to 200 out, ringing included) as a real histogram, so
+    // Prometheus can aggregate it across nodes; the buckets span a loaded core's
+    // milliseconds to a person's ringing time.
+    let builder = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full("voxgate_call_setup_seconds".to_owned()),
+            &[
+                0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0,
+                60.0,
+            ],
+        )
+        .map_err(|e| anyhow::anyhow!("metrics buckets: {e}"))?;
+    let metrics = match builder.install_recorder() {
         Ok(h) => Some(h),
         Err(e) => {
             tracing::warn!(error = %e, "metrics recorder not installed");

@@ -78,6 +78,8 @@ pub struct SipConfig {
     pub tcp_idle_timeout_seconds: u64,
     /// After SIGTERM, live calls may go on this long before they are hung up (SPEC §1).
     pub shutdown_grace_seconds: u64,
+    /// How long voxgate rings the phones of a dial before it gives up (480, `no-answer`).
+    pub ring_timeout_seconds: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -180,6 +182,7 @@ impl Default for SipConfig {
             tcp_max_connections: 4096,
             tcp_idle_timeout_seconds: 300,
             shutdown_grace_seconds: 30,
+            ring_timeout_seconds: 60,
         }
     }
 }
@@ -358,6 +361,7 @@ pub const KEYS: &[(&str, &str, Kind)] = &[
     ("sip", "tcp_max_connections", Kind::Int),
     ("sip", "tcp_idle_timeout_seconds", Kind::Int),
     ("sip", "shutdown_grace_seconds", Kind::Int),
+    ("sip", "ring_timeout_seconds", Kind::Int),
     ("rtp", "ports", Kind::Str),
     ("rtp", "kernel_forwarding", Kind::Str),
     ("api", "listen", Kind::Str),
@@ -581,6 +585,12 @@ impl Config {
                     "must be at least sip.default_expires ({})",
                     s.default_expires
                 ),
+            ));
+        }
+        if s.ring_timeout_seconds == 0 || s.ring_timeout_seconds > 86_400 {
+            return Err(invalid(
+                "sip.ring_timeout_seconds",
+                "must be between 1 and 86400".into(),
             ));
         }
         if s.nonce_ttl_seconds == 0 {

@@ -42,6 +42,41 @@ impl IdKind {
     }
 }
 
+/// Time-ordered ids for an owner that brings its own clock and randomness (the sans-IO
+/// call engine): strictly increasing for this generator, whatever the clock does.
+#[derive(Debug, Clone, Default)]
+pub struct IdGen {
+    last: (u64, u128),
+}
+
+impl IdGen {
+    /// A new id of `kind` for wall-clock time `now_ms` (Unix milliseconds); `random` is
+    /// used only when the millisecond moved on.
+    pub fn next(&mut self, kind: IdKind, now_ms: i64, random: u128) -> String {
+        let (ms, rnd) = step(&mut self.last, now_ms, random);
+        format!("{}_{}", kind.prefix(), encode(ms, rnd))
+    }
+}
+
+/// The ULID step: a later millisecond starts from fresh random bits; the same (or a
+/// backwards-stepped) millisecond keeps the last timestamp and counts up.
+fn step(last: &mut (u64, u128), now_ms: i64, random: u128) -> (u64, u128) {
+    let now_ms = u64::try_from(now_ms).unwrap_or(0) & 0xFFFF_FFFF_FFFF;
+    let mask: u128 = (1u128 << 80) - 1;
+    let next = if now_ms <= last.0 {
+        let r = (last.1 + 1) & mask;
+        if r == 0 {
+            (last.0 + 1, 0)
+        } else {
+            (last.0, r)
+        }
+    } else {
+        (now_ms, random & mask)
+    };
+    *last = next;
+    next
+}
+
 static LAST: Mutex<(u64, u128)> = Mutex::new((0, 0));
 
 /// A new id of the given kind.
@@ -51,26 +86,15 @@ pub fn new_id(kind: IdKind) -> String {
 
 /// A 26-character time-ordered base32 string, monotonic within this process.
 pub fn new_ulid() -> String {
-    let now_ms =
-        u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0) & 0xFFFF_FFFF_FFFF;
     let (ms, rnd) = {
         let mut last = LAST
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mask: u128 = (1u128 << 80) - 1;
-        let next = if now_ms <= last.0 {
-            // Same (or a backwards-stepped) millisecond: keep the last timestamp and count up.
-            let r = (last.1 + 1) & mask;
-            if r == 0 {
-                (last.0 + 1, 0)
-            } else {
-                (last.0, r)
-            }
-        } else {
-            (now_ms, rand::rng().random::<u128>() & mask)
-        };
-        *last = next;
-        next
+        step(
+            &mut last,
+            chrono::Utc::now().timestamp_millis(),
+            rand::rng().random::<u128>(),
+        )
     };
     encode(ms, rnd)
 }
@@ -100,6 +124,17 @@ mod tests {
         assert!(ids.iter().all(|i| IdKind::Agent.matches(i)));
         assert!(!IdKind::ApiKey.matches(&ids[0]));
         assert!(!IdKind::Agent.matches("agt_short"));
+    }
+
+    #[test]
+    fn a_generator_is_monotonic_even_when_its_clock_steps_back() {
+        let mut g = IdGen::default();
+        let a = g.next(IdKind::Call, 1_000, 7);
+        let b = g.next(IdKind::Call, 1_000, 7);
+        let c = g.next(IdKind::Call, 900, 7);
+        let d = g.next(IdKind::Call, 2_000, 0);
+        assert!(a < b && b < c && c < d, "{a} {b} {c} {d}");
+        assert!(IdKind::Call.matches(&d));
     }
 
     #[test]

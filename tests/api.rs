@@ -9,7 +9,9 @@ use std::collections::BTreeSet;
 use chrono::{DateTime, Duration, Utc};
 use reqwest::{Response, StatusCode};
 use serde_json::{json, Value};
-use voxgate::calls::record::{CallChange, CallStatus, LegDirection, NewCall, NewLeg};
+use voxgate::calls::record::{
+    CallChange, CallDirection, CallStatus, HangupBy, LegDirection, NewCall, NewLeg,
+};
 use voxgate::ids::{new_id, IdKind};
 use voxgate::store::{fmt_time, Registration, RegistrationChange, Store};
 
@@ -851,7 +853,7 @@ async fn seed(gw: &Gateway, changes: &[CallChange]) {
 fn call(agent_id: Option<&str>, from: &str, to: &str, started_at: DateTime<Utc>) -> NewCall {
     NewCall {
         id: new_id(IdKind::Call),
-        direction: "internal",
+        direction: CallDirection::Internal,
         from: from.to_owned(),
         to: to.to_owned(),
         agent_id: agent_id.map(str::to_owned),
@@ -884,7 +886,7 @@ fn ended(call: &NewCall, status: CallStatus, secs: i64, cause: &str) -> CallChan
             0
         },
         hangup_cause: cause.to_owned(),
-        hangup_by: "caller",
+        hangup_by: HangupBy::Caller,
     }
 }
 

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tower::ServiceExt;
 use voxgate::api::{self, AppState};
 use voxgate::calls::control::{CallCommand, CallControl, ControlError};
-use voxgate::calls::record::{CallChange, CallStatus, NewCall};
+use voxgate::calls::record::{CallChange, CallDirection, CallStatus, HangupBy, NewCall};
 use voxgate::config::{Config, Overrides};
 use voxgate::ids::{new_id, IdKind};
 use voxgate::store::Store;
@@ -87,7 +87,7 @@ impl App {
         self.store
             .apply_call_changes(&[CallChange::CreateCall(NewCall {
                 id: id.clone(),
-                direction: "internal",
+                direction: CallDirection::Internal,
                 from: "sip:alice@voxgate".into(),
                 to: "sip:bob@voxgate".into(),
                 agent_id: None,
@@ -110,8 +110,8 @@ where
         while let Some(cmd) = rx.recv().await {
             match cmd {
                 CallCommand::Hangup { call_id, reply } => {
-                    let _ = reply.send(answer(&call_id));
-                    seen.push(call_id);
+                    let _ = reply.send(answer(call_id.as_str()));
+                    seen.push(call_id.into_string());
                 }
             }
         }
@@ -153,7 +153,7 @@ async fn hangup_reports_what_the_engine_answers() {
             at: voxgate::store::now(),
             duration_seconds: 0,
             hangup_cause: "CANCEL".into(),
-            hangup_by: "caller",
+            hangup_by: HangupBy::Caller,
         }])
         .await
         .unwrap();
@@ -190,12 +190,12 @@ async fn hangup_of_a_call_that_ends_meanwhile_is_409() {
         };
         store
             .apply_call_changes(&[CallChange::CallEnded {
-                call_id,
+                call_id: call_id.into_string(),
                 status: CallStatus::Completed,
                 at: voxgate::store::now(),
                 duration_seconds: 3,
                 hangup_cause: "BYE".into(),
-                hangup_by: "callee",
+                hangup_by: HangupBy::Callee,
             }])
             .await
             .unwrap();

@@ -6,7 +6,9 @@
 mod common;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use voxgate::calls::record::{CallChange, CallStatus, LegDirection, NewCall, NewLeg};
+use voxgate::calls::record::{
+    CallChange, CallDirection, CallStatus, HangupBy, LegDirection, NewCall, NewLeg,
+};
 use voxgate::ids::{new_id, IdKind};
 use voxgate::store::{
     fmt_time, AgentCallCounts, AgentPatch, Backend, CallFilter, Credentials, NewAgent, Presence,
@@ -112,7 +114,7 @@ fn at(secs: i64) -> DateTime<Utc> {
 fn new_call(agent_id: Option<&str>, from: &str, to: &str, started_at: DateTime<Utc>) -> NewCall {
     NewCall {
         id: new_id(IdKind::Call),
-        direction: "internal",
+        direction: CallDirection::Internal,
         from: from.to_owned(),
         to: to.to_owned(),
         agent_id: agent_id.map(str::to_owned),
@@ -646,7 +648,7 @@ mod tests {
                     at: at(35),
                     duration_seconds: 30,
                     hangup_cause: "BYE".into(),
-                    hangup_by: "callee",
+                    hangup_by: HangupBy::Callee,
                 },
                 // Late and repeated changes change nothing that matters.
                 CallChange::CallAnswered {
@@ -698,7 +700,7 @@ mod tests {
                     at: at(104),
                     duration_seconds: 0,
                     hangup_cause: "CANCEL".into(),
-                    hangup_by: "caller",
+                    hangup_by: HangupBy::Caller,
                 },
             ])
             .await
@@ -801,7 +803,7 @@ mod tests {
             at: c.started_at + Duration::seconds(10),
             duration_seconds: 0,
             hangup_cause: "test".into(),
-            hangup_by: "system",
+            hangup_by: HangupBy::System,
         };
         changes.push(end(&c0, CallStatus::Completed));
         changes.push(end(&c2, CallStatus::Failed));
@@ -970,7 +972,7 @@ mod tests {
                     at: now - Duration::seconds(470),
                     duration_seconds: 0,
                     hangup_cause: "408 Request Timeout".into(),
-                    hangup_by: "system",
+                    hangup_by: HangupBy::System,
                 },
             ])
             .await

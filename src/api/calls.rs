@@ -373,6 +373,7 @@ async fn hangup_call(
                 )))
             }
         }
+        Ok(Err(e @ ControlError::Conflict)) => Err(ApiError::InvalidState(e.to_string())),
         Ok(Err(ControlError::Unavailable)) => Err(ApiError::Unavailable(
             "the call engine is not running".to_owned(),
         )),

@@ -2,11 +2,15 @@
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::types::CallId;
+
 /// Why a command could not be carried out.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ControlError {
     #[error("no live call with that id")]
     NotFound,
+    #[error("the call or leg is not in a state that allows this")]
+    Conflict,
     #[error("the call engine is not running")]
     Unavailable,
 }
@@ -16,7 +20,7 @@ pub enum CallCommand {
     /// End the call: BYE to answered legs, CANCEL to ringing ones, 487 to an unanswered
     /// caller; recorded with `hangup_by = "api"`.
     Hangup {
-        call_id: String,
+        call_id: CallId,
         reply: oneshot::Sender<Result<(), ControlError>>,
     },
 }
@@ -38,7 +42,7 @@ impl CallControl {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(CallCommand::Hangup {
-                call_id: call_id.to_owned(),
+                call_id: CallId::new(call_id),
                 reply,
             })
             .await

@@ -1,22 +1,33 @@
-//! The B2BUA (SPEC §2): a call is an inbound leg (the caller's INVITE, answered by us as a
-//! UAS) and outbound legs (our INVITEs to each registered contact of the callee, sent in
-//! parallel). Each leg is its own dialog; the engine alone joins them: it relays
-//! provisional and final responses, the SDP offer/answer (rewritten to voxgate's RTP
-//! ports), re-INVITE/UPDATE, BYE and CANCEL, and drives the media relay.
+//! The call engine (SPEC §2, DESIGN.md "Calls: channels, bridges, verbs"), a sans-IO state
+//! machine in the shape of quinn-proto and str0m.
 //!
-//! It runs inside the SIP core task and is sans-IO in spirit: every entry point takes the
-//! transaction layer and `now`, and all I/O happens through the layer's transmit queue,
-//! the media engine's control calls and the call-record queue.
+//! - A **channel** is one SIP dialog leg: a UAS channel for an INVITE voxgate received, a
+//!   UAC channel for one voxgate sent. Each has its own dialog, SDP side and media side.
+//!   voxgate can answer a UAS channel itself ([`Command::Answer`], [`Route::Answer`]) with
+//!   its own SDP answer, or bridge it.
+//! - A **dial** rings one or more UAC channels at once on behalf of a call (today: the
+//!   registered contacts of an agent, for the caller's UAS channel). The first 2xx wins,
+//!   the others are cancelled; every fork carries the dial's ring deadline.
+//! - A **bridge** joins two channels' media (the relay, kernel fast path included) and
+//!   relays in-dialog offers between them (re-INVITE, UPDATE: hold, resume, codec change).
+//!
+//! Inputs: `on_invite`/`on_response`/`on_cancel`/`on_ack`/`on_in_dialog`/`on_client_failure`
+//! (SIP, from the transaction layer), [`CallEngine::handle_command`], and
+//! [`CallEngine::handle_timeout`]. Outputs: SIP through the sans-IO transaction layer it is
+//! handed, media through the [`MediaPort`] interface (never blocking), call records and
+//! events from [`CallEngine::poll_output`]. The clock (`now`, and wall time anchored to it),
+//! randomness (a seeded generator) and ids are the engine's inputs, so tests run it on a
+//! virtual clock with simulated phones (`tests.rs`).
 
-use std::cell::Cell;
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
-use std::time::Instant;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use tokio::sync::mpsc::UnboundedSender;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use voxgate_sip::dialog::session_timer::{
     negotiate_uas, Refresher, SessionTimer, SessionTimerConfig, SessionTimerEvent, UasDecision,
 };
@@ -26,17 +37,18 @@ use voxgate_sip::dialog::{
 };
 use voxgate_sip::message::{Message, MessageBuilder, Method, SipUri};
 use voxgate_sip::sdp::{
-    forward_offer, Direction, LegMedia, LegSdp, LocalMedia, LocalSession, PendingOffer,
-    PtTranslation, SdpConfig, SessionDescription,
+    answer_offer, forward_offer, Direction, LegMedia, LegSdp, LocalMedia, LocalSession,
+    NegotiationError, PendingOffer, PtTranslation, SdpConfig, SessionDescription,
 };
 use voxgate_sip::transaction::{ClientTxId, Peer, ServerTxId, TransactionLayer, Transport};
 
 use super::control::ControlError;
-use super::record::{CallChange, CallStatus, HangupBy, LegDirection, NewCall, NewLeg};
-use crate::ids::{new_id, IdKind};
-use crate::media::{self, LegRemote, MediaDirection, MediaEngine, PtMap, Side};
-use crate::registrar::{Binding, Challenger, Registrar, Reply};
-use crate::store::AgentAuth;
+use super::env::{Clock, Directory, MediaPort, Party, Route, Target};
+use super::record::{CallChange, CallStatus, LegDirection, NewCall, NewLeg};
+use super::types::{AgentId, CallDirection, CallId, HangupBy, LegId};
+use crate::ids::{IdGen, IdKind};
+use crate::media::{LegRemote, MediaDirection, PtMap, SessionId, Side};
+use crate::registrar::Reply;
 
 const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, REGISTER";
 
@@ -56,49 +68,165 @@ pub struct EngineConfig {
     pub public_ip: IpAddr,
     pub sip_port: u16,
     pub sdp: SdpConfig,
+    /// How long a dial rings before its forks are cancelled (the caller gets 480).
+    pub ring_timeout: Duration,
 }
 
-/// Which leg of a call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum LegRef {
-    Inbound,
-    Outbound(usize),
+/// A command from the control API (or, later, a call program).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// End the call: BYE to answered channels, CANCEL to ringing ones, 487 to an
+    /// unanswered caller; recorded with `hangup_by = "api"`.
+    Hangup { call: CallId },
+    /// voxgate answers a ringing UAS channel itself, with its own SDP answer.
+    Answer { leg: LegId },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    Ringing,
-    Answered,
+/// A change in a call's life, for whoever reports it (webhooks, later).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallEvent {
+    Ringing { call: CallId },
+    Answered { call: CallId },
+    Ended { call: CallId, status: CallStatus },
 }
 
-struct InboundLeg {
-    id: String,
+/// What the engine hands back to its driver.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// A change for the call-record store, in order.
+    Record(CallChange),
+    Event(CallEvent),
+    /// A call was set up (answered): how long after its INVITE arrived.
+    SetupLatency(Duration),
+}
+
+/// The UAS half of a channel: an INVITE voxgate received.
+struct Uas {
     tx: ServerTxId,
     invite: Message,
-    peer: Peer,
     local_tag: String,
-    dialog: Option<DialogId>,
+    /// Our 2xx, retransmitted until the ACK (RFC 3261 §13.3.1.4).
     ack_wait: Option<AckWait>,
     /// RFC 4028, when the caller asked for a session timer.
     session: Option<UasDecision>,
     timer: Option<SessionTimer>,
+    received_at: Instant,
 }
 
-struct OutboundLeg {
-    id: String,
+/// The UAC half of a channel: an INVITE voxgate sent.
+struct Uac {
     tx: ClientTxId,
     invite: Message,
-    peer: Peer,
-    dialog: Option<DialogId>,
-    status: CallStatus,
+    /// Our ACK for the 2xx, resent when the 2xx is retransmitted.
     ack_cache: Option<AckCache>,
-    /// CANCEL sent (or to be sent when a provisional arrives).
+    /// CANCEL sent (or to be sent when a provisional arrives, RFC 3261 §9.1).
     canceled: bool,
+    /// When the dial gives up on this fork.
+    ring_deadline: Option<Instant>,
 }
 
-/// A re-INVITE or UPDATE with an offer, relayed from one leg to the other.
+enum Role {
+    Uas(Box<Uas>),
+    Uac(Box<Uac>),
+}
+
+/// One SIP dialog leg of a call.
+struct Channel {
+    id: LegId,
+    call: CallId,
+    peer: Peer,
+    dialog: Option<DialogId>,
+    /// Its side of the call's media session (and of the call's SDP state).
+    side: Side,
+    /// `ringing` until answered; a fork's final outcome once it failed.
+    status: CallStatus,
+    role: Role,
+}
+
+impl Channel {
+    fn uas(&self) -> Option<&Uas> {
+        match &self.role {
+            Role::Uas(u) => Some(u),
+            Role::Uac(_) => None,
+        }
+    }
+
+    fn uas_mut(&mut self) -> Option<&mut Uas> {
+        match &mut self.role {
+            Role::Uas(u) => Some(u),
+            Role::Uac(_) => None,
+        }
+    }
+
+    fn uac_mut(&mut self) -> Option<&mut Uac> {
+        match &mut self.role {
+            Role::Uac(u) => Some(u),
+            Role::Uas(_) => None,
+        }
+    }
+
+    fn is_ringing(&self) -> bool {
+        self.status == CallStatus::Ringing
+    }
+
+    /// The earliest of this channel's timers.
+    fn next_timeout(&self) -> Option<Instant> {
+        match &self.role {
+            Role::Uas(u) => [
+                u.ack_wait.as_ref().and_then(AckWait::poll_timeout),
+                u.timer.as_ref().and_then(SessionTimer::poll_timeout),
+            ]
+            .into_iter()
+            .flatten()
+            .min(),
+            Role::Uac(u) => [
+                u.ack_cache.as_ref().map(AckCache::poll_timeout),
+                u.ring_deadline.filter(|_| self.is_ringing() && !u.canceled),
+            ]
+            .into_iter()
+            .flatten()
+            .min(),
+        }
+    }
+}
+
+/// Forks ringing on behalf of a call.
+struct Dial {
+    /// The UAS channel waiting for the outcome (absent when voxgate originates).
+    origin: Option<LegId>,
+    forks: Vec<LegId>,
+    /// The origin's offer, forwarded to every fork, waiting for the winner's answer.
+    pending: PendingOffer,
+}
+
+/// A fork of an ended call whose INVITE transaction is still alive.
+struct Orphan {
+    invite: Message,
+    peer: Peer,
+}
+
+/// Two channels whose media and in-dialog offers are joined.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Bridge {
+    a: LegId,
+    b: LegId,
+}
+
+impl Bridge {
+    fn other(&self, leg: &LegId) -> Option<&LegId> {
+        if *leg == self.a {
+            Some(&self.b)
+        } else if *leg == self.b {
+            Some(&self.a)
+        } else {
+            None
+        }
+    }
+}
+
+/// A re-INVITE or UPDATE with an offer, relayed from one bridged channel to the other.
 struct Renegotiation {
-    from: LegRef,
+    from: LegId,
     server_tx: ServerTxId,
     request: Message,
     client_tx: ClientTxId,
@@ -107,64 +235,134 @@ struct Renegotiation {
 }
 
 struct Call {
-    id: String,
-    caller: AgentAuth,
-    callee: AgentAuth,
-    inbound: InboundLeg,
-    outbound: Vec<OutboundLeg>,
-    winner: Option<usize>,
-    media: media::Session,
-    /// Voxgate's SDP state towards the caller (A) and the callee (B).
-    sdp_a: LegSdp,
-    sdp_b: LegSdp,
-    pending: Option<PendingOffer>,
-    phase: Phase,
+    id: CallId,
+    /// Agents this call counts against (`max_concurrent_calls`).
+    agents: Vec<AgentId>,
+    /// Every channel, in creation order; the first is the one the call came in on.
+    channels: Vec<LegId>,
+    dial: Option<Dial>,
+    bridge: Option<Bridge>,
+    media: SessionId,
+    /// voxgate's SDP state towards side A and side B.
+    sdp: [LegSdp; 2],
     answered_at: Option<DateTime<Utc>>,
     renegotiation: Option<Renegotiation>,
 }
 
+impl Call {
+    fn sdp_mut(&mut self, side: Side) -> &mut LegSdp {
+        &mut self.sdp[side_index(side)]
+    }
+
+    /// Both sides' SDP, the given side first.
+    fn sdp_pair(&mut self, first: Side) -> (&mut LegSdp, &mut LegSdp) {
+        let [a, b] = &mut self.sdp;
+        match first {
+            Side::A => (a, b),
+            Side::B => (b, a),
+        }
+    }
+
+    fn answered(&self) -> bool {
+        self.answered_at.is_some()
+    }
+
+    /// A dialled channel's answer (side B) to the dial's offer: the answer for side A.
+    fn answer_dial(
+        &mut self,
+        cfg: &SdpConfig,
+        answer: &SessionDescription,
+    ) -> Option<Result<SessionDescription, NegotiationError>> {
+        let dial = self.dial.as_ref()?;
+        let [a, b] = &mut self.sdp;
+        Some(dial.pending.answer(cfg, answer, b, a))
+    }
+}
+
+fn side_index(side: Side) -> usize {
+    match side {
+        Side::A => 0,
+        Side::B => 1,
+    }
+}
+
+/// How a call ends: status, cause and who, and what an unanswered caller is told.
+struct Ending<'a> {
+    status: CallStatus,
+    cause: &'a str,
+    by: HangupBy,
+    reply: Option<(u16, &'static str)>,
+}
+
 pub struct CallEngine {
     cfg: EngineConfig,
-    media: Arc<MediaEngine>,
+    media: Box<dyn MediaPort + Send>,
     dialogs: Dialogs,
-    calls: HashMap<String, Call>,
-    by_server_tx: HashMap<ServerTxId, String>,
-    by_client_tx: HashMap<ClientTxId, String>,
-    by_dialog: HashMap<DialogId, (String, LegRef)>,
-    /// Live calls per agent (as caller or callee), for `max_concurrent_calls`.
-    active: HashMap<String, usize>,
-    records: UnboundedSender<CallChange>,
+    calls: HashMap<CallId, Call>,
+    channels: HashMap<LegId, Channel>,
+    by_server_tx: HashMap<ServerTxId, LegId>,
+    by_client_tx: HashMap<ClientTxId, LegId>,
+    by_dialog: HashMap<DialogId, LegId>,
+    /// Forks of ended calls until their INVITE transaction ends (bounded by Timer B/D).
+    orphans: HashMap<ClientTxId, Orphan>,
+    /// Live calls per agent, for `max_concurrent_calls`.
+    active: HashMap<AgentId, usize>,
+    output: VecDeque<Output>,
+    /// Channel timers, earliest first; an entry may be stale (the channel is gone or its
+    /// timer moved): it is checked against the channel when it comes due.
+    timers: BinaryHeap<Reverse<(Instant, LegId)>>,
+    clock: Clock,
+    rng: StdRng,
+    ids: IdGen,
     draining: bool,
-    /// The earliest call timer, recomputed only after call state may have changed: the
-    /// core asks on every wake-up, and most wake-ups (REGISTERs) touch no call.
-    next_timer: Cell<Option<Instant>>,
-    timers_dirty: Cell<bool>,
 }
 
 impl CallEngine {
+    /// `clock` anchors wall time to the monotonic clock the engine is driven with; `seed`
+    /// seeds every random value it draws (tags, branches, Call-IDs, nonces, ids).
     pub fn new(
         cfg: EngineConfig,
-        media: Arc<MediaEngine>,
-        records: UnboundedSender<CallChange>,
+        media: Box<dyn MediaPort + Send>,
+        clock: Clock,
+        seed: u64,
     ) -> CallEngine {
         CallEngine {
             cfg,
             media,
             dialogs: Dialogs::new(),
             calls: HashMap::new(),
+            channels: HashMap::new(),
             by_server_tx: HashMap::new(),
             by_client_tx: HashMap::new(),
             by_dialog: HashMap::new(),
+            orphans: HashMap::new(),
             active: HashMap::new(),
-            records,
+            output: VecDeque::new(),
+            timers: BinaryHeap::new(),
+            clock,
+            rng: StdRng::seed_from_u64(seed),
+            ids: IdGen::default(),
             draining: false,
-            next_timer: Cell::new(None),
-            timers_dirty: Cell::new(false),
         }
+    }
+
+    /// Re-anchors wall time (the driver calls it now and then, to follow NTP).
+    pub fn set_clock(&mut self, clock: Clock) {
+        self.clock = clock;
     }
 
     pub fn active_calls(&self) -> usize {
         self.calls.len()
+    }
+
+    /// Channels held (a metric and a test invariant: it must come back to 0).
+    pub fn channel_count(&self) -> usize {
+        self.channels.len()
+    }
+
+    /// Forks of ended calls still waiting for their INVITE transaction to end.
+    pub fn orphan_count(&self) -> usize {
+        self.orphans.len()
     }
 
     /// Dialogs held, early ones included (a metric: it must come back to 0).
@@ -172,31 +370,14 @@ impl CallEngine {
         self.dialogs.len()
     }
 
-    pub fn media(&self) -> &MediaEngine {
-        &self.media
-    }
-
-    /// Is this server transaction the INVITE of a live call (for CANCEL)?
+    /// Is this server transaction the INVITE of a live channel (for CANCEL)?
     pub fn knows_invite(&self, tx: ServerTxId) -> bool {
         self.by_server_tx.contains_key(&tx)
     }
 
-    /// Ends every call (end of the shutdown grace period).
-    pub fn hangup_all(&mut self, layer: &mut TransactionLayer, now: Instant) {
-        self.timers_dirty.set(true);
-        let ids: Vec<String> = self.calls.keys().cloned().collect();
-        for id in ids {
-            let reply = self
-                .calls
-                .get(&id)
-                .and_then(|c| (c.phase == Phase::Ringing).then_some((503, "Service Unavailable")));
-            let status = if reply.is_some() {
-                CallStatus::Canceled
-            } else {
-                CallStatus::Completed
-            };
-            self.end_call(layer, &id, status, "gateway shutdown", "system", reply, now);
-        }
+    /// The next record, event or measurement for the driver.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.output.pop_front()
     }
 
     /// New INVITEs get 503 from now on (SIGTERM, SPEC §1).
@@ -204,9 +385,84 @@ impl CallEngine {
         self.draining = true;
     }
 
-    fn record(&self, change: CallChange) {
-        // The recorder outlives the core; a send error means we are shutting down.
-        let _ = self.records.send(change);
+    /// Ends every call (end of the shutdown grace period).
+    pub fn hangup_all(&mut self, layer: &mut TransactionLayer, now: Instant) {
+        let ids: Vec<CallId> = self.calls.keys().cloned().collect();
+        for id in ids {
+            let answered = self.calls.get(&id).is_some_and(Call::answered);
+            let ending = if answered {
+                Ending {
+                    status: CallStatus::Completed,
+                    cause: "gateway shutdown",
+                    by: HangupBy::System,
+                    reply: None,
+                }
+            } else {
+                Ending {
+                    status: CallStatus::Canceled,
+                    cause: "gateway shutdown",
+                    by: HangupBy::System,
+                    reply: Some((503, "Service Unavailable")),
+                }
+            };
+            self.end_call(layer, &id, &ending, now);
+        }
+    }
+
+    /// A command from the API.
+    pub fn handle_command(
+        &mut self,
+        layer: &mut TransactionLayer,
+        cmd: Command,
+        now: Instant,
+    ) -> Result<(), ControlError> {
+        match cmd {
+            Command::Hangup { call } => {
+                let Some(c) = self.calls.get(&call) else {
+                    return Err(ControlError::NotFound);
+                };
+                let ending = if c.answered() {
+                    Ending {
+                        status: CallStatus::Completed,
+                        cause: "api hangup",
+                        by: HangupBy::Api,
+                        reply: None,
+                    }
+                } else {
+                    Ending {
+                        status: CallStatus::Canceled,
+                        cause: "api hangup",
+                        by: HangupBy::Api,
+                        reply: Some((487, "Request Terminated")),
+                    }
+                };
+                self.end_call(layer, &call, &ending, now);
+                Ok(())
+            }
+            Command::Answer { leg } => self.answer_locally(layer, &leg, now),
+        }
+    }
+
+    fn wall(&self, now: Instant) -> DateTime<Utc> {
+        self.clock.wall(now)
+    }
+
+    fn emit(&mut self, change: CallChange) {
+        self.output.push_back(Output::Record(change));
+    }
+
+    fn new_id(&mut self, kind: IdKind, now: Instant) -> String {
+        let ms = self.wall(now).timestamp_millis();
+        let random = self.rng.random::<u128>();
+        self.ids.next(kind, ms, random)
+    }
+
+    fn branch(&mut self) -> Branch {
+        Branch::from_random(&self.rng.random::<[u8; 12]>())
+    }
+
+    fn tag(&mut self) -> String {
+        hex::encode(self.rng.random::<[u8; 6]>())
     }
 
     fn via(&self, transport: Transport) -> LocalVia {
@@ -231,138 +487,141 @@ impl CallEngine {
         )
     }
 
+    /// Schedules the channel's next timer, if it has one.
+    fn arm(&mut self, leg: &LegId) {
+        if let Some(at) = self.channels.get(leg).and_then(Channel::next_timeout) {
+            self.timers.push(Reverse((at, leg.clone())));
+        }
+        // Stale entries pile up when timers move often; rebuild before the heap outgrows
+        // the live channels by much (memory stays bounded under any load).
+        if self.timers.len() > 4 * self.channels.len() + 1024 {
+            let live: Vec<Reverse<(Instant, LegId)>> = self
+                .channels
+                .values()
+                .filter_map(|c| Some(Reverse((c.next_timeout()?, c.id.clone()))))
+                .collect();
+            self.timers = BinaryHeap::from(live);
+        }
+    }
+
     // ---------------------------------------------------------------------------------
     // New calls
 
-    /// An INVITE outside any dialog. Answers it (error, challenge) or starts a call.
-    #[allow(clippy::too_many_arguments)]
+    /// An INVITE outside any dialog. Answers it (error, challenge), or starts a call and
+    /// answers it later.
     pub fn on_invite(
         &mut self,
         layer: &mut TransactionLayer,
-        registrar: &mut Registrar,
-        conns: &HashMap<SocketAddr, u64>,
+        directory: &mut dyn Directory,
         tx: ServerTxId,
         invite: Message,
         peer: Peer,
         now: Instant,
     ) -> Option<Reply> {
-        self.timers_dirty.set(true);
-        let wall = Utc::now();
         if self.draining {
             return Some(
                 Reply::new(503, "Service Unavailable").with("Retry-After", "30".to_owned()),
             );
         }
-        let caller = match registrar.authenticate(&invite, Challenger::Proxy, wall, rand::random())
-        {
-            Ok(agent) => agent,
+        let wall = self.wall(now);
+        let caller = match directory.authenticate(&invite, wall, self.rng.random()) {
+            Ok(party) => party,
             Err(reply) => return Some(reply),
         };
-        let from = invite.from().uri.to_owned();
-        let to = invite.to().uri.to_owned();
-        let sip_call_id = invite.call_id().to_owned();
-        let caller_id = caller.id.clone();
-        match self.start_call(layer, registrar, conns, tx, invite, peer, caller, now, wall) {
+        match self.start_call(layer, directory, tx, &invite, peer, &caller, now) {
             Ok(()) => None,
             Err(reply) => {
-                self.record_refused(&caller_id, from, to, sip_call_id, &reply, wall);
+                self.record_refused(&caller, &invite, &reply, now);
                 Some(reply)
             }
         }
     }
 
-    /// Every call leaves a record, a refused one too (SPEC §4): `busy` for 486, else
-    /// `failed`, with the response as hangup cause.
-    fn record_refused(
-        &self,
-        caller_id: &str,
-        from: String,
-        to: String,
-        sip_call_id: String,
-        reply: &Reply,
-        wall: DateTime<Utc>,
-    ) {
-        let call_id = new_id(IdKind::Call);
+    /// Every call attempt leaves a record, a refused one too (SPEC §4): `busy` for 486,
+    /// else `failed`, with the response as hangup cause.
+    fn record_refused(&mut self, caller: &Party, invite: &Message, reply: &Reply, now: Instant) {
+        let wall = self.wall(now);
+        let call_id = self.new_id(IdKind::Call, now);
+        let leg_id = self.new_id(IdKind::Leg, now);
         let status = if reply.code == 486 {
             CallStatus::Busy
         } else {
             CallStatus::Failed
         };
         let cause = format!("{} {}", reply.code, reply.reason);
-        self.record(CallChange::CreateCall(NewCall {
+        let from = invite.from().uri.to_owned();
+        self.emit(CallChange::CreateCall(NewCall {
             id: call_id.clone(),
-            direction: "internal",
+            direction: CallDirection::Internal,
             from: from.clone(),
-            to,
-            agent_id: Some(caller_id.to_owned()),
+            to: invite.to().uri.to_owned(),
+            agent_id: Some(caller.agent.to_string()),
             status: CallStatus::Ringing,
             started_at: wall,
         }));
-        let leg_id = new_id(IdKind::Leg);
-        self.record(CallChange::CreateLeg(NewLeg {
+        self.emit(CallChange::CreateLeg(NewLeg {
             id: leg_id.clone(),
             call_id: call_id.clone(),
             direction: LegDirection::Inbound,
-            agent_id: Some(caller_id.to_owned()),
+            agent_id: Some(caller.agent.to_string()),
             uri: from,
-            sip_call_id,
+            sip_call_id: invite.call_id().to_owned(),
             status: CallStatus::Ringing,
             started_at: wall,
         }));
-        self.record(CallChange::LegStatus {
+        self.emit(CallChange::LegStatus {
             leg_id,
             status,
             at: wall,
             hangup_cause: Some(cause.clone()),
         });
-        self.record(CallChange::CallEnded {
+        self.emit(CallChange::CallEnded {
             call_id,
             status,
             at: wall,
             duration_seconds: 0,
             hangup_cause: cause,
-            hangup_by: "system",
+            hangup_by: HangupBy::System,
         });
         metrics::counter!("voxgate_calls_refused_total", "code" => reply.code.to_string())
             .increment(1);
     }
 
-    /// Routes an authenticated INVITE and starts ringing, or says why not.
+    /// Routes an authenticated INVITE: creates the call and its UAS channel, then dials
+    /// or answers; or says why not.
     #[allow(clippy::too_many_arguments)]
     fn start_call(
         &mut self,
         layer: &mut TransactionLayer,
-        registrar: &mut Registrar,
-        conns: &HashMap<SocketAddr, u64>,
+        directory: &mut dyn Directory,
         tx: ServerTxId,
-        invite: Message,
+        invite: &Message,
         peer: Peer,
-        caller: AgentAuth,
+        caller: &Party,
         now: Instant,
-        wall: DateTime<Utc>,
     ) -> Result<(), Reply> {
-        // Routing in this issue: the Request-URI user is an agent's username.
-        let Some(target) = invite
+        let Some(user) = invite
             .request_uri()
             .and_then(|u| SipUri::parse(u).ok())
             .and_then(|u| u.user.map(str::to_owned))
         else {
             return Err(Reply::new(404, "Not Found"));
         };
-        let Some(callee) = registrar.agent(&target).cloned() else {
-            return Err(Reply::new(404, "Not Found"));
+        let route = directory.route(&user);
+        let (callee, targets) = match route {
+            Route::NotFound => return Err(Reply::new(404, "Not Found")),
+            Route::Offline => return Err(Reply::new(480, "Temporarily Unavailable")),
+            Route::Agent { party, targets } => {
+                if self.active.get(&party.agent).copied().unwrap_or(0) >= party.max_concurrent_calls
+                {
+                    return Err(Reply::new(486, "Busy Here"));
+                }
+                (Some(party), targets)
+            }
+            Route::Answer => (None, Vec::new()),
         };
-        let bindings: Vec<Binding> = registrar.bindings(&callee.id).to_vec();
-        if bindings.is_empty() {
-            return Err(Reply::new(480, "Temporarily Unavailable"));
-        }
-        if self.active.get(&callee.id).copied().unwrap_or(0)
-            >= usize::try_from(callee.max_concurrent_calls).unwrap_or(1)
-        {
-            return Err(Reply::new(486, "Busy Here"));
-        }
         // RFC 4028 §9: only when the caller asks (we do not impose a timer).
-        let session_timer = match negotiate_uas(&SESSION_TIMER, &invite) {
+        let session_timer = match negotiate_uas(&SESSION_TIMER, invite) {
             Ok(UasDecision::TooSmall { min_se }) => {
                 return Err(Reply::new(422, "Session Interval Too Small")
                     .with("Min-SE", min_se.to_string()))
@@ -371,201 +630,368 @@ impl CallEngine {
             Ok(accept) => Some(accept),
         };
         // The offer. An INVITE without SDP (delayed offer) is not supported yet.
-        if !is_sdp(&invite) {
+        if !is_sdp(invite) {
             return Err(Reply::new(488, "Not Acceptable Here"));
         }
-        let offer = match SessionDescription::parse(invite.body()) {
-            Ok(o) => o,
-            Err(e) => {
-                tracing::debug!(error = %e, "unparseable SDP offer");
-                return Err(Reply::new(e.sip_status(), reason_for(e.sip_status())));
-            }
-        };
-        let session = match self.media.create_session() {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "no media for a new call");
-                return Err(
-                    Reply::new(503, "Service Unavailable").with("Retry-After", "5".to_owned())
-                );
-            }
-        };
-        let sdp_a = LegSdp::new(
-            LocalSession::new(rand::random::<u32>().into()),
-            LocalMedia {
-                address: self.cfg.public_ip,
-                rtp_port: session.a.rtp.port(),
+        let offer = SessionDescription::parse(invite.body()).map_err(|e| {
+            tracing::debug!(error = %e, "unparseable SDP offer");
+            Reply::new(e.sip_status(), reason_for(e.sip_status()))
+        })?;
+        let session = self.media.create_session().map_err(|e| {
+            tracing::warn!(error = %e, "no media for a new call");
+            Reply::new(503, "Service Unavailable").with("Retry-After", "5".to_owned())
+        })?;
+        let mut sdp = [
+            LegSdp::new(
+                LocalSession::new(self.rng.random::<u32>().into()),
+                LocalMedia {
+                    address: self.cfg.public_ip,
+                    rtp_port: session.a.rtp.port(),
+                },
+            ),
+            LegSdp::new(
+                LocalSession::new(self.rng.random::<u32>().into()),
+                LocalMedia {
+                    address: self.cfg.public_ip,
+                    rtp_port: session.b.rtp.port(),
+                },
+            ),
+        ];
+        // Check the offer before anything is recorded: an offer we cannot use is a 488.
+        let forwarded = match &callee {
+            Some(_) => match forward_offer(&self.cfg.sdp, &offer, &mut sdp[1]) {
+                Ok(x) => Some(x),
+                Err(e) => {
+                    self.media.release_session(session.id);
+                    tracing::debug!(error = %e, "offer not acceptable");
+                    return Err(Reply::new(e.sip_status(), reason_for(e.sip_status())));
+                }
             },
-        );
-        let mut sdp_b = LegSdp::new(
-            LocalSession::new(rand::random::<u32>().into()),
-            LocalMedia {
-                address: self.cfg.public_ip,
-                rtp_port: session.b.rtp.port(),
-            },
-        );
-        let (offer_b, pending) = match forward_offer(&self.cfg.sdp, &offer, &mut sdp_b) {
-            Ok(x) => x,
-            Err(e) => {
-                let _ = self.media.destroy_session(session.id);
-                tracing::debug!(error = %e, "offer not acceptable");
-                return Err(Reply::new(e.sip_status(), reason_for(e.sip_status())));
+            None => {
+                let mut probe = sdp[0].clone();
+                if let Err(e) = answer_offer(&self.cfg.sdp, &offer, &mut probe) {
+                    self.media.release_session(session.id);
+                    return Err(Reply::new(e.sip_status(), reason_for(e.sip_status())));
+                }
+                None
             }
         };
 
-        let call_id = new_id(IdKind::Call);
-        let local_tag = random_tag();
+        let wall = self.wall(now);
+        let call_id = CallId::new(self.new_id(IdKind::Call, now));
         // 100 Trying at once: forking to several phones may take a moment.
-        let trying = MessageBuilder::response_to(&invite, 100, "Trying", None).build();
+        let trying = MessageBuilder::response_to(invite, 100, "Trying", None).build();
         let _ = layer.send_response(tx, trying, now);
-
         let from_uri = invite.from().uri.to_owned();
-        let to_uri = invite.to().uri.to_owned();
-        self.record(CallChange::CreateCall(NewCall {
-            id: call_id.clone(),
-            direction: "internal",
+        self.emit(CallChange::CreateCall(NewCall {
+            id: call_id.to_string(),
+            direction: CallDirection::Internal,
             from: from_uri.clone(),
-            to: to_uri,
-            agent_id: Some(caller.id.clone()),
+            to: invite.to().uri.to_owned(),
+            agent_id: Some(caller.agent.to_string()),
             status: CallStatus::Ringing,
             started_at: wall,
         }));
-        let inbound_id = new_id(IdKind::Leg);
-        self.record(CallChange::CreateLeg(NewLeg {
-            id: inbound_id.clone(),
-            call_id: call_id.clone(),
+        let inbound = LegId::new(self.new_id(IdKind::Leg, now));
+        self.emit(CallChange::CreateLeg(NewLeg {
+            id: inbound.to_string(),
+            call_id: call_id.to_string(),
             direction: LegDirection::Inbound,
-            agent_id: Some(caller.id.clone()),
+            agent_id: Some(caller.agent.to_string()),
             uri: from_uri,
             sip_call_id: invite.call_id().to_owned(),
             status: CallStatus::Ringing,
             started_at: wall,
         }));
-
-        // Fork to every contact of the callee, in parallel (RFC 3261 §16.7 style).
-        let body = offer_b.to_string();
-        let mut outbound = Vec::new();
-        for b in &bindings {
-            let transport = match b.transport.as_str() {
-                "tcp" => Transport::Tcp,
-                _ => Transport::Udp,
-            };
-            let to = Peer {
-                transport,
-                addr: binding_target(b, transport),
-                conn: conns.get(&b.source).copied(),
-            };
-            let request = self.outbound_invite(&caller, &callee, &b.contact, transport, &body);
-            let Ok(parsed) = Message::parse(request.clone()) else {
-                tracing::error!("built an unparseable INVITE");
-                continue;
-            };
-            match layer.send_request(request, to, now) {
-                Ok(client_tx) => {
-                    let leg_id = new_id(IdKind::Leg);
-                    self.record(CallChange::CreateLeg(NewLeg {
-                        id: leg_id.clone(),
-                        call_id: call_id.clone(),
-                        direction: LegDirection::Outbound,
-                        agent_id: Some(callee.id.clone()),
-                        uri: b.contact.clone(),
-                        sip_call_id: parsed.call_id().to_owned(),
-                        status: CallStatus::Ringing,
-                        started_at: wall,
-                    }));
-                    self.by_client_tx.insert(client_tx, call_id.clone());
-                    outbound.push(OutboundLeg {
-                        id: leg_id,
-                        tx: client_tx,
-                        invite: parsed,
-                        peer: to,
-                        dialog: None,
-                        status: CallStatus::Ringing,
-                        ack_cache: None,
-                        canceled: false,
-                    });
-                }
-                Err(e) => tracing::warn!(error = %e, contact = %b.contact, "INVITE not sent"),
-            }
-        }
-
-        for agent in [&caller.id, &callee.id] {
+        let local_tag = self.tag();
+        self.channels.insert(
+            inbound.clone(),
+            Channel {
+                id: inbound.clone(),
+                call: call_id.clone(),
+                peer,
+                dialog: None,
+                side: Side::A,
+                status: CallStatus::Ringing,
+                role: Role::Uas(Box::new(Uas {
+                    tx,
+                    invite: invite.clone(),
+                    local_tag,
+                    ack_wait: None,
+                    session: session_timer,
+                    timer: None,
+                    received_at: now,
+                })),
+            },
+        );
+        self.by_server_tx.insert(tx, inbound.clone());
+        let mut agents = vec![caller.agent.clone()];
+        agents.extend(callee.as_ref().map(|c| c.agent.clone()));
+        for agent in &agents {
             *self.active.entry(agent.clone()).or_default() += 1;
         }
-        self.by_server_tx.insert(tx, call_id.clone());
-        let call = Call {
-            id: call_id.clone(),
-            caller,
-            callee,
-            inbound: InboundLeg {
-                id: inbound_id,
-                tx,
-                invite,
-                peer,
-                local_tag,
-                dialog: None,
-                ack_wait: None,
-                session: session_timer,
-                timer: None,
+        self.calls.insert(
+            call_id.clone(),
+            Call {
+                id: call_id.clone(),
+                agents,
+                channels: vec![inbound.clone()],
+                dial: None,
+                bridge: None,
+                media: session.id,
+                sdp,
+                answered_at: None,
+                renegotiation: None,
             },
-            outbound,
-            winner: None,
-            media: session,
-            sdp_a,
-            sdp_b,
-            pending: Some(pending),
-            phase: Phase::Ringing,
-            answered_at: None,
-            renegotiation: None,
-        };
-        let no_legs = call.outbound.is_empty();
-        self.calls.insert(call_id.clone(), call);
+        );
         metrics::counter!("voxgate_calls_total").increment(1);
-        if no_legs {
-            self.end_call(
-                layer,
-                &call_id,
-                CallStatus::Failed,
-                "no contact reachable",
-                "system",
-                Some((480, "Temporarily Unavailable")),
-                now,
-            );
+
+        match (callee, forwarded) {
+            (Some(callee), Some((offer_b, pending))) => {
+                self.dial(
+                    layer,
+                    &call_id,
+                    Some(&inbound),
+                    caller,
+                    &callee,
+                    &targets,
+                    &offer_b,
+                    pending,
+                    now,
+                );
+            }
+            _ => {
+                let _ = self.answer_locally(layer, &inbound, now);
+            }
         }
         Ok(())
     }
 
+    /// Rings every target at once (RFC 3261 §16.7 style) with `offer`, each fork with the
+    /// ring deadline. A dial that could send no INVITE ends the call with 480.
+    #[allow(clippy::too_many_arguments)]
+    fn dial(
+        &mut self,
+        layer: &mut TransactionLayer,
+        call_id: &CallId,
+        origin: Option<&LegId>,
+        caller: &Party,
+        callee: &Party,
+        targets: &[Target],
+        offer: &SessionDescription,
+        pending: PendingOffer,
+        now: Instant,
+    ) {
+        let body = offer.to_string();
+        let deadline = now + self.cfg.ring_timeout;
+        let wall = self.wall(now);
+        let mut forks = Vec::with_capacity(targets.len());
+        for target in targets {
+            let request = self.outbound_invite(caller, callee, &target.uri, target.peer, &body);
+            let Ok(parsed) = Message::parse(request.clone()) else {
+                tracing::error!("built an unparseable INVITE");
+                continue;
+            };
+            match layer.send_request(request, target.peer, now) {
+                Ok(client_tx) => {
+                    let leg = LegId::new(self.new_id(IdKind::Leg, now));
+                    self.emit(CallChange::CreateLeg(NewLeg {
+                        id: leg.to_string(),
+                        call_id: call_id.to_string(),
+                        direction: LegDirection::Outbound,
+                        agent_id: Some(callee.agent.to_string()),
+                        uri: target.uri.clone(),
+                        sip_call_id: parsed.call_id().to_owned(),
+                        status: CallStatus::Ringing,
+                        started_at: wall,
+                    }));
+                    self.by_client_tx.insert(client_tx, leg.clone());
+                    self.channels.insert(
+                        leg.clone(),
+                        Channel {
+                            id: leg.clone(),
+                            call: call_id.clone(),
+                            peer: target.peer,
+                            dialog: None,
+                            side: Side::B,
+                            status: CallStatus::Ringing,
+                            role: Role::Uac(Box::new(Uac {
+                                tx: client_tx,
+                                invite: parsed,
+                                ack_cache: None,
+                                canceled: false,
+                                ring_deadline: Some(deadline),
+                            })),
+                        },
+                    );
+                    self.arm(&leg);
+                    forks.push(leg);
+                }
+                Err(e) => tracing::warn!(error = %e, uri = %target.uri, "INVITE not sent"),
+            }
+        }
+        let no_forks = forks.is_empty();
+        if let Some(call) = self.calls.get_mut(call_id) {
+            call.channels.extend(forks.iter().cloned());
+            call.dial = Some(Dial {
+                origin: origin.cloned(),
+                forks,
+                pending,
+            });
+        }
+        if no_forks {
+            let ending = Ending {
+                status: CallStatus::Failed,
+                cause: "no contact reachable",
+                by: HangupBy::System,
+                reply: Some((480, "Temporarily Unavailable")),
+            };
+            self.end_call(layer, call_id, &ending, now);
+        }
+    }
+
     fn outbound_invite(
-        &self,
-        caller: &AgentAuth,
-        callee: &AgentAuth,
-        contact: &str,
-        transport: Transport,
+        &mut self,
+        caller: &Party,
+        callee: &Party,
+        uri: &str,
+        peer: Peer,
         sdp: &str,
     ) -> Bytes {
-        let branch = Branch::from_random(&rand::random::<[u8; 12]>());
+        let branch = self.branch();
+        let from_tag = self.tag();
+        let call_id = hex::encode(self.rng.random::<[u8; 12]>());
         let ip = host(self.cfg.public_ip);
-        MessageBuilder::request(&Method::Invite, contact)
-            .header("Via", &self.via(transport).value(&branch))
+        MessageBuilder::request(&Method::Invite, uri)
+            .header("Via", &self.via(peer.transport).value(&branch))
             .header("Max-Forwards", "70")
             .header(
                 "From",
-                &format!("<sip:{}@{ip}>;tag={}", caller.username, random_tag()),
+                &format!("<sip:{}@{ip}>;tag={from_tag}", caller.username),
             )
             .header("To", &format!("<sip:{}@{ip}>", callee.username))
-            .header(
-                "Call-ID",
-                &format!("{}@{ip}", hex::encode(rand::random::<[u8; 12]>())),
-            )
+            .header("Call-ID", &format!("{call_id}@{ip}"))
             .header("CSeq", "1 INVITE")
-            .header("Contact", &format!("<{}>", self.contact(transport)))
+            .header("Contact", &format!("<{}>", self.contact(peer.transport)))
             .header("Allow", ALLOW)
             .body("application/sdp", sdp.as_bytes())
             .build()
     }
 
+    /// The UAS channel's dialog, created with our To tag at the first response that needs
+    /// it (RFC 3261 §12.1.1).
+    fn uas_dialog(&mut self, leg: &LegId) -> Option<DialogId> {
+        let contact = self.contact(self.channels.get(leg)?.peer.transport);
+        let channel = self.channels.get_mut(leg)?;
+        if channel.dialog.is_none() {
+            let uas = channel.uas()?;
+            let d = Dialog::new_uas(&uas.invite, &uas.local_tag, &contact).ok()?;
+            let id = d.id().clone();
+            self.dialogs.insert(d).ok()?;
+            self.by_dialog.insert(id.clone(), leg.clone());
+            channel.dialog = Some(id);
+        }
+        channel.dialog.clone()
+    }
+
+    /// Sends a 2xx with `sdp` on a UAS channel and waits for its ACK.
+    fn send_uas_2xx(
+        &mut self,
+        layer: &mut TransactionLayer,
+        leg: &LegId,
+        sdp: &SessionDescription,
+        now: Instant,
+    ) -> Option<()> {
+        let id = self.uas_dialog(leg)?;
+        let channel = self.channels.get_mut(leg)?;
+        let uas = channel.uas_mut()?;
+        let b = self
+            .dialogs
+            .get_mut(&id)?
+            .response(&uas.invite, 200, "OK")
+            .ok()?;
+        let b = match &uas.session {
+            Some(decision) => decision.apply(b),
+            None => b,
+        };
+        let ok = b
+            .header("Allow", ALLOW)
+            .body("application/sdp", sdp.to_string().as_bytes())
+            .build();
+        let _ = layer.send_response(uas.tx, ok.clone(), now);
+        uas.ack_wait = Some(AckWait::new(uas.invite.cseq().seq, ok, now, layer.config()));
+        if let Some(UasDecision::Accept {
+            session_expires, ..
+        }) = &uas.session
+        {
+            uas.timer = Some(SessionTimer::new(session_expires, Refresher::Uas, now));
+        }
+        let latency = now.saturating_duration_since(uas.received_at);
+        channel.status = CallStatus::InProgress;
+        self.output.push_back(Output::SetupLatency(latency));
+        self.arm(leg);
+        Some(())
+    }
+
+    /// voxgate answers a ringing UAS channel itself: its own SDP answer, no bridge.
+    fn answer_locally(
+        &mut self,
+        layer: &mut TransactionLayer,
+        leg: &LegId,
+        now: Instant,
+    ) -> Result<(), ControlError> {
+        let wall = self.wall(now);
+        let Some(channel) = self.channels.get(leg) else {
+            return Err(ControlError::NotFound);
+        };
+        let (Some(uas), true) = (channel.uas(), channel.is_ringing()) else {
+            return Err(ControlError::Conflict);
+        };
+        let call_id = channel.call.clone();
+        let offer = SessionDescription::parse(uas.invite.body()).ok();
+        let Some(call) = self.calls.get_mut(&call_id) else {
+            return Err(ControlError::NotFound);
+        };
+        if call.dial.is_some() {
+            return Err(ControlError::Conflict);
+        }
+        let answer =
+            offer.and_then(|o| answer_offer(&self.cfg.sdp, &o, call.sdp_mut(Side::A)).ok());
+        let Some(answer) = answer else {
+            let ending = Ending {
+                status: CallStatus::Failed,
+                cause: "488 Not Acceptable Here",
+                by: HangupBy::System,
+                reply: Some((488, "Not Acceptable Here")),
+            };
+            self.end_call(layer, &call_id, &ending, now);
+            return Ok(());
+        };
+        call.answered_at = Some(wall);
+        let media = call.media;
+        if let Some(m) = &call.sdp[0].media {
+            // Nothing to relay to yet: side A's remote, with no other side to translate from.
+            self.media.update_leg(media, Side::A, leg_remote(m, m));
+        }
+        self.send_uas_2xx(layer, leg, &answer, now);
+        self.emit(CallChange::CallAnswered {
+            call_id: call_id.to_string(),
+            at: wall,
+        });
+        self.emit(CallChange::LegStatus {
+            leg_id: leg.to_string(),
+            status: CallStatus::InProgress,
+            at: wall,
+            hangup_cause: None,
+        });
+        self.output
+            .push_back(Output::Event(CallEvent::Answered { call: call_id }));
+        metrics::counter!("voxgate_calls_answered_total").increment(1);
+        Ok(())
+    }
+
     // ---------------------------------------------------------------------------------
-    // Responses on outbound legs
+    // Responses on UAC channels
 
     /// A response for one of our client transactions. Returns false if it is not ours.
     pub fn on_response(
@@ -575,46 +1001,88 @@ impl CallEngine {
         resp: Message,
         now: Instant,
     ) -> bool {
-        self.timers_dirty.set(true);
-        let Some(call_id) = self.by_client_tx.get(&tx).cloned() else {
-            return false;
-        };
-        let Some(call) = self.calls.get(&call_id) else {
-            return true;
-        };
-        if let Some(r) = &call.renegotiation {
-            if r.client_tx == tx {
-                self.on_renegotiation_response(layer, &call_id, resp, now);
+        let Some(leg) = self.by_client_tx.get(&tx).cloned() else {
+            if self.orphans.contains_key(&tx) {
+                self.on_orphan_response(layer, tx, &resp, now);
                 return true;
             }
-        }
-        let Some(idx) = call.outbound.iter().position(|l| l.tx == tx) else {
-            // A BYE's or re-INVITE's response we no longer track.
+            return false;
+        };
+        let Some(call_id) = self.channels.get(&leg).map(|c| c.call.clone()) else {
             return true;
         };
-        if resp.cseq().method != Method::Invite {
+        let renegotiating = self
+            .calls
+            .get(&call_id)
+            .and_then(|c| c.renegotiation.as_ref())
+            .is_some_and(|r| r.client_tx == tx);
+        if renegotiating {
+            self.on_renegotiation_response(layer, &call_id, resp, now);
             return true;
         }
-        self.on_invite_response(layer, &call_id, idx, resp, now);
+        let is_invite_tx = self
+            .channels
+            .get_mut(&leg)
+            .and_then(Channel::uac_mut)
+            .is_some_and(|u| u.tx == tx);
+        if is_invite_tx && resp.cseq().method == Method::Invite {
+            self.on_invite_response(layer, &call_id, &leg, &resp, now);
+        }
         true
+    }
+
+    /// A 2xx that crossed the CANCEL of a call that has ended: ACK it and hang it up, or
+    /// the phone would hold a call nobody is on (RFC 3261 §9.1, §15).
+    fn on_orphan_response(
+        &mut self,
+        layer: &mut TransactionLayer,
+        tx: ClientTxId,
+        resp: &Message,
+        now: Instant,
+    ) {
+        if !resp.status().is_some_and(|s| (200..300).contains(&s)) {
+            return;
+        }
+        let Some(orphan) = self.orphans.get(&tx) else {
+            return;
+        };
+        let peer = orphan.peer;
+        let id = match self.dialogs.handle_uac_response(&orphan.invite, resp) {
+            Ok(UacInviteOutcome::Confirmed { id } | UacInviteOutcome::ExtraFork { id }) => id,
+            _ => return,
+        };
+        let branch = self.branch();
+        if let Some(d) = self.dialogs.get(&id) {
+            let ack = d
+                .ack(resp.cseq().seq, &self.via(peer.transport), &branch)
+                .build();
+            layer.send_stateless(ack, peer);
+        }
+        self.bye_dialog(layer, &id, peer, now);
+        self.dialogs.remove_terminated();
+    }
+
+    /// A client transaction is gone: an orphaned fork can no longer answer.
+    pub fn on_client_terminated(&mut self, tx: ClientTxId) {
+        self.orphans.remove(&tx);
     }
 
     fn on_invite_response(
         &mut self,
         layer: &mut TransactionLayer,
-        call_id: &str,
-        idx: usize,
-        resp: Message,
+        call_id: &CallId,
+        leg: &LegId,
+        resp: &Message,
         now: Instant,
     ) {
         let status = resp.status().unwrap_or(500);
-        let Some(call) = self.calls.get_mut(call_id) else {
+        let Some(channel) = self.channels.get_mut(leg) else {
             return;
         };
-        let outcome = self
-            .dialogs
-            .handle_uac_response(&call.outbound[idx].invite, &resp);
-        let outcome = match outcome {
+        let Role::Uac(uac) = &mut channel.role else {
+            return;
+        };
+        let outcome = match self.dialogs.handle_uac_response(&uac.invite, resp) {
             Ok(o) => o,
             Err(e) => {
                 tracing::debug!(error = %e, "response outside dialog rules");
@@ -624,80 +1092,107 @@ impl CallEngine {
         match outcome {
             UacInviteOutcome::NoDialog => {}
             UacInviteOutcome::Early { id, .. } => {
-                self.by_dialog
-                    .insert(id.clone(), (call_id.to_owned(), LegRef::Outbound(idx)));
-                call.outbound[idx].dialog.get_or_insert(id);
-                if call.outbound[idx].canceled {
+                self.by_dialog.insert(id.clone(), leg.clone());
+                channel.dialog.get_or_insert(id);
+                if uac.canceled {
                     // CANCEL waits for a provisional (RFC 3261 §9.1): now it can go.
-                    let _ = layer.cancel(call.outbound[idx].tx, now);
+                    let _ = layer.cancel(uac.tx, now);
                     return;
                 }
-                if call.phase == Phase::Ringing && (status == 180 || status == 183) {
-                    self.relay_provisional(layer, call_id, &resp, now);
+                if status == 180 || status == 183 {
+                    self.relay_provisional(layer, call_id, resp, now);
                 }
             }
             UacInviteOutcome::Confirmed { id } => {
-                self.by_dialog
-                    .insert(id.clone(), (call_id.to_owned(), LegRef::Outbound(idx)));
-                call.outbound[idx].dialog = Some(id.clone());
-                self.ack_outbound(layer, call_id, idx, &id, now);
-                let won = self.calls.get(call_id).is_some_and(|c| {
-                    c.winner.is_none() && c.phase == Phase::Ringing && !c.outbound[idx].canceled
-                });
+                self.by_dialog.insert(id.clone(), leg.clone());
+                channel.dialog = Some(id.clone());
+                let lost = uac.canceled || !channel.is_ringing();
+                self.ack_uac(layer, leg, &id, now);
+                let won = !lost
+                    && self
+                        .calls
+                        .get(call_id)
+                        .is_some_and(|c| !c.answered() && c.dial.is_some());
                 if won {
-                    self.answer_call(layer, call_id, idx, &resp, now);
+                    self.fork_answered(layer, call_id, leg, resp, now);
                 } else {
                     // Lost the race (another fork answered, or we cancelled): hang it up.
-                    self.bye_leg(layer, call_id, LegRef::Outbound(idx), now);
+                    self.bye_channel(layer, leg, now);
                 }
             }
             UacInviteOutcome::ExtraFork { id } => {
-                let peer = call.outbound[idx].peer;
-                self.by_dialog
-                    .insert(id.clone(), (call_id.to_owned(), LegRef::Outbound(idx)));
-                self.ack_outbound(layer, call_id, idx, &id, now);
+                let peer = channel.peer;
+                self.by_dialog.insert(id.clone(), leg.clone());
+                self.ack_uac(layer, leg, &id, now);
                 self.bye_dialog(layer, &id, peer, now);
             }
             UacInviteOutcome::Retransmitted2xx { .. } => {
-                let leg = &mut call.outbound[idx];
-                if let Some(cache) = &mut leg.ack_cache {
-                    if let Some(ack) = cache.on_response(&resp) {
-                        layer.send_stateless(ack, leg.peer);
-                    }
+                if let Some(ack) = uac.ack_cache.as_mut().and_then(|c| c.on_response(resp)) {
+                    layer.send_stateless(ack, channel.peer);
                 }
             }
             UacInviteOutcome::Failed { status, .. } => {
-                let leg = &mut call.outbound[idx];
-                leg.status = fork_status(status, leg.canceled);
-                let leg_id = leg.id.clone();
-                let leg_status = leg.status;
-                self.record(CallChange::LegStatus {
-                    leg_id,
-                    status: leg_status,
-                    at: Utc::now(),
-                    hangup_cause: Some(format!("{status} {}", resp.reason().unwrap_or_default())),
-                });
-                self.fork_failed(layer, call_id, now);
+                let reason = resp.reason().unwrap_or_default().to_owned();
+                self.fork_failed(layer, leg, status, &reason, now);
             }
         }
     }
 
+    /// A fork ended without a dialog (a final error, a timeout, a transport failure, its
+    /// ring deadline): record it, and when no fork is left ringing, fail the dial.
+    fn fork_failed(
+        &mut self,
+        layer: &mut TransactionLayer,
+        leg: &LegId,
+        code: u16,
+        reason: &str,
+        now: Instant,
+    ) {
+        let wall = self.wall(now);
+        let Some(channel) = self.channels.get_mut(leg) else {
+            return;
+        };
+        if !channel.is_ringing() {
+            return;
+        }
+        let canceled = channel.uac_mut().is_some_and(|u| u.canceled);
+        channel.status = fork_status(code, canceled);
+        let status = channel.status;
+        let call_id = channel.call.clone();
+        self.emit(CallChange::LegStatus {
+            leg_id: leg.to_string(),
+            status,
+            at: wall,
+            hangup_cause: Some(format!("{code} {reason}")),
+        });
+        self.dial_failed_if_done(layer, &call_id, now);
+    }
+
     /// Every fork has failed: the caller gets the best failure (RFC 3261 §16.7 step 6,
-    /// simplified: busy wins, then the first final response).
-    fn fork_failed(&mut self, layer: &mut TransactionLayer, call_id: &str, now: Instant) {
+    /// simplified: busy wins, then no-answer, then the rest).
+    fn dial_failed_if_done(
+        &mut self,
+        layer: &mut TransactionLayer,
+        call_id: &CallId,
+        now: Instant,
+    ) {
         let Some(call) = self.calls.get(call_id) else {
             return;
         };
-        if call.winner.is_some()
-            || call.phase != Phase::Ringing
-            || call
-                .outbound
-                .iter()
-                .any(|l| l.status == CallStatus::Ringing)
-        {
+        let Some(dial) = &call.dial else {
+            return;
+        };
+        if call.answered() {
             return;
         }
-        let statuses: Vec<CallStatus> = call.outbound.iter().map(|l| l.status).collect();
+        let statuses: Vec<CallStatus> = dial
+            .forks
+            .iter()
+            .filter_map(|l| self.channels.get(l).map(|c| c.status))
+            .collect();
+        if statuses.contains(&CallStatus::Ringing) {
+            return;
+        }
         let (status, code, reason) = if statuses.contains(&CallStatus::Busy) {
             (CallStatus::Busy, 486, "Busy Here")
         } else if statuses.contains(&CallStatus::NoAnswer) {
@@ -705,257 +1200,233 @@ impl CallEngine {
         } else {
             (CallStatus::Failed, 480, "Temporarily Unavailable")
         };
-        self.end_call(
-            layer,
-            call_id,
+        let cause = format!("{code} {reason}");
+        let ending = Ending {
             status,
-            &format!("{code} {reason}"),
-            "callee",
-            Some((code, reason)),
-            now,
-        );
+            cause: &cause,
+            by: HangupBy::Callee,
+            reply: Some((code, reason)),
+        };
+        self.end_call(layer, call_id, &ending, now);
     }
 
-    fn ack_outbound(
-        &mut self,
-        layer: &mut TransactionLayer,
-        call_id: &str,
-        idx: usize,
-        id: &DialogId,
-        now: Instant,
-    ) {
-        let Some(leg) = self.calls.get_mut(call_id).map(|c| &mut c.outbound[idx]) else {
+    fn ack_uac(&mut self, layer: &mut TransactionLayer, leg: &LegId, id: &DialogId, now: Instant) {
+        let branch = self.branch();
+        let Some(channel) = self.channels.get_mut(leg) else {
+            return;
+        };
+        let peer = channel.peer;
+        let Some(uac) = channel.uac_mut() else {
             return;
         };
         let Some(d) = self.dialogs.get(id) else {
             return;
         };
-        let seq = leg.invite.cseq().seq;
-        let branch = Branch::from_random(&rand::random::<[u8; 12]>());
-        let ack = d
-            .ack(seq, &self_via(&self.cfg, leg.peer.transport), &branch)
-            .build();
-        layer.send_stateless(ack.clone(), leg.peer);
-        leg.ack_cache = Some(AckCache::new(seq, ack, now, layer.config()));
+        let seq = uac.invite.cseq().seq;
+        let via = LocalVia::new(
+            peer.transport,
+            format!("{}:{}", host(self.cfg.public_ip), self.cfg.sip_port),
+        );
+        let ack = d.ack(seq, &via, &branch).build();
+        layer.send_stateless(ack.clone(), peer);
+        uac.ack_cache = Some(AckCache::new(seq, ack, now, layer.config()));
+        self.arm(leg);
     }
 
     /// 180/183 from a fork: the caller hears ringing (and early media with 183's SDP).
     fn relay_provisional(
         &mut self,
         layer: &mut TransactionLayer,
-        call_id: &str,
+        call_id: &CallId,
         resp: &Message,
         now: Instant,
     ) {
         let status = resp.status().unwrap_or(180);
-        let Some(id) = self.inbound_dialog(call_id) else {
+        let Some(origin) = self
+            .calls
+            .get(call_id)
+            .filter(|c| !c.answered())
+            .and_then(|c| c.dial.as_ref()?.origin.clone())
+        else {
             return;
         };
-        let (Some(call), Some(d)) = (self.calls.get_mut(call_id), self.dialogs.get_mut(&id)) else {
+        let Some(id) = self.uas_dialog(&origin) else {
             return;
         };
-        let Ok(mut b) = d.response(
-            &call.inbound.invite,
-            status,
-            resp.reason().unwrap_or("Ringing"),
+        let (Some(call), Some(channel), Some(d)) = (
+            self.calls.get_mut(call_id),
+            self.channels.get(&origin),
+            self.dialogs.get_mut(&id),
         ) else {
             return;
         };
+        let Some(uas) = channel.uas() else {
+            return;
+        };
+        let Ok(mut b) = d.response(&uas.invite, status, resp.reason().unwrap_or("Ringing")) else {
+            return;
+        };
         if status == 183 && is_sdp(resp) {
-            if let (Some(pending), Ok(answer)) =
-                (&call.pending, SessionDescription::parse(resp.body()))
-            {
-                if let Ok(sdp) =
-                    pending.answer(&self.cfg.sdp, &answer, &mut call.sdp_b, &mut call.sdp_a)
-                {
-                    update_media(&self.media, call);
-                    b = b.body("application/sdp", sdp.to_string().as_bytes());
-                }
+            let answered = SessionDescription::parse(resp.body())
+                .ok()
+                .and_then(|answer| call.answer_dial(&self.cfg.sdp, &answer)?.ok());
+            if let Some(sdp) = answered {
+                update_media(self.media.as_mut(), call);
+                b = b.body("application/sdp", sdp.to_string().as_bytes());
             }
         }
-        let _ = layer.send_response(call.inbound.tx, b.build(), now);
+        let _ = layer.send_response(uas.tx, b.build(), now);
+        self.output.push_back(Output::Event(CallEvent::Ringing {
+            call: call_id.clone(),
+        }));
     }
 
-    /// The caller's UAS dialog, created with our To tag at the first response that needs
-    /// it (RFC 3261 §12.1.1).
-    fn inbound_dialog(&mut self, call_id: &str) -> Option<DialogId> {
-        let call = self.calls.get_mut(call_id)?;
-        if call.inbound.dialog.is_none() {
-            let contact = contact_uri(&self.cfg, call.inbound.peer.transport);
-            let d =
-                Dialog::new_uas(&call.inbound.invite, &call.inbound.local_tag, &contact).ok()?;
-            let id = d.id().clone();
-            self.dialogs.insert(d).ok()?;
-            self.by_dialog
-                .insert(id.clone(), (call_id.to_owned(), LegRef::Inbound));
-            call.inbound.dialog = Some(id);
-        }
-        call.inbound.dialog.clone()
-    }
-
-    /// The first 2xx: bridge. CANCEL the other forks, answer the caller with voxgate's SDP.
-    fn answer_call(
+    /// The first 2xx of a dial: bridge the winner with the origin, cancel the other forks.
+    fn fork_answered(
         &mut self,
         layer: &mut TransactionLayer,
-        call_id: &str,
-        idx: usize,
+        call_id: &CallId,
+        leg: &LegId,
         resp: &Message,
         now: Instant,
     ) {
-        let wall = Utc::now();
-        let cfg = self.cfg.sdp.clone();
-        // Negotiate first: a 2xx whose SDP we cannot use ends the call.
-        let answer_sdp = {
-            let Some(call) = self.calls.get_mut(call_id) else {
-                return;
-            };
-            let answer = SessionDescription::parse(resp.body())
-                .map_err(|e| e.to_string())
-                .and_then(|a| {
-                    call.pending
-                        .as_ref()
-                        .ok_or_else(|| "no pending offer".to_owned())
-                        .and_then(|p| {
-                            p.answer(&cfg, &a, &mut call.sdp_b, &mut call.sdp_a)
-                                .map_err(|e| e.to_string())
-                        })
-                });
-            match answer {
-                Ok(sdp) => sdp,
-                Err(e) => {
-                    tracing::info!(error = %e, "callee's answer unusable");
-                    call.winner = Some(idx);
-                    self.end_call(
-                        layer,
-                        call_id,
-                        CallStatus::Failed,
-                        "488 Not Acceptable Here",
-                        "system",
-                        Some((488, "Not Acceptable Here")),
-                        now,
-                    );
-                    return;
-                }
-            }
-        };
+        let wall = self.wall(now);
         let Some(call) = self.calls.get_mut(call_id) else {
             return;
         };
-        call.winner = Some(idx);
-        call.phase = Phase::Answered;
-        call.answered_at = Some(wall);
-        call.pending = None;
-        update_media(&self.media, call);
-        call.outbound[idx].status = CallStatus::InProgress;
-        let winner_leg = call.outbound[idx].id.clone();
-        let inbound_leg = call.inbound.id.clone();
-        let others: Vec<usize> = (0..call.outbound.len())
-            .filter(|&i| i != idx && call.outbound[i].status == CallStatus::Ringing)
-            .collect();
-        for i in others {
-            let leg = &mut call.outbound[i];
-            leg.canceled = true;
-            leg.status = CallStatus::Canceled;
-            let _ = layer.cancel(leg.tx, now);
-        }
-        self.record(CallChange::CallAnswered {
-            call_id: call_id.to_owned(),
-            at: wall,
-        });
-        self.record(CallChange::LegStatus {
-            leg_id: winner_leg,
-            status: CallStatus::InProgress,
-            at: wall,
-            hangup_cause: None,
-        });
-        self.record(CallChange::LegStatus {
-            leg_id: inbound_leg,
-            status: CallStatus::InProgress,
-            at: wall,
-            hangup_cause: None,
-        });
-
-        let Some(id) = self.inbound_dialog(call_id) else {
+        let Some(dial) = call.dial.take() else {
             return;
         };
-        let (Some(call), Some(d)) = (self.calls.get(call_id), self.dialogs.get_mut(&id)) else {
-            return;
-        };
-        let Ok(b) = d.response(&call.inbound.invite, 200, "OK") else {
-            return;
-        };
-        let b = match &call.inbound.session {
-            Some(decision) => decision.apply(b),
-            None => b,
-        };
-        let ok = b
-            .header("Allow", ALLOW)
-            .body("application/sdp", answer_sdp.to_string().as_bytes())
-            .build();
-        let seq = call.inbound.invite.cseq().seq;
-        let tx = call.inbound.tx;
-        let _ = layer.send_response(tx, ok.clone(), now);
-        if let Some(call) = self.calls.get_mut(call_id) {
-            call.inbound.ack_wait = Some(AckWait::new(seq, ok, now, layer.config()));
-            if let Some(UasDecision::Accept {
-                session_expires, ..
-            }) = &call.inbound.session
-            {
-                call.inbound.timer = Some(SessionTimer::new(session_expires, Refresher::Uas, now));
+        // Negotiate first: a 2xx whose SDP we cannot use ends the call.
+        let answer = SessionDescription::parse(resp.body())
+            .map_err(|e| e.to_string())
+            .and_then(|a| {
+                let (b_sdp, a_sdp) = call.sdp_pair(Side::B);
+                dial.pending
+                    .answer(&self.cfg.sdp, &a, b_sdp, a_sdp)
+                    .map_err(|e| e.to_string())
+            });
+        let answer_sdp = match answer {
+            Ok(sdp) => sdp,
+            Err(e) => {
+                tracing::info!(error = %e, "callee's answer unusable");
+                call.dial = Some(dial);
+                if let Some(c) = self.channels.get_mut(leg) {
+                    c.status = CallStatus::InProgress;
+                }
+                let ending = Ending {
+                    status: CallStatus::Failed,
+                    cause: "488 Not Acceptable Here",
+                    by: HangupBy::System,
+                    reply: Some((488, "Not Acceptable Here")),
+                };
+                self.end_call(layer, call_id, &ending, now);
+                return;
             }
+        };
+        call.answered_at = Some(wall);
+        update_media(self.media.as_mut(), call);
+        if let Some(origin) = &dial.origin {
+            call.bridge = Some(Bridge {
+                a: origin.clone(),
+                b: leg.clone(),
+            });
         }
+        for other in dial.forks.iter().filter(|l| *l != leg) {
+            let Some(c) = self.channels.get_mut(other) else {
+                continue;
+            };
+            if !c.is_ringing() {
+                continue;
+            }
+            c.status = CallStatus::Canceled;
+            if let Some(uac) = c.uac_mut() {
+                uac.canceled = true;
+                let _ = layer.cancel(uac.tx, now);
+            }
+            self.emit(CallChange::LegStatus {
+                leg_id: other.to_string(),
+                status: CallStatus::Canceled,
+                at: wall,
+                hangup_cause: Some("answered elsewhere".to_owned()),
+            });
+        }
+        if let Some(c) = self.channels.get_mut(leg) {
+            c.status = CallStatus::InProgress;
+        }
+        self.emit(CallChange::CallAnswered {
+            call_id: call_id.to_string(),
+            at: wall,
+        });
+        self.emit(CallChange::LegStatus {
+            leg_id: leg.to_string(),
+            status: CallStatus::InProgress,
+            at: wall,
+            hangup_cause: None,
+        });
+        if let Some(origin) = &dial.origin {
+            self.emit(CallChange::LegStatus {
+                leg_id: origin.to_string(),
+                status: CallStatus::InProgress,
+                at: wall,
+                hangup_cause: None,
+            });
+            self.send_uas_2xx(layer, origin, &answer_sdp, now);
+        }
+        self.output.push_back(Output::Event(CallEvent::Answered {
+            call: call_id.clone(),
+        }));
         metrics::counter!("voxgate_calls_answered_total").increment(1);
     }
 
     // ---------------------------------------------------------------------------------
-    // Requests from the caller or the callee
+    // Requests from the phones
 
-    /// CANCEL of a pending inbound INVITE: 487 to it, CANCEL every fork.
+    /// CANCEL of a pending INVITE we received: 487 to it, CANCEL every fork.
     pub fn on_cancel(
         &mut self,
         layer: &mut TransactionLayer,
         invite_tx: ServerTxId,
         now: Instant,
     ) -> bool {
-        self.timers_dirty.set(true);
-        let Some(call_id) = self.by_server_tx.get(&invite_tx).cloned() else {
+        let Some(leg) = self.by_server_tx.get(&invite_tx).cloned() else {
             return false;
         };
-        if self
-            .calls
-            .get(&call_id)
-            .is_some_and(|c| c.phase == Phase::Ringing)
-        {
-            self.end_call(
-                layer,
-                &call_id,
-                CallStatus::Canceled,
-                "CANCEL",
-                "caller",
-                Some((487, "Request Terminated")),
-                now,
-            );
+        let Some(channel) = self.channels.get(&leg) else {
+            return true;
+        };
+        if channel.is_ringing() {
+            let call_id = channel.call.clone();
+            let ending = Ending {
+                status: CallStatus::Canceled,
+                cause: "CANCEL",
+                by: HangupBy::Caller,
+                reply: Some((487, "Request Terminated")),
+            };
+            self.end_call(layer, &call_id, &ending, now);
         }
         true
     }
 
     /// ACK for a 2xx (or a stray one): stops the 2xx retransmissions.
     pub fn on_ack(&mut self, ack: &Message) {
-        self.timers_dirty.set(true);
         let Some(d) = self.dialogs.find_for_request(ack) else {
             return;
         };
-        if let Ok(InDialogRequest::Ack { cseq }) = d.handle_request(ack) {
-            let id = d.id().clone();
-            if let Some((call_id, LegRef::Inbound)) = self.by_dialog.get(&id) {
-                if let Some(w) = self
-                    .calls
-                    .get_mut(call_id)
-                    .and_then(|c| c.inbound.ack_wait.as_mut())
-                {
-                    w.handle_ack(cseq);
-                }
-            }
+        let Ok(InDialogRequest::Ack { cseq }) = d.handle_request(ack) else {
+            return;
+        };
+        let id = d.id().clone();
+        let Some(leg) = self.by_dialog.get(&id) else {
+            return;
+        };
+        if let Some(w) = self
+            .channels
+            .get_mut(leg)
+            .and_then(Channel::uas_mut)
+            .and_then(|u| u.ack_wait.as_mut())
+        {
+            w.handle_ack(cseq);
         }
     }
 
@@ -968,13 +1439,12 @@ impl CallEngine {
         req: Message,
         now: Instant,
     ) -> bool {
-        self.timers_dirty.set(true);
         let Some(d) = self.dialogs.find_for_request(&req) else {
             return false;
         };
         let id = d.id().clone();
         let handled = d.handle_request(&req);
-        let Some((call_id, leg)) = self.by_dialog.get(&id).cloned() else {
+        let Some(leg) = self.by_dialog.get(&id).cloned() else {
             // A dialog of a call that is gone (e.g. a lost fork we are hanging up).
             if let Ok(b) = d.response(&req, 200, "OK") {
                 let _ = layer.send_response(tx, b.build(), now);
@@ -992,37 +1462,50 @@ impl CallEngine {
                 }
                 self.dialogs.remove(&id);
                 self.by_dialog.remove(&id);
-                let by: HangupBy = match leg {
-                    LegRef::Inbound => "caller",
-                    LegRef::Outbound(_) => "callee",
+                if let Some(c) = self.channels.get_mut(&leg) {
+                    c.dialog = None;
+                }
+                let Some(channel) = self.channels.get(&leg) else {
+                    return true;
                 };
-                self.end_call(layer, &call_id, CallStatus::Completed, "BYE", by, None, now);
+                let by = match channel.role {
+                    Role::Uas(_) => HangupBy::Caller,
+                    Role::Uac(_) => HangupBy::Callee,
+                };
+                let call_id = channel.call.clone();
+                let ending = Ending {
+                    status: CallStatus::Completed,
+                    cause: "BYE",
+                    by,
+                    reply: None,
+                };
+                self.end_call(layer, &call_id, &ending, now);
             }
             Ok(InDialogRequest::Request { .. }) => {
                 let method = req.method().cloned();
                 if matches!(method, Some(Method::Invite | Method::Update)) {
-                    self.session_refresh(&call_id, leg, &req, now);
+                    self.session_refresh(&leg, &req, now);
                 }
-                let session = match leg {
-                    LegRef::Inbound => self.calls.get(&call_id).and_then(|c| c.inbound.session),
-                    LegRef::Outbound(_) => None,
-                };
-                let Some(d) = self.dialogs.get_mut(&id) else {
-                    return true;
-                };
                 match method {
                     Some(Method::Invite | Method::Update) if is_sdp(&req) => {
-                        self.relay_offer(layer, &call_id, leg, tx, req, now);
+                        self.relay_offer(layer, &leg, tx, req, now);
                     }
                     Some(Method::Invite) => {
                         // An offerless re-INVITE would need us to offer; not supported yet.
-                        if let Ok(b) = d.response(&req, 488, "Not Acceptable Here") {
-                            let _ = layer.send_response(tx, b.build(), now);
-                        }
+                        self.respond_in_dialog(layer, &req, tx, 488, "Not Acceptable Here", now);
                     }
                     _ => {
                         // OPTIONS, INFO, UPDATE without SDP (session refresh): answered here.
-                        if let Ok(b) = d.response(&req, 200, "OK") {
+                        let session = self
+                            .channels
+                            .get(&leg)
+                            .and_then(Channel::uas)
+                            .and_then(|u| u.session);
+                        if let Some(b) = self
+                            .dialogs
+                            .get_mut(&id)
+                            .and_then(|d| d.response(&req, 200, "OK").ok())
+                        {
                             let b = match (&method, session) {
                                 (Some(Method::Update), Some(decision)) => decision.apply(b),
                                 _ => b,
@@ -1036,97 +1519,103 @@ impl CallEngine {
         true
     }
 
+    fn respond_in_dialog(
+        &mut self,
+        layer: &mut TransactionLayer,
+        req: &Message,
+        tx: ServerTxId,
+        code: u16,
+        reason: &'static str,
+        now: Instant,
+    ) {
+        if let Some(b) = self
+            .dialogs
+            .find_for_request(req)
+            .and_then(|d| d.response(req, code, reason).ok())
+        {
+            let _ = layer.send_response(tx, b.build(), now);
+        }
+    }
+
     /// A re-INVITE or UPDATE from the caller refreshes its session timer (RFC 4028 §10).
-    fn session_refresh(&mut self, call_id: &str, leg: LegRef, req: &Message, now: Instant) {
-        let Some(call) = self.calls.get_mut(call_id) else {
+    fn session_refresh(&mut self, leg: &LegId, req: &Message, now: Instant) {
+        let Some(uas) = self.channels.get_mut(leg).and_then(Channel::uas_mut) else {
             return;
         };
-        if leg != LegRef::Inbound || call.inbound.timer.is_none() {
+        let Some(timer) = &mut uas.timer else {
             return;
-        }
+        };
         if let Ok(
             decision @ UasDecision::Accept {
                 session_expires, ..
             },
         ) = negotiate_uas(&SESSION_TIMER, req)
         {
-            if let Some(t) = &mut call.inbound.timer {
-                t.refreshed(&session_expires, Refresher::Uas, now);
-            }
-            call.inbound.session = Some(decision);
+            timer.refreshed(&session_expires, Refresher::Uas, now);
+            uas.session = Some(decision);
+            self.arm(leg);
         }
     }
 
-    /// re-INVITE or UPDATE with an offer from one leg: forward it to the other leg as
-    /// voxgate's own offer (hold, resume, codec change).
+    /// re-INVITE or UPDATE with an offer on a bridged channel: forward it to the other
+    /// channel as voxgate's own offer (hold, resume, codec change).
     fn relay_offer(
         &mut self,
         layer: &mut TransactionLayer,
-        call_id: &str,
-        from: LegRef,
+        from: &LegId,
         tx: ServerTxId,
         req: Message,
         now: Instant,
     ) {
-        let cfg = self.cfg.sdp.clone();
-        let via_cfg = self.cfg.clone();
-        let Some(call) = self.calls.get_mut(call_id) else {
+        let branch = self.branch();
+        let Some(call_id) = self.channels.get(from).map(|c| c.call.clone()) else {
             return;
         };
-        let reply_err = |dialogs: &mut Dialogs, layer: &mut TransactionLayer, code, reason| {
-            if let Some(d) = dialogs.find_for_request(&req) {
-                if let Ok(b) = d.response(&req, code, reason) {
-                    let _ = layer.send_response(tx, b.build(), now);
-                }
-            }
+        let Some(call) = self.calls.get_mut(&call_id) else {
+            return;
         };
-        let (Some(winner), Phase::Answered) = (call.winner, call.phase) else {
-            reply_err(&mut self.dialogs, layer, 491, "Request Pending");
+        let Some(other) = call.bridge.as_ref().and_then(|b| b.other(from)).cloned() else {
+            self.respond_in_dialog(layer, &req, tx, 491, "Request Pending", now);
             return;
         };
         if call.renegotiation.is_some() {
-            reply_err(&mut self.dialogs, layer, 491, "Request Pending");
+            self.respond_in_dialog(layer, &req, tx, 491, "Request Pending", now);
             return;
         }
         let offer = match SessionDescription::parse(req.body()) {
             Ok(o) => o,
             Err(e) => {
-                reply_err(
-                    &mut self.dialogs,
-                    layer,
-                    e.sip_status(),
-                    reason_for(e.sip_status()),
-                );
+                let code = e.sip_status();
+                self.respond_in_dialog(layer, &req, tx, code, reason_for(code), now);
                 return;
             }
         };
-        let (other, other_sdp) = match from {
-            LegRef::Inbound => (LegRef::Outbound(winner), &mut call.sdp_b),
-            LegRef::Outbound(_) => (LegRef::Inbound, &mut call.sdp_a),
+        let Some((other_side, other_dialog, other_peer)) = self
+            .channels
+            .get(&other)
+            .map(|c| (c.side, c.dialog.clone(), c.peer))
+        else {
+            return;
         };
-        let (offer_out, pending) = match forward_offer(&cfg, &offer, other_sdp) {
-            Ok(x) => x,
-            Err(e) => {
-                reply_err(
-                    &mut self.dialogs,
-                    layer,
-                    e.sip_status(),
-                    reason_for(e.sip_status()),
-                );
-                return;
-            }
-        };
-        let (other_dialog, other_peer) = match other {
-            LegRef::Inbound => (call.inbound.dialog.clone(), call.inbound.peer),
-            LegRef::Outbound(i) => (call.outbound[i].dialog.clone(), call.outbound[i].peer),
-        };
+        let (offer_out, pending) =
+            match forward_offer(&self.cfg.sdp, &offer, call.sdp_mut(other_side)) {
+                Ok(x) => x,
+                Err(e) => {
+                    let code = e.sip_status();
+                    self.respond_in_dialog(layer, &req, tx, code, reason_for(code), now);
+                    return;
+                }
+            };
         let Some(d) = other_dialog.and_then(|id| self.dialogs.get_mut(&id)) else {
             return;
         };
         let method = req.method().cloned().unwrap_or(Method::Invite);
-        let branch = Branch::from_random(&rand::random::<[u8; 12]>());
-        let Ok(b) = d.request(method, &self_via(&via_cfg, other_peer.transport), &branch) else {
-            reply_err(&mut self.dialogs, layer, 491, "Request Pending");
+        let via = LocalVia::new(
+            other_peer.transport,
+            format!("{}:{}", host(self.cfg.public_ip), self.cfg.sip_port),
+        );
+        let Ok(b) = d.request(method, &via, &branch) else {
+            self.respond_in_dialog(layer, &req, tx, 491, "Request Pending", now);
             return;
         };
         let bytes = b
@@ -1137,9 +1626,9 @@ impl CallEngine {
         };
         match layer.send_request(bytes, other_peer, now) {
             Ok(client_tx) => {
-                self.by_client_tx.insert(client_tx, call_id.to_owned());
+                self.by_client_tx.insert(client_tx, other);
                 call.renegotiation = Some(Renegotiation {
-                    from,
+                    from: from.clone(),
                     server_tx: tx,
                     request: req,
                     client_tx,
@@ -1154,7 +1643,7 @@ impl CallEngine {
     fn on_renegotiation_response(
         &mut self,
         layer: &mut TransactionLayer,
-        call_id: &str,
+        call_id: &CallId,
         resp: Message,
         now: Instant,
     ) {
@@ -1162,8 +1651,7 @@ impl CallEngine {
         if status < 200 {
             return;
         }
-        let cfg = self.cfg.sdp.clone();
-        let via_cfg = self.cfg.clone();
+        let branch = self.branch();
         let Some(call) = self.calls.get_mut(call_id) else {
             return;
         };
@@ -1171,52 +1659,49 @@ impl CallEngine {
             return;
         };
         self.by_client_tx.remove(&r.client_tx);
-        let is_invite = r.client_request.method() == Some(&Method::Invite);
-        // ACK the other leg's 2xx to our re-INVITE.
-        if is_invite && (200..300).contains(&status) {
-            if let Some(d) = self.dialogs.find_for_response(&resp) {
-                let _ = d.handle_response(&resp);
-                let branch = Branch::from_random(&rand::random::<[u8; 12]>());
-                let peer = match r.from {
-                    LegRef::Inbound => call.winner.map(|w| call.outbound[w].peer),
-                    LegRef::Outbound(_) => Some(call.inbound.peer),
-                };
-                if let Some(peer) = peer {
-                    let ack = d
-                        .ack(
-                            r.client_request.cseq().seq,
-                            &self_via(&via_cfg, peer.transport),
-                            &branch,
-                        )
-                        .build();
-                    layer.send_stateless(ack, peer);
-                }
-            }
-        } else if let Some(d) = self.dialogs.find_for_response(&resp) {
+        let success = (200..300).contains(&status);
+        let Some(to) = call.bridge.as_ref().and_then(|b| b.other(&r.from)).cloned() else {
+            return;
+        };
+        let (Some(from_side), Some((to_side, to_peer))) = (
+            self.channels.get(&r.from).map(|c| c.side),
+            self.channels.get(&to).map(|c| (c.side, c.peer)),
+        ) else {
+            return;
+        };
+        if let Some(d) = self.dialogs.find_for_response(&resp) {
             let _ = d.handle_response(&resp);
+            // ACK the other channel's 2xx to our re-INVITE.
+            if success && r.client_request.method() == Some(&Method::Invite) {
+                let via = LocalVia::new(
+                    to_peer.transport,
+                    format!("{}:{}", host(self.cfg.public_ip), self.cfg.sip_port),
+                );
+                let ack = d.ack(r.client_request.cseq().seq, &via, &branch).build();
+                layer.send_stateless(ack, to_peer);
+            }
         }
-        let answer = if (200..300).contains(&status) {
-            let (answerer, offerer) = match r.from {
-                LegRef::Inbound => (&mut call.sdp_b, &mut call.sdp_a),
-                LegRef::Outbound(_) => (&mut call.sdp_a, &mut call.sdp_b),
-            };
+        let answer = if success {
+            let (answerer, offerer) = call.sdp_pair(to_side);
+            debug_assert_ne!(to_side, from_side);
             SessionDescription::parse(resp.body())
                 .ok()
-                .and_then(|a| r.pending.answer(&cfg, &a, answerer, offerer).ok())
+                .and_then(|a| r.pending.answer(&self.cfg.sdp, &a, answerer, offerer).ok())
         } else {
             None
         };
         if answer.is_some() {
-            update_media(&self.media, call);
+            update_media(self.media.as_mut(), call);
         }
-        let session = match r.from {
-            LegRef::Inbound => self.calls.get(call_id).and_then(|c| c.inbound.session),
-            LegRef::Outbound(_) => None,
-        };
+        let session = self
+            .channels
+            .get(&r.from)
+            .and_then(Channel::uas)
+            .and_then(|u| u.session);
         let Some(d) = self.dialogs.find_for_request(&r.request) else {
             return;
         };
-        let reply = match (answer, (200..300).contains(&status)) {
+        let reply = match (answer, success) {
             (Some(sdp), true) => d.response(&r.request, 200, "OK").map(|b| {
                 let b = match session {
                     Some(decision) => decision.apply(b),
@@ -1227,14 +1712,20 @@ impl CallEngine {
             (None, true) => d.response(&r.request, 488, "Not Acceptable Here"),
             (_, false) => d.response(&r.request, status, resp.reason().unwrap_or("Error")),
         };
-        if let Ok(b) = reply {
-            let bytes = b.build();
-            let _ = layer.send_response(r.server_tx, bytes.clone(), now);
-            let seq = r.request.cseq().seq;
-            if r.request.method() == Some(&Method::Invite) && (200..300).contains(&status) {
-                if let (LegRef::Inbound, Some(call)) = (r.from, self.calls.get_mut(call_id)) {
-                    call.inbound.ack_wait = Some(AckWait::new(seq, bytes, now, layer.config()));
-                }
+        let Ok(b) = reply else {
+            return;
+        };
+        let bytes = b.build();
+        let _ = layer.send_response(r.server_tx, bytes.clone(), now);
+        if r.request.method() == Some(&Method::Invite) && success {
+            if let Some(uas) = self.channels.get_mut(&r.from).and_then(Channel::uas_mut) {
+                uas.ack_wait = Some(AckWait::new(
+                    r.request.cseq().seq,
+                    bytes,
+                    now,
+                    layer.config(),
+                ));
+                self.arm(&r.from);
             }
         }
     }
@@ -1242,133 +1733,125 @@ impl CallEngine {
     // ---------------------------------------------------------------------------------
     // Ending calls
 
-    /// API hangup (SPEC §4 `POST /v1/calls/{id}/hangup`).
-    pub fn hangup(
-        &mut self,
-        layer: &mut TransactionLayer,
-        call_id: &str,
-        now: Instant,
-    ) -> Result<(), ControlError> {
-        self.timers_dirty.set(true);
-        let Some(call) = self.calls.get(call_id) else {
-            return Err(ControlError::NotFound);
-        };
-        let (status, reply) = match call.phase {
-            Phase::Ringing => (CallStatus::Canceled, Some((487, "Request Terminated"))),
-            Phase::Answered => (CallStatus::Completed, None),
-        };
-        self.end_call(layer, call_id, status, "api hangup", "api", reply, now);
-        Ok(())
-    }
-
-    /// Ends a call everywhere: BYE to every confirmed leg still up, CANCEL to ringing
-    /// forks, `reply` to an unanswered caller; releases media; records the end.
-    #[allow(clippy::too_many_arguments)]
+    /// Ends a call everywhere: BYE to every confirmed channel still up (but the one whose
+    /// party hung up), CANCEL to ringing forks, `reply` to an unanswered caller; releases
+    /// media; records the end.
     fn end_call(
         &mut self,
         layer: &mut TransactionLayer,
-        call_id: &str,
-        status: CallStatus,
-        cause: &str,
-        by: HangupBy,
-        reply: Option<(u16, &'static str)>,
+        call_id: &CallId,
+        ending: &Ending<'_>,
         now: Instant,
     ) {
-        let wall = Utc::now();
+        let wall = self.wall(now);
         let Some(call) = self.calls.remove(call_id) else {
             return;
         };
-        // The caller.
-        match (call.phase, reply) {
-            (Phase::Ringing, Some((code, reason))) => {
-                let response = match call
-                    .inbound
-                    .dialog
-                    .as_ref()
-                    .and_then(|id| self.dialogs.get_mut(id))
-                {
-                    Some(d) => d
-                        .response(&call.inbound.invite, code, reason)
-                        .map(|b| b.build())
-                        .ok(),
-                    None => Some(
-                        MessageBuilder::response_to(
-                            &call.inbound.invite,
-                            code,
-                            reason,
-                            Some(&call.inbound.local_tag),
-                        )
-                        .build(),
-                    ),
-                };
-                if let Some(r) = response {
-                    let _ = layer.send_response(call.inbound.tx, r, now);
-                }
-            }
-            _ => {
-                if by != "caller" {
-                    if let Some(id) = &call.inbound.dialog {
-                        if self
-                            .dialogs
-                            .get(id)
-                            .is_some_and(|d| d.state().is_confirmed())
-                        {
-                            self.bye_dialog(layer, id, call.inbound.peer, now);
-                        }
-                    }
-                }
-            }
-        }
-        // The callee's forks.
-        for (i, leg) in call.outbound.iter().enumerate() {
-            let confirmed = leg
+        for leg in &call.channels {
+            let Some(channel) = self.channels.remove(leg) else {
+                continue;
+            };
+            let confirmed = channel
                 .dialog
                 .as_ref()
                 .and_then(|id| self.dialogs.get(id))
                 .is_some_and(|d| d.state().is_confirmed());
-            if confirmed {
-                if by != "callee" || call.winner != Some(i) {
-                    if let Some(id) = &leg.dialog {
-                        self.bye_dialog(layer, id, leg.peer, now);
+            match &channel.role {
+                Role::Uas(uas) => {
+                    self.by_server_tx.remove(&uas.tx);
+                    if channel.is_ringing() {
+                        if let Some((code, reason)) = ending.reply {
+                            let response = match channel
+                                .dialog
+                                .as_ref()
+                                .and_then(|id| self.dialogs.get_mut(id))
+                            {
+                                Some(d) => d
+                                    .response(&uas.invite, code, reason)
+                                    .map(|b| b.build())
+                                    .ok(),
+                                None => Some(
+                                    MessageBuilder::response_to(
+                                        &uas.invite,
+                                        code,
+                                        reason,
+                                        Some(&uas.local_tag),
+                                    )
+                                    .build(),
+                                ),
+                            };
+                            if let Some(r) = response {
+                                let _ = layer.send_response(uas.tx, r, now);
+                            }
+                        }
                     }
                 }
-            } else if leg.status == CallStatus::Ringing && !leg.canceled {
-                let _ = layer.cancel(leg.tx, now);
+                Role::Uac(uac) => {
+                    self.by_client_tx.remove(&uac.tx);
+                    if !confirmed && channel.is_ringing() && !uac.canceled {
+                        let _ = layer.cancel(uac.tx, now);
+                    }
+                    if !confirmed && layer.state(uac.tx).is_some() {
+                        self.orphans.insert(
+                            uac.tx,
+                            Orphan {
+                                invite: uac.invite.clone(),
+                                peer: channel.peer,
+                            },
+                        );
+                    }
+                }
             }
-            let final_status = match leg.status {
-                CallStatus::Ringing => CallStatus::Canceled,
-                CallStatus::InProgress => status,
+            // The channel whose party sent BYE has no dialog any more.
+            if confirmed {
+                if let Some(id) = &channel.dialog {
+                    self.bye_dialog(layer, id, channel.peer, now);
+                }
+            }
+            let final_status = match channel.status {
+                CallStatus::Ringing => match channel.role {
+                    Role::Uas(_) => ending.status,
+                    Role::Uac(_) => CallStatus::Canceled,
+                },
+                CallStatus::InProgress => ending.status,
                 s => s,
             };
-            self.record(CallChange::LegStatus {
-                leg_id: leg.id.clone(),
-                status: final_status,
-                at: wall,
-                hangup_cause: Some(cause.to_owned()),
-            });
-            self.by_client_tx.remove(&leg.tx);
+            if channel.status == CallStatus::Ringing || channel.status == CallStatus::InProgress {
+                self.emit(CallChange::LegStatus {
+                    leg_id: leg.to_string(),
+                    status: final_status,
+                    at: wall,
+                    hangup_cause: Some(ending.cause.to_owned()),
+                });
+            }
+            // Early dialogs die with the call: the forks' 487s (to the CANCELs sent above)
+            // no longer reach this call, and nothing else would end them (RFC 3261 §12.3).
+            if let Some(id) = &channel.dialog {
+                if self.dialogs.get(id).is_some_and(|d| d.state().is_early()) {
+                    self.dialogs.remove(id);
+                }
+                self.by_dialog.remove(id);
+            }
         }
-        self.record(CallChange::LegStatus {
-            leg_id: call.inbound.id.clone(),
-            status,
-            at: wall,
-            hangup_cause: Some(cause.to_owned()),
-        });
+        // Extra forks' dialogs (ExtraFork) map to a channel that is gone now.
+        self.by_dialog.retain(|_, leg| !call.channels.contains(leg));
         let duration = call
             .answered_at
             .map_or(0, |a| (wall - a).num_seconds().max(0));
-        self.record(CallChange::CallEnded {
-            call_id: call.id.clone(),
-            status,
+        self.emit(CallChange::CallEnded {
+            call_id: call.id.to_string(),
+            status: ending.status,
             at: wall,
             duration_seconds: duration,
-            hangup_cause: cause.to_owned(),
-            hangup_by: by,
+            hangup_cause: ending.cause.to_owned(),
+            hangup_by: ending.by,
         });
-        if let Err(e) = self.media.destroy_session(call.media.id) {
-            tracing::warn!(error = %e, "media session not released cleanly");
-        }
-        for agent in [&call.caller.id, &call.callee.id] {
+        self.output.push_back(Output::Event(CallEvent::Ended {
+            call: call.id.clone(),
+            status: ending.status,
+        }));
+        self.media.release_session(call.media);
+        for agent in &call.agents {
             if let Some(n) = self.active.get_mut(agent) {
                 *n = n.saturating_sub(1);
                 if *n == 0 {
@@ -1376,40 +1859,26 @@ impl CallEngine {
                 }
             }
         }
-        self.by_server_tx.remove(&call.inbound.tx);
         if let Some(r) = &call.renegotiation {
             self.by_client_tx.remove(&r.client_tx);
         }
-        // Early dialogs die with the call: the forks' 487s (to the CANCELs sent above) no
-        // longer reach this call, and nothing else would end them (RFC 3261 §12.3).
-        let early = call
-            .outbound
-            .iter()
-            .filter_map(|l| l.dialog.as_ref())
-            .chain(call.inbound.dialog.as_ref())
-            .filter(|id| self.dialogs.get(id).is_some_and(|d| d.state().is_early()))
-            .cloned()
-            .collect::<Vec<_>>();
-        for id in early {
-            self.dialogs.remove(&id);
-        }
-        // Dialogs we sent BYE on are terminated already; forget them and the mapping.
-        self.by_dialog.retain(|_, (c, _)| c != call_id);
+        // Dialogs we sent BYE on are terminated already.
         self.dialogs.remove_terminated();
-        tracing::info!(call = %call.id, status = status.as_str(), cause, by, "call ended");
+        tracing::info!(
+            call = %call.id,
+            status = ending.status.as_str(),
+            cause = ending.cause,
+            by = ending.by.as_str(),
+            "call ended"
+        );
     }
 
-    fn bye_leg(&mut self, layer: &mut TransactionLayer, call_id: &str, leg: LegRef, now: Instant) {
-        let Some(call) = self.calls.get(call_id) else {
+    fn bye_channel(&mut self, layer: &mut TransactionLayer, leg: &LegId, now: Instant) {
+        let Some((Some(id), peer)) = self.channels.get(leg).map(|c| (c.dialog.clone(), c.peer))
+        else {
             return;
         };
-        let (id, peer) = match leg {
-            LegRef::Inbound => (call.inbound.dialog.clone(), call.inbound.peer),
-            LegRef::Outbound(i) => (call.outbound[i].dialog.clone(), call.outbound[i].peer),
-        };
-        if let Some(id) = id {
-            self.bye_dialog(layer, &id, peer, now);
-        }
+        self.bye_dialog(layer, &id, peer, now);
     }
 
     fn bye_dialog(
@@ -1419,11 +1888,11 @@ impl CallEngine {
         peer: Peer,
         now: Instant,
     ) {
-        let via = self_via(&self.cfg, peer.transport);
+        let via = self.via(peer.transport);
+        let branch = self.branch();
         let Some(d) = self.dialogs.get_mut(id) else {
             return;
         };
-        let branch = Branch::from_random(&rand::random::<[u8; 12]>());
         match d.request(Method::Bye, &via, &branch) {
             Ok(b) => {
                 if let Err(e) = layer.send_request(b.build(), peer, now) {
@@ -1439,162 +1908,168 @@ impl CallEngine {
     // Timers
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.timers_dirty.replace(false) {
-            self.next_timer.set(self.earliest_timer());
-        }
-        self.next_timer.get()
-    }
-
-    fn earliest_timer(&self) -> Option<Instant> {
-        self.calls
-            .values()
-            .flat_map(|c| {
-                c.inbound
-                    .ack_wait
-                    .as_ref()
-                    .and_then(AckWait::poll_timeout)
-                    .into_iter()
-                    .chain(
-                        c.inbound
-                            .timer
-                            .as_ref()
-                            .and_then(SessionTimer::poll_timeout),
-                    )
-                    .chain(
-                        c.outbound
-                            .iter()
-                            .filter_map(|l| l.ack_cache.as_ref().map(AckCache::poll_timeout)),
-                    )
-            })
-            .min()
+        self.timers.peek().map(|Reverse((at, _))| *at)
     }
 
     pub fn handle_timeout(&mut self, layer: &mut TransactionLayer, now: Instant) {
-        self.timers_dirty.set(true);
-        let mut no_ack = Vec::new();
-        let mut expired = Vec::new();
-        let mut refresh = Vec::new();
-        for call in self.calls.values_mut() {
-            if let Some(t) = &mut call.inbound.timer {
-                t.handle_timeout(now);
-                match t.poll_event() {
-                    Some(SessionTimerEvent::Expired) => expired.push(call.id.clone()),
-                    Some(SessionTimerEvent::Refresh) => refresh.push(call.id.clone()),
-                    None => {}
-                }
+        let mut due = Vec::new();
+        while let Some(Reverse((at, _))) = self.timers.peek() {
+            if *at > now {
+                break;
             }
-            if let Some(w) = &mut call.inbound.ack_wait {
-                w.handle_timeout(now);
-                while let Some(bytes) = w.poll_transmit() {
-                    layer.send_stateless(bytes, call.inbound.peer);
-                }
-                if let Some(AckWaitEvent::NoAck) = w.poll_event() {
-                    no_ack.push(call.id.clone());
-                }
-                if w.is_done() {
-                    call.inbound.ack_wait = None;
-                }
-            }
-            for leg in &mut call.outbound {
-                if leg.ack_cache.as_ref().is_some_and(|c| c.is_expired(now)) {
-                    leg.ack_cache = None;
+            if let Some(Reverse((_, leg))) = self.timers.pop() {
+                if !due.contains(&leg) {
+                    due.push(leg);
                 }
             }
         }
-        for id in no_ack {
-            // RFC 3261 §13.3.1.4: no ACK for our 2xx: the session is over.
-            self.end_call(
-                layer,
-                &id,
-                CallStatus::Completed,
-                "no ACK",
-                "system",
-                None,
-                now,
-            );
+        for leg in due {
+            self.channel_timeout(layer, &leg, now);
+            self.arm(&leg);
         }
-        for id in expired {
-            // RFC 4028 §10: nobody refreshed the session in time.
-            self.end_call(
-                layer,
-                &id,
-                CallStatus::Completed,
-                "session expired",
-                "system",
-                None,
-                now,
-            );
+    }
+
+    fn channel_timeout(&mut self, layer: &mut TransactionLayer, leg: &LegId, now: Instant) {
+        let Some(channel) = self.channels.get_mut(leg) else {
+            return;
+        };
+        let call_id = channel.call.clone();
+        let peer = channel.peer;
+        let ringing = channel.is_ringing();
+        let mut ending = None;
+        let mut refresh = false;
+        let mut ring_timeout = false;
+        match &mut channel.role {
+            Role::Uas(uas) => {
+                if let Some(t) = &mut uas.timer {
+                    t.handle_timeout(now);
+                    match t.poll_event() {
+                        // RFC 4028 §10: nobody refreshed the session in time.
+                        Some(SessionTimerEvent::Expired) => ending = Some("session expired"),
+                        Some(SessionTimerEvent::Refresh) => refresh = true,
+                        None => {}
+                    }
+                }
+                if let Some(w) = &mut uas.ack_wait {
+                    w.handle_timeout(now);
+                    while let Some(bytes) = w.poll_transmit() {
+                        layer.send_stateless(bytes, peer);
+                    }
+                    if let Some(AckWaitEvent::NoAck) = w.poll_event() {
+                        // RFC 3261 §13.3.1.4: no ACK for our 2xx: the session is over.
+                        ending = Some("no ACK");
+                    }
+                    if w.is_done() {
+                        uas.ack_wait = None;
+                    }
+                }
+            }
+            Role::Uac(uac) => {
+                if uac.ack_cache.as_ref().is_some_and(|c| c.is_expired(now)) {
+                    uac.ack_cache = None;
+                }
+                if ringing && !uac.canceled && uac.ring_deadline.is_some_and(|d| d <= now) {
+                    uac.canceled = true;
+                    uac.ring_deadline = None;
+                    let _ = layer.cancel(uac.tx, now);
+                    ring_timeout = true;
+                }
+            }
         }
-        for id in refresh {
-            self.refresh_caller(layer, &id, now);
+        if ring_timeout {
+            // The fork is cancelled and counts as not answered (Twilio's `no-answer`).
+            if let Some(c) = self.channels.get_mut(leg) {
+                c.status = CallStatus::NoAnswer;
+            }
+            self.emit(CallChange::LegStatus {
+                leg_id: leg.to_string(),
+                status: CallStatus::NoAnswer,
+                at: self.wall(now),
+                hangup_cause: Some("ring timeout".to_owned()),
+            });
+            self.dial_failed_if_done(layer, &call_id, now);
+        }
+        if let Some(cause) = ending {
+            let ending = Ending {
+                status: CallStatus::Completed,
+                cause,
+                by: HangupBy::System,
+                reply: None,
+            };
+            self.end_call(layer, &call_id, &ending, now);
+        } else if refresh {
+            self.refresh_session(layer, leg, now);
         }
     }
 
     /// We are the refresher (the caller does not support timers): an UPDATE without SDP
     /// refreshes the session (RFC 4028 §10, RFC 3311).
-    fn refresh_caller(&mut self, layer: &mut TransactionLayer, call_id: &str, now: Instant) {
-        let via = |t| self_via(&self.cfg, t);
-        let Some(call) = self.calls.get_mut(call_id) else {
+    fn refresh_session(&mut self, layer: &mut TransactionLayer, leg: &LegId, now: Instant) {
+        let branch = self.branch();
+        let Some(channel) = self.channels.get_mut(leg) else {
             return;
         };
-        let (
-            Some(id),
-            Some(UasDecision::Accept {
-                session_expires, ..
-            }),
-        ) = (call.inbound.dialog.clone(), call.inbound.session)
+        let via = LocalVia::new(
+            channel.peer.transport,
+            format!("{}:{}", host(self.cfg.public_ip), self.cfg.sip_port),
+        );
+        let peer = channel.peer;
+        let (Some(id), Some(uas)) = (channel.dialog.clone(), channel.uas_mut()) else {
+            return;
+        };
+        let Some(UasDecision::Accept {
+            session_expires, ..
+        }) = uas.session
         else {
             return;
         };
         let Some(d) = self.dialogs.get_mut(&id) else {
             return;
         };
-        let branch = Branch::from_random(&rand::random::<[u8; 12]>());
-        if let Ok(b) = d.request(Method::Update, &via(call.inbound.peer.transport), &branch) {
+        if let Ok(b) = d.request(Method::Update, &via, &branch) {
             let b = b.header("Session-Expires", &session_expires.to_string());
-            if layer
-                .send_request(b.build(), call.inbound.peer, now)
-                .is_ok()
-            {
-                if let Some(t) = &mut call.inbound.timer {
+            if layer.send_request(b.build(), peer, now).is_ok() {
+                if let Some(t) = &mut uas.timer {
                     t.refreshed(&session_expires, Refresher::Uas, now);
                 }
             }
         }
     }
 
-    /// A client transaction timed out (Timer B/F): a fork that never answered.
-    pub fn on_client_timeout(
+    /// A client transaction ended without a final response: Timer B/F (treated as 408,
+    /// RFC 3261 §8.1.3.1) or a transport failure (treated as 503, §8.1.3.1 and §17.1.4).
+    pub fn on_client_failure(
         &mut self,
         layer: &mut TransactionLayer,
         tx: ClientTxId,
+        code: u16,
         now: Instant,
     ) {
-        self.timers_dirty.set(true);
-        let Some(call_id) = self.by_client_tx.get(&tx).cloned() else {
+        let Some(leg) = self.by_client_tx.get(&tx).cloned() else {
             return;
         };
-        let Some(call) = self.calls.get_mut(&call_id) else {
-            return;
-        };
-        if let Some(leg) = call.outbound.iter_mut().find(|l| l.tx == tx) {
-            if leg.status == CallStatus::Ringing {
-                leg.status = CallStatus::NoAnswer;
-                self.fork_failed(layer, &call_id, now);
-            }
+        let is_fork = self
+            .channels
+            .get_mut(&leg)
+            .and_then(Channel::uac_mut)
+            .is_some_and(|u| u.tx == tx);
+        if is_fork {
+            let reason = if code == 408 {
+                "Request Timeout"
+            } else {
+                "Service Unavailable"
+            };
+            self.fork_failed(layer, &leg, code, reason, now);
         }
     }
 }
 
-fn update_media(media: &MediaEngine, call: &Call) {
-    let (Some(a), Some(b)) = (&call.sdp_a.media, &call.sdp_b.media) else {
+fn update_media(media: &mut (dyn MediaPort + Send), call: &Call) {
+    let (Some(a), Some(b)) = (&call.sdp[0].media, &call.sdp[1].media) else {
         return;
     };
     for (side, this, other) in [(Side::A, a, b), (Side::B, b, a)] {
-        let remote = leg_remote(this, other);
-        if let Err(e) = media.update_leg(call.media.id, side, remote) {
-            tracing::warn!(error = %e, "media update failed");
-        }
+        media.update_leg(call.media, side, leg_remote(this, other));
     }
 }
 
@@ -1623,49 +2098,11 @@ fn leg_remote(this: &LegMedia, other: &LegMedia) -> LegRemote {
     }
 }
 
-/// Where to send requests for a binding: its Contact (RFC 3261 §10.2.1), unless the
-/// Contact names another host than the one the REGISTER came from — a phone behind NAT
-/// advertising its private address — or the binding is on a stream, whose connection is
-/// the only way back: then the REGISTER's source.
-fn binding_target(b: &Binding, transport: Transport) -> SocketAddr {
-    if transport.is_reliable() {
-        return b.source;
-    }
-    let contact = SipUri::parse(&b.contact).ok().and_then(|u| {
-        let ip: IpAddr = u.host.trim_matches(['[', ']']).parse().ok()?;
-        Some(SocketAddr::new(ip, u.port.unwrap_or(5060)))
-    });
-    match contact {
-        Some(addr) if addr.ip() == b.source.ip() => addr,
-        _ => b.source,
-    }
-}
-
-fn self_via(cfg: &EngineConfig, transport: Transport) -> LocalVia {
-    LocalVia::new(
-        transport,
-        format!("{}:{}", host(cfg.public_ip), cfg.sip_port),
-    )
-}
-
-fn contact_uri(cfg: &EngineConfig, transport: Transport) -> String {
-    let t = if transport == Transport::Tcp {
-        ";transport=tcp"
-    } else {
-        ""
-    };
-    format!("sip:voxgate@{}:{}{t}", host(cfg.public_ip), cfg.sip_port)
-}
-
 fn host(ip: IpAddr) -> String {
     match ip {
         IpAddr::V4(v4) => v4.to_string(),
         IpAddr::V6(v6) => format!("[{v6}]"),
     }
-}
-
-fn random_tag() -> String {
-    hex::encode(rand::random::<[u8; 6]>())
 }
 
 fn is_sdp(msg: &Message) -> bool {
@@ -1678,7 +2115,6 @@ fn is_sdp(msg: &Message) -> bool {
 fn reason_for(code: u16) -> &'static str {
     match code {
         400 => "Bad Request",
-        488 => "Not Acceptable Here",
         _ => "Not Acceptable Here",
     }
 }

@@ -1,8 +1,13 @@
-//! The call engine (B2BUA, SPEC §2-§3): every call owns an inbound leg and one or more
-//! outbound legs, each its own SIP dialog, joined only here. It runs inside the SIP core
+//! The call engine (B2BUA, SPEC §2-§3): calls made of channels (one SIP dialog each),
+//! dials and bridges, joined only here ([`engine`], sans-IO). It runs inside the SIP core
 //! task (it drives the same transaction layer) and talks to the rest of the application
-//! through [`control`] (commands from the API) and [`record`] (call records for the store).
+//! through [`env`] (routing, media), [`control`] (commands from the API) and [`record`]
+//! (call records for the store).
 
 pub mod control;
 pub mod engine;
+pub mod env;
 pub mod record;
+#[cfg(test)]
+mod tests;
+pub mod types;

@@ -106,14 +106,12 @@ impl std::str::FromStr for LegDirection {
     }
 }
 
-/// Who ended a call: `caller`, `callee`, `api`, `system`.
-pub type HangupBy = &'static str;
+pub use super::types::{CallDirection, HangupBy};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewCall {
     pub id: String,
-    /// `internal` (agent to agent), later `inbound`/`outbound` for trunk calls.
-    pub direction: &'static str,
+    pub direction: CallDirection,
     pub from: String,
     pub to: String,
     /// The calling agent, when an agent placed the call.

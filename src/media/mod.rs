@@ -364,8 +364,31 @@ impl MediaEngine {
     }
 
     /// Stops relaying, closes the sockets, releases the ports and returns the final
-    /// counters. Blocks until the worker has closed the sockets (microseconds).
+    /// counters. Blocks until the worker has closed the sockets (microseconds, at most
+    /// 5 s): for tests and tools; the call engine uses [`MediaEngine::release_session`].
     pub fn destroy_session(&self, session: SessionId) -> Result<SessionStats, MediaError> {
+        let (w, reply) = self.remove(session)?;
+        // The worker closes the sockets before it replies; if it has died, its sockets
+        // died with it.
+        reply
+            .and_then(|rx| rx.recv_timeout(Duration::from_secs(5)).ok())
+            .ok_or(MediaError::WorkerGone(w))
+    }
+
+    /// Stops relaying and releases the ports without waiting for the worker to close the
+    /// sockets. Safe to reuse at once: the allocator hands released pairs out last, and a
+    /// pair whose old socket is still open fails to bind and is skipped.
+    pub fn release_session(&self, session: SessionId) -> Result<(), MediaError> {
+        self.remove(session).map(|_| ())
+    }
+
+    /// Forgets the session, asks its worker to close it, frees its ports; returns the
+    /// worker and, if the request reached it, where its final counters will arrive.
+    #[allow(clippy::type_complexity)]
+    fn remove(
+        &self,
+        session: SessionId,
+    ) -> Result<(usize, Option<mpsc::Receiver<SessionStats>>), MediaError> {
         let (w, pairs) = self
             .lock()
             .sessions
@@ -383,18 +406,11 @@ impl MediaEngine {
         if sent {
             wake(handle);
         }
-        // The worker closes the sockets before it replies; if it has died, its sockets
-        // died with it. Either way the ports are free to reuse now.
-        let stats = if sent {
-            reply_rx.recv_timeout(Duration::from_secs(5)).ok()
-        } else {
-            None
-        };
         let mut ctl = self.lock();
         for p in pairs {
             ctl.ports.release(p);
         }
-        stats.ok_or(MediaError::WorkerGone(w))
+        Ok((w, sent.then_some(reply_rx)))
     }
 
     /// Ports, sessions and packet counters summed over the workers.

@@ -20,8 +20,11 @@ use super::guard::{BanGuard, RateGuard};
 use super::persist::PersistOp;
 use super::transport::Inbound;
 use crate::calls::control::CallCommand;
-use crate::calls::engine::CallEngine;
+use crate::calls::engine::{CallEngine, Command, Output};
+use crate::calls::env::{AgentDirectory, Clock};
+use crate::calls::record::CallChange;
 use crate::events::AppEvent;
+use crate::media::MediaEngine;
 use crate::registrar::{Registrar, Reply};
 use crate::store::Store;
 
@@ -42,6 +45,10 @@ pub struct Core {
     /// Stream connections by peer address, to reach a TCP-registered phone.
     pub conn_by_addr: HashMap<SocketAddr, u64>,
     pub engine: CallEngine,
+    /// The relay (for its gauges; the engine drives it).
+    pub media: Arc<MediaEngine>,
+    /// The call-record queue (the engine's records go here, in order).
+    pub records: mpsc::UnboundedSender<CallChange>,
     /// Commands from the control API.
     pub commands: mpsc::Receiver<CallCommand>,
     /// How long live calls may go on after SIGTERM before they are hung up.
@@ -254,10 +261,13 @@ impl Core {
             return;
         }
         if req.method() == Some(&Method::Invite) {
+            let mut directory = AgentDirectory {
+                registrar: &mut self.registrar,
+                conns: &self.conn_by_addr,
+            };
             let answered = self.engine.on_invite(
                 &mut self.layer,
-                &mut self.registrar,
-                &self.conn_by_addr,
+                &mut directory,
                 tx,
                 req.clone(),
                 reply_to,
@@ -365,10 +375,28 @@ impl Core {
     fn on_command(&mut self, cmd: CallCommand) {
         match cmd {
             CallCommand::Hangup { call_id, reply } => {
-                let result = self
-                    .engine
-                    .hangup(&mut self.layer, &call_id, Instant::now());
+                let result = self.engine.handle_command(
+                    &mut self.layer,
+                    Command::Hangup { call: call_id },
+                    Instant::now(),
+                );
                 let _ = reply.send(result);
+            }
+        }
+    }
+
+    /// Hands the engine's records to the recorder and its measurements to /metrics.
+    fn drain_engine(&mut self) {
+        while let Some(out) = self.engine.poll_output() {
+            match out {
+                Output::Record(change) => {
+                    // The recorder outlives the core; a send error means we are stopping.
+                    let _ = self.records.send(change);
+                }
+                Output::SetupLatency(d) => {
+                    metrics::histogram!("voxgate_call_setup_seconds").record(d.as_secs_f64());
+                }
+                Output::Event(_) => {}
             }
         }
     }
@@ -396,6 +424,7 @@ impl Core {
 
     fn housekeeping(&mut self) {
         let now = Instant::now();
+        self.engine.set_clock(Clock::new(now, chrono::Utc::now()));
         let removed = self.registrar.sweep(chrono::Utc::now());
         if removed > 0 {
             tracing::debug!(removed, "expired registrations swept");
@@ -405,23 +434,47 @@ impl Core {
         metrics::gauge!("voxgate_registrations").set(self.registrar.binding_count() as f64);
         metrics::gauge!("voxgate_calls_active").set(self.engine.active_calls() as f64);
         metrics::gauge!("voxgate_sip_dialogs").set(self.engine.dialog_count() as f64);
-        let media = self.engine.media().stats();
+        let media = self.media.stats();
         metrics::gauge!("voxgate_rtp_ports_allocated").set((media.allocated_port_pairs * 2) as f64);
     }
 
     async fn flush(&mut self) {
         let now = Instant::now();
+        // A transport error while sending raises events that need the engine, whose
+        // answers may need sending again: loop until both queues are empty.
+        loop {
+            self.handle_layer_events(now);
+            if !self.transmit().await {
+                break;
+            }
+        }
+        self.drain_engine();
+    }
+
+    fn handle_layer_events(&mut self, now: Instant) {
         while let Some(ev) = self.layer.poll_event() {
             match ev {
                 TxEvent::Response { tx, msg } => {
                     self.engine.on_response(&mut self.layer, tx, msg, now);
                 }
+                // RFC 3261 §8.1.3.1: a timeout is a 408, a transport failure a 503.
                 TxEvent::Timeout {
                     tx: TxId::Client(tx),
-                } => self.engine.on_client_timeout(&mut self.layer, tx, now),
+                } => self.engine.on_client_failure(&mut self.layer, tx, 408, now),
+                TxEvent::TransportError {
+                    tx: TxId::Client(tx),
+                } => self.engine.on_client_failure(&mut self.layer, tx, 503, now),
+                TxEvent::Terminated {
+                    tx: TxId::Client(tx),
+                } => self.engine.on_client_terminated(tx),
                 _ => {}
             }
         }
+    }
+
+    /// Sends what the layer queued; true if a transport failure raised new events.
+    async fn transmit(&mut self) -> bool {
+        let mut failed = false;
         while let Some(t) = self.layer.poll_transmit() {
             match (t.to.transport, &self.udp) {
                 (Transport::Udp, None) => {}
@@ -444,10 +497,12 @@ impl Core {
                         // agents keep theirs open, so this is counted, not retried.
                         metrics::counter!("voxgate_sip_stream_send_failed_total").increment(1);
                         self.layer.handle_transport_error(&t.to, Instant::now());
+                        failed = true;
                     }
                 }
             }
         }
+        failed
     }
 }
 

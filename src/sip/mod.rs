@@ -23,6 +23,7 @@ use voxgate_sip::transaction::{TimerConfig, TransactionLayer};
 
 use crate::calls::control::CallCommand;
 use crate::calls::engine::{CallEngine, EngineConfig};
+use crate::calls::env::Clock;
 use crate::config::Config;
 use crate::config::KernelForwardingMode;
 use crate::events::AppEvent;
@@ -179,14 +180,17 @@ pub async fn start(args: SipStart) -> anyhow::Result<SipHandle> {
         records_rx,
     ));
     let sip_port = udp_addr.or(tcp_addr).map_or(5060, |a| a.port());
+    let media = Arc::new(media);
     let engine = CallEngine::new(
         EngineConfig {
             public_ip: config.sip.public_addr(),
             sip_port,
             sdp: SdpConfig::default(),
+            ring_timeout: Duration::from_secs(sip.ring_timeout_seconds),
         },
-        Arc::new(media),
-        records_tx,
+        Box::new(media.clone()),
+        Clock::new(std::time::Instant::now(), chrono::Utc::now()),
+        rand::random(),
     );
 
     let core = core::Core {
@@ -205,6 +209,8 @@ pub async fn start(args: SipStart) -> anyhow::Result<SipHandle> {
         conns: HashMap::new(),
         conn_by_addr: HashMap::new(),
         engine,
+        media,
+        records: records_tx,
         commands: calls,
         shutdown_grace: Duration::from_secs(sip.shutdown_grace_seconds),
         persist: persist_tx,

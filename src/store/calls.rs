@@ -233,7 +233,7 @@ impl Store {
                      ON CONFLICT (id) DO NOTHING",
                 )
                 .bind(&c.id)
-                .bind(c.direction)
+                .bind(c.direction.as_str())
                 .bind(&c.from)
                 .bind(&c.to)
                 .bind(&c.agent_id)
@@ -310,7 +310,7 @@ impl Store {
                     .bind(fmt_time(*at))
                     .bind(*duration_seconds)
                     .bind(hangup_cause)
-                    .bind(*hangup_by)
+                    .bind(hangup_by.as_str())
                     .bind(&t)
                     .bind(call_id)
                     .execute(&mut *tx)

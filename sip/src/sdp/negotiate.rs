@@ -361,6 +361,42 @@ pub fn forward_offer(
     Ok((sdp, pending))
 }
 
+/// Answer an offer with voxgate's own media endpoint: voxgate answers the call itself (a
+/// prompt, a menu, a channel not bridged yet). The answer carries one voice codec, the
+/// offerer's first that voxgate supports (RFC 3264 §6.1 lets the answerer pick; one codec
+/// spares the far end a switch mid-call), plus telephone-event at that clock if offered.
+/// Records the leg's negotiated media in [`LegSdp::media`]. On error `leg` is unchanged.
+///
+/// voxgate's endpoint is treated as the leg the offer was forwarded to, answering with
+/// exactly what it was offered: so the offer/answer rules stay in one place.
+pub fn answer_offer(
+    cfg: &SdpConfig,
+    offer: &SessionDescription,
+    leg: &mut LegSdp,
+) -> Result<SessionDescription, NegotiationError> {
+    let mut own = LegSdp::new(LocalSession::new(leg.session.id), leg.local);
+    let (mut reply, pending) = forward_offer(cfg, offer, &mut own)?;
+    let [m] = reply.media.as_mut_slice() else {
+        return Err(NegotiationError::AnswerMismatch);
+    };
+    let voice = m
+        .payload_types()
+        .filter_map(|pt| Some((pt, m.codec(pt)?)))
+        .find(|(_, c)| !c.is_auxiliary())
+        .ok_or(NegotiationError::NoCommonCodec)?;
+    let keep: Vec<u8> = m
+        .payload_types()
+        .filter(|&pt| {
+            pt == voice.0
+                || m.codec(pt)
+                    .is_some_and(|c| c.is_telephone_event() && c.clock_rate == voice.1.clock_rate)
+        })
+        .collect();
+    m.formats
+        .retain(|f| f.parse::<u8>().is_ok_and(|pt| keep.contains(&pt)));
+    pending.answer(cfg, &reply, &mut own, leg)
+}
+
 impl PendingOffer {
     /// Turn the answer from the leg the offer was forwarded to (`answerer`) into the answer
     /// for the leg that offered (`offerer`), and record the negotiated media of both legs

@@ -727,3 +727,34 @@ fn local_session_versions() {
     assert_eq!(x.origin.session_version, 2);
     assert_eq!(s.version, 2);
 }
+
+/// voxgate answers itself (a menu, a prompt): one voice codec, the offerer's first it
+/// supports, plus telephone-event at that clock, with the offerer's numbers; the leg's
+/// media points at the offerer.
+#[test]
+fn own_answer_picks_one_voice_codec_and_events() {
+    let (mut a, _) = legs();
+    // Twilio offers PCMU, PCMA and telephone-event 101.
+    let answer = crate::sdp::answer_offer(&SdpConfig::default(), &sdp(TWILIO), &mut a).unwrap();
+    assert_round_trip(&answer);
+    let m = &answer.media[0];
+    assert_eq!(m.port, 20000);
+    assert_eq!(m.formats, ["0", "101"], "{answer}");
+    let media = a.media.as_ref().unwrap();
+    assert_eq!(
+        media.remote.map(|r| r.rtp),
+        Some("54.172.60.1:16852".parse().unwrap())
+    );
+    assert_eq!(media.direction, Direction::SendRecv);
+    let sends: Vec<u8> = media.send.iter().map(|(pt, _)| pt).collect();
+    assert_eq!(sends, [0, 101]);
+}
+
+#[test]
+fn own_answer_to_an_unusable_offer_changes_nothing() {
+    let (mut a, _) = legs();
+    let before = a.clone();
+    let err = crate::sdp::answer_offer(&SdpConfig::default(), &sdp(G729_ONLY), &mut a);
+    assert_eq!(err.unwrap_err(), NegotiationError::NoCommonCodec);
+    assert_eq!(a, before);
+}

@@ -1,0 +1,188 @@
+//! What the call engine needs from outside, as interfaces it is handed: who may call and
+//! where a target is (the [`Directory`]: the registrar today, trunks next), the media
+//! endpoints (the [`MediaPort`]: the relay), and the wall clock anchored to the monotonic
+//! one ([`Clock`]). The engine itself never reads a clock, draws randomness from the OS or
+//! touches a socket, so tests drive it with a virtual clock and in-memory stand-ins.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use voxgate_sip::message::{Message, SipUri};
+use voxgate_sip::transaction::{Peer, Transport};
+
+use super::types::AgentId;
+use crate::media::{LegRemote, MediaEngine, MediaError, Session, SessionId, Side};
+use crate::registrar::{Binding, Challenger, Registrar, Reply};
+
+/// An agent as the engine sees it: who, and how many calls they may have at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Party {
+    pub agent: AgentId,
+    pub username: String,
+    pub max_concurrent_calls: usize,
+}
+
+/// One place to ring: the Request-URI to put in the INVITE and where to send it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub uri: String,
+    pub peer: Peer,
+}
+
+/// Where a call for a Request-URI user goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// Ring every target of this agent at once.
+    Agent { party: Party, targets: Vec<Target> },
+    /// A known agent with no live registration (480).
+    Offline,
+    /// Nobody by that name (404).
+    NotFound,
+    /// voxgate answers the call itself (its own SDP answer) and holds it: the channel a
+    /// call program (IVR, queue) will run on. No production route leads here yet.
+    Answer,
+}
+
+/// Authentication and routing, behind one interface.
+pub trait Directory {
+    /// Digest-authenticates an INVITE (RFC 3261 §22.3): the calling agent, or what to
+    /// answer instead (407 challenge, 403, 400). `random` seeds a fresh nonce.
+    fn authenticate(
+        &mut self,
+        invite: &Message,
+        wall: DateTime<Utc>,
+        random: [u8; 8],
+    ) -> Result<Party, Reply>;
+
+    /// Where a call to `user` (the Request-URI user part) goes.
+    fn route(&self, user: &str) -> Route;
+}
+
+/// The registrar as a [`Directory`]: agents call agents by username.
+pub struct AgentDirectory<'a> {
+    pub registrar: &'a mut Registrar,
+    /// Open stream connections by peer address (a TCP-registered phone is reached on its own).
+    pub conns: &'a HashMap<SocketAddr, u64>,
+}
+
+impl Directory for AgentDirectory<'_> {
+    fn authenticate(
+        &mut self,
+        invite: &Message,
+        wall: DateTime<Utc>,
+        random: [u8; 8],
+    ) -> Result<Party, Reply> {
+        self.registrar
+            .authenticate(invite, Challenger::Proxy, wall, random)
+            .map(|a| Party {
+                agent: AgentId::new(a.id),
+                username: a.username,
+                max_concurrent_calls: usize::try_from(a.max_concurrent_calls).unwrap_or(1),
+            })
+    }
+
+    fn route(&self, user: &str) -> Route {
+        let Some(agent) = self.registrar.agent(user) else {
+            return Route::NotFound;
+        };
+        let targets: Vec<Target> = self
+            .registrar
+            .bindings(&agent.id)
+            .iter()
+            .map(|b| {
+                let transport = match b.transport.as_str() {
+                    "tcp" => Transport::Tcp,
+                    _ => Transport::Udp,
+                };
+                Target {
+                    uri: b.contact.clone(),
+                    peer: Peer {
+                        transport,
+                        addr: binding_target(b, transport),
+                        conn: self.conns.get(&b.source).copied(),
+                    },
+                }
+            })
+            .collect();
+        if targets.is_empty() {
+            return Route::Offline;
+        }
+        Route::Agent {
+            party: Party {
+                agent: AgentId::new(agent.id.clone()),
+                username: agent.username.clone(),
+                max_concurrent_calls: usize::try_from(agent.max_concurrent_calls).unwrap_or(1),
+            },
+            targets,
+        }
+    }
+}
+
+/// Where to send requests for a binding: its Contact (RFC 3261 §10.2.1), unless the
+/// Contact names another host than the one the REGISTER came from — a phone behind NAT
+/// advertising its private address — or the binding is on a stream, whose connection is
+/// the only way back: then the REGISTER's source.
+fn binding_target(b: &Binding, transport: Transport) -> SocketAddr {
+    if transport.is_reliable() {
+        return b.source;
+    }
+    let contact = SipUri::parse(&b.contact).ok().and_then(|u| {
+        let ip: IpAddr = u.host.trim_matches(['[', ']']).parse().ok()?;
+        Some(SocketAddr::new(ip, u.port.unwrap_or(5060)))
+    });
+    match contact {
+        Some(addr) if addr.ip() == b.source.ip() => addr,
+        _ => b.source,
+    }
+}
+
+/// Media endpoints for calls. Every call is a relay session with two sides: A for the
+/// channel the call came in on (or that voxgate answered), B for the dialled channels.
+/// None of these may block: the engine runs on the SIP loop.
+pub trait MediaPort {
+    /// Allocates both sides' ports.
+    fn create_session(&mut self) -> Result<Session, MediaError>;
+    /// New negotiated media for one side (answer, re-INVITE, hold).
+    fn update_leg(&mut self, session: SessionId, side: Side, remote: LegRemote);
+    /// Stops relaying and frees the ports, without waiting for the relay.
+    fn release_session(&mut self, session: SessionId);
+}
+
+impl MediaPort for std::sync::Arc<MediaEngine> {
+    fn create_session(&mut self) -> Result<Session, MediaError> {
+        MediaEngine::create_session(self)
+    }
+
+    fn update_leg(&mut self, session: SessionId, side: Side, remote: LegRemote) {
+        if let Err(e) = MediaEngine::update_leg(self, session, side, remote) {
+            tracing::warn!(error = %e, "media update failed");
+        }
+    }
+
+    fn release_session(&mut self, session: SessionId) {
+        if let Err(e) = MediaEngine::release_session(self, session) {
+            tracing::warn!(error = %e, "media session not released cleanly");
+        }
+    }
+}
+
+/// Wall-clock time derived from the monotonic `now` the engine is driven with, anchored
+/// by the driver (and re-anchored from time to time, so NTP steps are followed).
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    mono: Instant,
+    wall: DateTime<Utc>,
+}
+
+impl Clock {
+    pub fn new(mono: Instant, wall: DateTime<Utc>) -> Clock {
+        Clock { mono, wall }
+    }
+
+    pub fn wall(&self, now: Instant) -> DateTime<Utc> {
+        let since = now.saturating_duration_since(self.mono);
+        chrono::Duration::from_std(since).map_or(self.wall, |d| self.wall + d)
+    }
+}
