@@ -190,7 +190,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 pub struct RecorderHealth {
     /// Changes received from the engine and not yet committed (or dropped as rejected).
     backlog: AtomicUsize,
-    /// The last write attempt failed for a connection-level reason.
+    /// See [`db_down`](Self::db_down).
     db_down: AtomicBool,
     bound: usize,
 }
@@ -210,7 +210,8 @@ impl RecorderHealth {
         self.backlog.load(Ordering::Relaxed)
     }
 
-    /// The database could not be reached at the last attempt.
+    /// The last write attempt failed for a connection-level reason, or the one in flight
+    /// has hung for [`STALLED_AFTER`].
     pub fn db_down(&self) -> bool {
         self.db_down.load(Ordering::Relaxed)
     }
@@ -238,6 +239,12 @@ impl RecorderHealth {
         metrics::gauge!("voxgate_call_record_db_down").set(if self.db_down() { 1.0 } else { 0.0 });
     }
 }
+
+/// How often the gauges are published while a write is in flight.
+const PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
+/// A write in flight this long counts as the database being down (it is not answering),
+/// although the attempt has not failed yet.
+const STALLED_AFTER: Duration = Duration::from_secs(2);
 
 /// Publish the gauges at most every this many changes taken in (a gauge update is a
 /// registry lookup; the engine can queue thousands of changes a second).
@@ -293,6 +300,9 @@ pub async fn run_recorder(
         {
             let write = apply(&store, &batch, &health);
             tokio::pin!(write);
+            let started = tokio::time::Instant::now();
+            let mut tick = tokio::time::interval_at(started + PUBLISH_INTERVAL, PUBLISH_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
                     biased;
@@ -301,6 +311,14 @@ pub async fn run_recorder(
                         Some(c) => take(&mut queue, c),
                         None => open = false,
                     },
+                    // A write can hang (the pool waits for a connection up to its acquire
+                    // timeout): keep the gauges true meanwhile.
+                    _ = tick.tick() => {
+                        if started.elapsed() >= STALLED_AFTER {
+                            health.set_db_down(true);
+                        }
+                        health.publish();
+                    }
                 }
             }
         }
