@@ -277,7 +277,7 @@ pub async fn run_recorder(
         queue.push_back(c);
         health.add(1);
         taken += 1;
-        if taken % PUBLISH_EVERY == 0 {
+        if taken.is_multiple_of(PUBLISH_EVERY) {
             health.publish();
         }
     };

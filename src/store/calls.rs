@@ -233,8 +233,8 @@ impl Store {
         let t = fmt_time(now());
         let mut tx = self.pool.begin().await?;
         match GroupedBatch::plan(changes) {
-            Some(mut batch) => batch.apply(&mut *tx, &t).await?,
-            None => apply_in_order(&mut *tx, changes, &t).await?,
+            Some(batch) => batch.apply(&mut tx, &t).await?,
+            None => apply_in_order(&mut tx, changes, &t).await?,
         }
         tx.commit().await?;
         Ok(())
@@ -630,6 +630,9 @@ impl<'a> LegFolds<'a> {
     }
 }
 
+/// A `LegStatus` change: (position in the batch, leg, status, at, cause).
+type LegChange<'a> = (usize, &'a str, CallStatus, DateTime<Utc>, Option<&'a str>);
+
 /// A `CallEnded`, as its row of the grouped update.
 #[derive(Debug)]
 struct CallEnd<'a> {
@@ -666,8 +669,7 @@ struct GroupedBatch<'a> {
     first_end: Option<usize>,
     /// Each leg's call, for the legs created in the batch.
     leg_call: HashMap<&'a str, &'a str>,
-    /// `LegStatus` changes in order: (position, leg, status, at, cause).
-    leg_changes: Vec<(usize, &'a str, CallStatus, DateTime<Utc>, Option<&'a str>)>,
+    leg_changes: Vec<LegChange<'a>>,
 }
 
 impl<'a> GroupedBatch<'a> {
@@ -759,7 +761,7 @@ impl<'a> GroupedBatch<'a> {
                         at: fmt_time(*at),
                         duration_seconds: *duration_seconds,
                         hangup_cause: hangup_cause.as_str(),
-                        hangup_by: *hangup_by,
+                        hangup_by,
                     });
                 }
             }
@@ -773,7 +775,7 @@ impl<'a> GroupedBatch<'a> {
         Some(b)
     }
 
-    async fn apply(&mut self, conn: &mut AnyConnection, t: &str) -> Result<(), StoreError> {
+    async fn apply(&self, conn: &mut AnyConnection, t: &str) -> Result<(), StoreError> {
         self.insert_calls(conn, t).await?;
         self.insert_legs(conn).await?;
         self.update_answered(conn, t).await?;
