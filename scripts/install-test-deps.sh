@@ -78,3 +78,14 @@ if ! pg_isready -q -h 127.0.0.1 -p 5432; then
   pg_isready -h 127.0.0.1 -p 5432 || die "PostgreSQL not ready on 127.0.0.1:5432 after 30 s"
 fi
 log "PostgreSQL ready on 127.0.0.1:5432"
+
+# tests/db_outage.rs runs a PostgreSQL server of its own (initdb + pg_ctl from the
+# `postgresql` package, as the postgres user when run as root).
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null \
+  || die "no initdb under /usr/lib/postgresql/*/bin (package postgresql)"
+compgen -G '/usr/lib/postgresql/*/bin/pg_ctl' >/dev/null \
+  || die "no pg_ctl under /usr/lib/postgresql/*/bin (package postgresql)"
+if [[ $(id -u) -eq 0 ]]; then
+  id postgres >/dev/null 2>&1 || die "no postgres user to run the test's own PostgreSQL as"
+  command -v runuser >/dev/null 2>&1 || die "runuser missing (package util-linux)"
+fi

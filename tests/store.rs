@@ -78,6 +78,7 @@ both!(
     orphaned_calls_are_closed,
     calls_outlive_their_agents,
     recorder_applies_in_order_and_skips_a_bad_change,
+    mixed_call_batch_lands_as_if_applied_one_by_one,
 );
 
 fn new_agent(username: &str) -> NewAgent {
@@ -1076,13 +1077,20 @@ mod tests {
             calls.push(c);
         }
         drop(tx);
+        let health = voxgate::calls::record::RecorderHealth::new(100_000);
         // Returns once the queue is closed and drained.
         tokio::time::timeout(
             std::time::Duration::from_secs(60),
-            voxgate::calls::record::run_recorder(store.clone(), rx),
+            voxgate::calls::record::run_recorder(store.clone(), rx, health.clone()),
         )
         .await
         .unwrap();
+        assert_eq!(
+            health.backlog(),
+            0,
+            "everything taken in is committed or dropped"
+        );
+        assert!(!health.db_down() && !health.overloaded());
         let page = store
             .list_calls(&CallFilter::default(), 200, None)
             .await
@@ -1098,5 +1106,212 @@ mod tests {
             assert_eq!(c.answered_at, Some(c.started_at + Duration::seconds(1)));
             assert!(c.legs.is_empty());
         }
+    }
+
+    /// A call from the batch's point of view: ids, SIP Call-IDs and write times blanked,
+    /// so two runs of one scenario with different ids compare equal.
+    fn normalized(mut c: voxgate::store::Call) -> voxgate::store::Call {
+        c.id = String::new();
+        c.created_at = at(0);
+        c.updated_at = at(0);
+        for l in &mut c.legs {
+            l.id = String::new();
+            l.call_id = String::new();
+            l.sip_call_id = String::new();
+        }
+        c
+    }
+
+    /// A call already up (created and answered by an earlier batch), and the one batch
+    /// that mixes every kind of change the engine sends, several calls interleaved: a
+    /// new call answered then hung up, a call that ends while its leg updates come
+    /// before and after its end, a call canceled while ringing, a late leg update of an
+    /// unknown leg, a call of an unknown agent. Returns (earlier changes, the batch,
+    /// call ids).
+    fn mixed_scenario(agent: &str) -> (Vec<CallChange>, Vec<CallChange>, Vec<String>) {
+        let p = new_call(Some(agent), "sip:alice@voxgate", "sip:bob@voxgate", at(0));
+        let pa = new_leg(&p, LegDirection::Inbound, Some(agent), "sip:alice@voxgate");
+        let pb = new_leg(&p, LegDirection::Outbound, None, "sip:bob@x");
+        let earlier = vec![
+            CallChange::CreateCall(p.clone()),
+            CallChange::CreateLeg(pa.clone()),
+            CallChange::CreateLeg(pb.clone()),
+            leg_status(&pa, CallStatus::InProgress, at(1), None),
+            leg_status(&pb, CallStatus::InProgress, at(1), None),
+            CallChange::CallAnswered {
+                call_id: p.id.clone(),
+                at: at(1),
+            },
+        ];
+        let c1 = new_call(Some(agent), "sip:alice@voxgate", "sip:carol@voxgate", at(2));
+        let c1a = new_leg(&c1, LegDirection::Inbound, Some(agent), "sip:alice@voxgate");
+        let c1b = new_leg(&c1, LegDirection::Outbound, None, "sip:carol@x");
+        let c2 = new_call(None, "sip:dave@voxgate", "sip:bob@voxgate", at(3));
+        let c2b = new_leg(&c2, LegDirection::Outbound, None, "sip:bob@x");
+        let c3 = new_call(
+            Some("agt_nobody"),
+            "sip:eve@voxgate",
+            "sip:bob@voxgate",
+            at(4),
+        );
+        let c3a = new_leg(&c3, LegDirection::Inbound, Some("agt_nobody"), "sip:eve@x");
+        let ghost = NewLeg {
+            id: "leg_00000000000000000000000000".into(),
+            ..pb.clone()
+        };
+        let batch = vec![
+            CallChange::CreateCall(c1.clone()),
+            CallChange::CreateLeg(c1a.clone()),
+            CallChange::CreateLeg(c1b.clone()),
+            leg_status(&c1b, CallStatus::InProgress, at(5), None),
+            leg_status(&c1a, CallStatus::InProgress, at(5), None),
+            CallChange::CallAnswered {
+                call_id: c1.id.clone(),
+                at: at(5),
+            },
+            // A re-INVITE's 200: must not move answered_at.
+            CallChange::CallAnswered {
+                call_id: c1.id.clone(),
+                at: at(9),
+            },
+            leg_status(&c1b, CallStatus::InProgress, at(9), None),
+            // P: bob hangs up; the end closes alice's leg.
+            leg_status(&pb, CallStatus::Completed, at(20), Some("BYE")),
+            CallChange::CallEnded {
+                call_id: p.id.clone(),
+                status: CallStatus::Completed,
+                at: at(20),
+                duration_seconds: 19,
+                hangup_cause: "BYE".into(),
+                hangup_by: HangupBy::Callee,
+            },
+            CallChange::CreateCall(c2.clone()),
+            CallChange::CreateLeg(c2b.clone()),
+            CallChange::CallEnded {
+                call_id: c2.id.clone(),
+                status: CallStatus::Canceled,
+                at: at(30),
+                duration_seconds: 0,
+                hangup_cause: "CANCEL".into(),
+                hangup_by: HangupBy::Caller,
+            },
+            // After P's end (a leg created by an earlier batch): status and cause move,
+            // ended_at stays the end's.
+            leg_status(&pa, CallStatus::Failed, at(25), Some("late")),
+            leg_status(&ghost, CallStatus::Completed, at(26), Some("BYE")),
+            CallChange::CreateCall(c3.clone()),
+            CallChange::CreateLeg(c3a.clone()),
+            leg_status(&c1b, CallStatus::Completed, at(40), Some("BYE")),
+            CallChange::CallEnded {
+                call_id: c1.id.clone(),
+                status: CallStatus::Completed,
+                at: at(40),
+                duration_seconds: 35,
+                hangup_cause: "BYE".into(),
+                hangup_by: HangupBy::Callee,
+            },
+        ];
+        let ids = [&p, &c1, &c2, &c3].iter().map(|c| c.id.clone()).collect();
+        (earlier, batch, ids)
+    }
+
+    pub async fn mixed_call_batch_lands_as_if_applied_one_by_one(store: Store, _url: String) {
+        let alice = store.create_agent(&new_agent("alice")).await.unwrap();
+        let (earlier, batch, grouped_ids) = mixed_scenario(&alice.id);
+        store.apply_call_changes(&earlier).await.unwrap();
+        store.apply_call_changes(&batch).await.unwrap();
+        // The same scenario (fresh ids), every change in a transaction of its own.
+        let (earlier, batch, single_ids) = mixed_scenario(&alice.id);
+        for change in earlier.iter().chain(&batch) {
+            store
+                .apply_call_changes(std::slice::from_ref(change))
+                .await
+                .unwrap();
+        }
+        let mut grouped = Vec::new();
+        for (g, s) in grouped_ids.iter().zip(&single_ids) {
+            let got = store.get_call(g).await.unwrap();
+            let want = store.get_call(s).await.unwrap();
+            assert_eq!(normalized(got.clone()), normalized(want), "call {g}");
+            grouped.push(got);
+        }
+        // And the outcome itself.
+        let [p, c1, c2, c3] = grouped.try_into().unwrap();
+        assert_eq!(p.status, CallStatus::Completed);
+        assert_eq!(p.ended_at, Some(at(20)));
+        assert_eq!(p.legs[0].status, CallStatus::Failed);
+        assert_eq!(p.legs[0].ended_at, Some(at(20)));
+        assert_eq!(p.legs[0].hangup_cause.as_deref(), Some("late"));
+        assert_eq!(p.legs[1].status, CallStatus::Completed);
+        assert_eq!(c1.status, CallStatus::Completed);
+        assert_eq!(c1.answered_at, Some(at(5)));
+        assert_eq!(c1.duration_seconds, Some(35));
+        assert_eq!(c1.hangup_by.as_deref(), Some("callee"));
+        for leg in &c1.legs {
+            assert_eq!(leg.status, CallStatus::Completed, "{leg:?}");
+            assert_eq!(leg.answered_at, Some(at(5)), "{leg:?}");
+            assert_eq!(leg.ended_at, Some(at(40)), "{leg:?}");
+            assert_eq!(leg.hangup_cause.as_deref(), Some("BYE"), "{leg:?}");
+        }
+        assert_eq!(c2.status, CallStatus::Canceled);
+        assert_eq!(c2.legs[0].status, CallStatus::Canceled);
+        assert_eq!(c2.legs[0].hangup_cause.as_deref(), Some("CANCEL"));
+        assert_eq!(c3.status, CallStatus::Ringing);
+        assert_eq!(
+            (c3.agent_id.clone(), c3.legs[0].agent_id.clone()),
+            (None, None)
+        );
+
+        // More rows than one statement takes (500): chunked, all land.
+        let mut big = Vec::new();
+        let mut ids = Vec::new();
+        for i in 0..600 {
+            let c = new_call(None, "sip:a@x", &format!("sip:{i}@x"), at(1000 + i));
+            let a = new_leg(&c, LegDirection::Inbound, None, "sip:a@x");
+            let b = new_leg(&c, LegDirection::Outbound, None, "sip:b@x");
+            big.push(CallChange::CreateCall(c.clone()));
+            big.push(CallChange::CreateLeg(a.clone()));
+            big.push(CallChange::CreateLeg(b.clone()));
+            big.push(leg_status(&b, CallStatus::InProgress, at(1001 + i), None));
+            big.push(leg_status(&a, CallStatus::InProgress, at(1001 + i), None));
+            big.push(CallChange::CallAnswered {
+                call_id: c.id.clone(),
+                at: at(1001 + i),
+            });
+            big.push(CallChange::CallEnded {
+                call_id: c.id.clone(),
+                status: CallStatus::Completed,
+                at: at(1003 + i),
+                duration_seconds: 2,
+                hangup_cause: "BYE".into(),
+                hangup_by: HangupBy::Caller,
+            });
+            ids.push(c.id);
+        }
+        store.apply_call_changes(&big).await.unwrap();
+        let completed = CallFilter {
+            status: Some(CallStatus::Completed),
+            ..CallFilter::default()
+        };
+        let mut n = 0;
+        let mut after: Option<String> = None;
+        loop {
+            let page = store
+                .list_calls(&completed, 200, after.as_deref())
+                .await
+                .unwrap();
+            for c in &page.data {
+                if ids.contains(&c.id) {
+                    n += 1;
+                    assert_eq!(c.legs.len(), 2, "{c:?}");
+                    assert!(c.legs.iter().all(|l| l.status == CallStatus::Completed));
+                }
+            }
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(n, 600);
     }
 }

@@ -4,12 +4,15 @@
 //! first INVITE, so a crash leaves it open and the next start closes it as `failed` with
 //! hangup cause `gateway-restart` (`Store::close_orphaned_calls`).
 
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 
-use crate::store::{Store, StoreError};
+use crate::store::Store;
 
 /// SPEC §4 call and leg statuses. `queued` is for click-to-call and campaigns (later).
 #[derive(
@@ -167,44 +170,183 @@ pub enum CallChange {
 /// The most changes written in one transaction.
 const MAX_BATCH: usize = 257;
 
-/// How often a batch that failed for a connection-level reason is retried.
-const RETRIES: u32 = 5;
+/// Queued-but-uncommitted changes above which new calls are shed (SIP 503): enough for
+/// minutes of a database outage at hundreds of call set-ups a second (a call is ~6
+/// changes), small enough (~tens of MB) that the queue cannot eat the machine.
+pub const BACKLOG_BOUND: usize = 100_000;
 
-/// Applies the engine's queued [`CallChange`]s in order, as a group commit: it waits for
-/// one change, takes whatever else is queued (up to 256 more) and writes them in one
-/// transaction. Ends when every sender is dropped and the queue is drained, so a graceful
-/// shutdown loses nothing.
-///
-/// A batch the database rejects (a constraint violation: an engine bug such as a leg for
-/// an unknown call) is applied again change by change, so one bad change costs only
-/// itself. A database that stays unreachable through the retries (~6 s) costs the batch.
-/// Either loss is logged and counted in `voxgate_call_record_dropped_total`; the engine
-/// never waits on any of it.
-pub async fn run_recorder(store: Store, mut rx: mpsc::UnboundedReceiver<CallChange>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = rx.recv().await {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(c) => batch.push(c),
-                Err(_) => break,
-            }
-        }
-        apply(&store, &batch).await;
-        batch.clear();
+/// First wait after a write failed for a connection-level reason; doubles up to
+/// [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+/// Longest wait between two attempts while the database is down: how late records land
+/// after it returns.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// The recorder's state as the SIP core and the metrics see it: cheap to read from any
+/// thread (two atomics), written only by [`run_recorder`].
+#[derive(Debug)]
+pub struct RecorderHealth {
+    /// Changes received from the engine and not yet committed (or dropped as rejected).
+    backlog: AtomicUsize,
+    /// See [`db_down`](Self::db_down).
+    db_down: AtomicBool,
+    bound: usize,
+}
+
+impl RecorderHealth {
+    /// `bound`: the backlog above which [`overloaded`](Self::overloaded) holds.
+    pub fn new(bound: usize) -> Arc<RecorderHealth> {
+        Arc::new(RecorderHealth {
+            backlog: AtomicUsize::new(0),
+            db_down: AtomicBool::new(false),
+            bound,
+        })
+    }
+
+    /// Changes waiting to be committed.
+    pub fn backlog(&self) -> usize {
+        self.backlog.load(Ordering::Relaxed)
+    }
+
+    /// The last write attempt failed for a connection-level reason, or the one in flight
+    /// has hung for [`STALLED_AFTER`].
+    pub fn db_down(&self) -> bool {
+        self.db_down.load(Ordering::Relaxed)
+    }
+
+    /// The backlog is over its bound: new calls must be refused so that the records of
+    /// calls already admitted are never lost.
+    pub fn overloaded(&self) -> bool {
+        self.backlog() > self.bound
+    }
+
+    fn add(&self, n: usize) {
+        self.backlog.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn remove(&self, n: usize) {
+        self.backlog.fetch_sub(n, Ordering::Relaxed);
+    }
+
+    fn set_db_down(&self, down: bool) {
+        self.db_down.store(down, Ordering::Relaxed);
+    }
+
+    fn publish(&self) {
+        metrics::gauge!("voxgate_call_record_backlog").set(self.backlog() as f64);
+        metrics::gauge!("voxgate_call_record_db_down").set(if self.db_down() { 1.0 } else { 0.0 });
     }
 }
 
-async fn apply(store: &Store, batch: &[CallChange]) {
-    let mut attempt = 0;
+/// How often the gauges are published while a write is in flight.
+const PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
+/// A write in flight this long counts as the database being down (it is not answering),
+/// although the attempt has not failed yet.
+const STALLED_AFTER: Duration = Duration::from_secs(2);
+
+/// Publish the gauges at most every this many changes taken in (a gauge update is a
+/// registry lookup; the engine can queue thousands of changes a second).
+const PUBLISH_EVERY: usize = 1024;
+
+/// Applies the engine's queued [`CallChange`]s in order, as a group commit: it takes
+/// whatever is queued (up to [`MAX_BATCH`]) and writes it in one transaction. Ends when
+/// every sender is dropped and the queue is drained, so a graceful shutdown loses nothing.
+///
+/// While a batch is being written (or retried), the worker keeps taking changes off the
+/// engine's queue into its own, so `health` always counts the true backlog, even when a
+/// write hangs on a dead connection.
+///
+/// A database that cannot be reached is retried forever with capped backoff: a finished
+/// call's record is never dropped for an outage. The backlog grows meanwhile, and the SIP
+/// core refuses new calls once it passes its bound ([`RecorderHealth::overloaded`]). Only
+/// a change the database *rejects* (a constraint violation: an engine bug such as a leg
+/// of an unknown call) is dropped: the batch is applied again change by change, so one
+/// bad change costs only itself, and it is logged and counted in
+/// `voxgate_call_record_dropped_total`. The engine never waits on any of it.
+pub async fn run_recorder(
+    store: Store,
+    mut rx: mpsc::UnboundedReceiver<CallChange>,
+    health: Arc<RecorderHealth>,
+) {
+    let mut queue: VecDeque<CallChange> = VecDeque::new();
+    let mut batch: Vec<CallChange> = Vec::with_capacity(MAX_BATCH);
+    let mut taken: usize = 0;
+    let mut take = |queue: &mut VecDeque<CallChange>, c: CallChange| {
+        queue.push_back(c);
+        health.add(1);
+        taken += 1;
+        if taken.is_multiple_of(PUBLISH_EVERY) {
+            health.publish();
+        }
+    };
+    let mut open = true;
+    loop {
+        if queue.is_empty() {
+            match rx.recv().await {
+                Some(c) => take(&mut queue, c),
+                None => break,
+            }
+        }
+        while queue.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(c) => take(&mut queue, c),
+                Err(_) => break,
+            }
+        }
+        let n = queue.len().min(MAX_BATCH);
+        batch.extend(queue.drain(..n));
+        {
+            let write = apply(&store, &batch, &health);
+            tokio::pin!(write);
+            let started = tokio::time::Instant::now();
+            let mut tick = tokio::time::interval_at(started + PUBLISH_INTERVAL, PUBLISH_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    biased;
+                    () = &mut write => break,
+                    c = rx.recv(), if open => match c {
+                        Some(c) => take(&mut queue, c),
+                        None => open = false,
+                    },
+                    // A write can hang (the pool waits for a connection up to its acquire
+                    // timeout): keep the gauges true meanwhile.
+                    _ = tick.tick() => {
+                        if started.elapsed() >= STALLED_AFTER {
+                            health.set_db_down(true);
+                        }
+                        health.publish();
+                    }
+                }
+            }
+        }
+        health.remove(batch.len());
+        batch.clear();
+        health.publish();
+    }
+}
+
+/// Writes `batch` until it is committed, or (for a rejected change) dropped.
+async fn apply(store: &Store, batch: &[CallChange], health: &RecorderHealth) {
+    let mut backoff = FIRST_BACKOFF;
+    let mut failures: u32 = 0;
     loop {
         match store.apply_call_changes(batch).await {
             Ok(()) => {
+                if failures > 0 {
+                    tracing::info!(
+                        failures,
+                        backlog = health.backlog(),
+                        "writing call records again"
+                    );
+                }
+                health.set_db_down(false);
                 metrics::counter!("voxgate_call_record_changes_persisted_total")
                     .increment(batch.len() as u64);
                 return;
             }
-            Err(e) if is_rejected(&e) => {
+            Err(e) if e.is_rejected() => {
+                health.set_db_down(false);
                 if batch.len() == 1 {
                     tracing::error!(error = %e, change = ?batch[0], "call record change rejected; dropped");
                     metrics::counter!("voxgate_call_record_dropped_total").increment(1);
@@ -212,34 +354,24 @@ async fn apply(store: &Store, batch: &[CallChange]) {
                 }
                 tracing::warn!(error = %e, changes = batch.len(), "call record batch rejected; applying one by one");
                 for change in batch {
-                    Box::pin(apply(store, std::slice::from_ref(change))).await;
+                    Box::pin(apply(store, std::slice::from_ref(change), health)).await;
                 }
                 return;
             }
-            Err(e) if attempt < RETRIES => {
-                attempt += 1;
-                tracing::warn!(error = %e, attempt, "writing call records failed; retrying");
-                tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
-            }
             Err(e) => {
-                tracing::error!(error = %e, dropped = batch.len(), "giving up writing call records");
-                metrics::counter!("voxgate_call_record_dropped_total")
-                    .increment(batch.len() as u64);
-                return;
+                failures += 1;
+                health.set_db_down(true);
+                health.publish();
+                tracing::warn!(
+                    error = %e,
+                    failures,
+                    backlog = health.backlog(),
+                    retry_in = ?backoff,
+                    "writing call records failed; retrying (nothing is dropped)"
+                );
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         }
-    }
-}
-
-/// The database refused a change for breaking a constraint (an engine bug such as a leg
-/// of an unknown call): retrying the same batch cannot help, unlike a lost connection, a
-/// busy database or a serialization failure.
-fn is_rejected(e: &StoreError) -> bool {
-    match e {
-        StoreError::Db(sqlx::Error::Database(db)) => {
-            !matches!(db.kind(), sqlx::error::ErrorKind::Other)
-        }
-        StoreError::Corrupt { .. } | StoreError::Conflict { .. } | StoreError::NotFound => true,
-        _ => false,
     }
 }

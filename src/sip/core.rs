@@ -16,17 +16,21 @@ use voxgate_sip::transaction::{
     Incoming, Peer, ServerTxId, TransactionLayer, Transport, TxEvent, TxId,
 };
 
+use super::agents::{AgentLookup, AgentUpdate};
 use super::guard::{BanGuard, RateGuard};
 use super::persist::PersistOp;
 use super::transport::Inbound;
 use crate::calls::control::CallCommand;
 use crate::calls::engine::{CallEngine, Command, Output};
 use crate::calls::env::{AgentDirectory, Clock};
-use crate::calls::record::CallChange;
+use crate::calls::record::{CallChange, RecorderHealth};
 use crate::events::AppEvent;
 use crate::media::MediaEngine;
 use crate::registrar::{Registrar, Reply};
-use crate::store::Store;
+
+/// `Retry-After` of a 503 for a new call shed while call records back up (RFC 3261
+/// §21.5.4): long enough for a recovering database to work off a backlog.
+const SHED_RETRY_AFTER_SECONDS: u32 = 30;
 
 /// Methods we answer outside a dialog, for Allow headers (grows with the call engine).
 pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, REGISTER";
@@ -38,7 +42,12 @@ pub struct Core {
     pub registrar: Registrar,
     pub rate: RateGuard,
     pub bans: BanGuard,
-    pub store: Store,
+    /// Agent lookups for the worker that reads them off this loop (`sip::agents`).
+    pub agent_lookups: mpsc::UnboundedSender<AgentLookup>,
+    /// What that worker read, to apply to the registrar in event order.
+    pub agent_updates: mpsc::UnboundedReceiver<AgentUpdate>,
+    /// The call record worker's backlog: new calls are shed while it is over its bound.
+    pub record_health: Arc<RecorderHealth>,
     pub max_message_bytes: usize,
     pub server_header: String,
     pub conns: HashMap<u64, (SocketAddr, mpsc::Sender<Bytes>)>,
@@ -105,7 +114,8 @@ impl Core {
                     self.engine.handle_timeout(&mut self.layer, now);
                 }
                 Some(cmd) = self.commands.recv() => self.on_command(cmd),
-                ev = events.recv() => self.on_event(ev).await,
+                ev = events.recv() => self.on_event(ev),
+                Some(update) = self.agent_updates.recv() => self.on_agent_update(update),
                 Some(n) = self.committed.recv() => self.release(n),
                 _ = housekeeping.tick() => self.housekeeping(),
                 _ = shutdown.changed(), if drain_until.is_none() => {
@@ -261,6 +271,10 @@ impl Core {
             return;
         }
         if req.method() == Some(&Method::Invite) {
+            if let Some(reply) = self.shed_for_records() {
+                self.respond(tx, &req, peer, &reply, now);
+                return;
+            }
             let mut directory = AgentDirectory {
                 registrar: &mut self.registrar,
                 conns: &self.conn_by_addr,
@@ -281,6 +295,21 @@ impl Core {
         }
         let reply = self.dispatch(&req, peer, now);
         self.respond(tx, &req, peer, &reply, now);
+    }
+
+    /// A new call is refused with 503 while the call records cannot keep up (the database
+    /// is down or too slow and the recorder's backlog passed its bound): admitting it
+    /// would mean its record might be lost, and the records are what must stay durable.
+    /// Calls already up go on.
+    fn shed_for_records(&self) -> Option<Reply> {
+        if !self.record_health.overloaded() {
+            return None;
+        }
+        metrics::counter!("voxgate_calls_shed_total", "reason" => "records").increment(1);
+        Some(
+            Reply::new(503, "Service Unavailable")
+                .with("Retry-After", SHED_RETRY_AFTER_SECONDS.to_string()),
+        )
     }
 
     fn count_auth_failure(&mut self, reply: &Reply, peer: &Peer, now: Instant) {
@@ -401,24 +430,26 @@ impl Core {
         }
     }
 
-    async fn on_event(&mut self, ev: Result<AppEvent, broadcast::error::RecvError>) {
-        match ev {
-            Ok(AppEvent::AgentChanged { username, .. }) => {
-                match self.store.agent_auth_by_username(&username).await {
-                    Ok(Some(a)) => self.registrar.upsert_agent(a),
-                    Ok(None) => {}
-                    Err(e) => tracing::warn!(error = %e, "agent reload failed"),
-                }
-            }
-            Ok(AppEvent::AgentDeleted { id, .. }) => self.registrar.remove_agent(&id),
-            Err(broadcast::error::RecvError::Lagged(_)) => {
-                // Missed some: reload everything.
-                match self.store.all_agent_auth().await {
-                    Ok(all) => self.registrar.load_agents(all),
-                    Err(e) => tracing::warn!(error = %e, "agent reload failed"),
-                }
-            }
-            Err(broadcast::error::RecvError::Closed) => {}
+    /// Agent events: the lookups they need go to the agent worker (never awaited here);
+    /// its answers come back through `agent_updates`.
+    fn on_event(&mut self, ev: Result<AppEvent, broadcast::error::RecvError>) {
+        let lookup = match ev {
+            Ok(AppEvent::AgentChanged { username, .. }) => AgentLookup::Changed { username },
+            Ok(AppEvent::AgentDeleted { id, .. }) => AgentLookup::Deleted { id },
+            // Missed some: reload everything.
+            Err(broadcast::error::RecvError::Lagged(_)) => AgentLookup::All,
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        if self.agent_lookups.send(lookup).is_err() {
+            tracing::warn!("agent worker gone; agent change not applied");
+        }
+    }
+
+    fn on_agent_update(&mut self, update: AgentUpdate) {
+        match update {
+            AgentUpdate::Upsert(a) => self.registrar.upsert_agent(a),
+            AgentUpdate::Remove { id } => self.registrar.remove_agent(&id),
+            AgentUpdate::Replace(all) => self.registrar.load_agents(all),
         }
     }
 

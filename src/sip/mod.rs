@@ -3,6 +3,7 @@
 //! `start` binds every configured listener before it returns, so `/readyz` only turns green
 //! once SIP can really be reached.
 
+mod agents;
 mod core;
 pub mod guard;
 mod persist;
@@ -24,6 +25,7 @@ use voxgate_sip::transaction::{TimerConfig, TransactionLayer};
 use crate::calls::control::CallCommand;
 use crate::calls::engine::{CallEngine, EngineConfig};
 use crate::calls::env::Clock;
+use crate::calls::record::{self, RecorderHealth};
 use crate::config::Config;
 use crate::config::KernelForwardingMode;
 use crate::events::AppEvent;
@@ -47,6 +49,7 @@ pub struct SipStart {
 pub struct SipHandle {
     core: JoinHandle<()>,
     persist: JoinHandle<()>,
+    recorder: JoinHandle<()>,
     tasks: Vec<JoinHandle<()>>,
     pub udp_addr: Option<std::net::SocketAddr>,
     pub tcp_addr: Option<std::net::SocketAddr>,
@@ -57,10 +60,24 @@ impl SipHandle {
         !self.core.is_finished()
     }
 
-    /// Waits for the core to stop and the registration write-behind queue to drain.
+    /// Waits for the core to stop and the registration and call record queues to drain
+    /// (bounded: a database that is down at shutdown must not hold the process forever;
+    /// what is still queued then is logged by the workers' retry warnings).
     pub async fn join(self) {
         let _ = self.core.await;
-        let _ = tokio::time::timeout(Duration::from_secs(10), self.persist).await;
+        let drained = tokio::time::Instant::now() + Duration::from_secs(10);
+        if tokio::time::timeout_at(drained, self.persist)
+            .await
+            .is_err()
+        {
+            tracing::error!("registration queue not drained at shutdown");
+        }
+        if tokio::time::timeout_at(drained, self.recorder)
+            .await
+            .is_err()
+        {
+            tracing::error!("call record queue not drained at shutdown");
+        }
         for t in self.tasks {
             t.abort();
         }
@@ -175,10 +192,19 @@ pub async fn start(args: SipStart) -> anyhow::Result<SipHandle> {
     })
     .context("starting the media relay")?;
     let (records_tx, records_rx) = mpsc::unbounded_channel();
-    let recorder = tokio::spawn(crate::calls::record::run_recorder(
+    let records = RecorderHealth::new(record::BACKLOG_BOUND);
+    let recorder = tokio::spawn(record::run_recorder(
         store.clone(),
         records_rx,
+        records.clone(),
     ));
+    let (agent_lookups, lookups_rx) = mpsc::unbounded_channel();
+    let (updates_tx, agent_updates) = mpsc::unbounded_channel();
+    tasks.push(tokio::spawn(agents::run(
+        store.clone(),
+        lookups_rx,
+        updates_tx,
+    )));
     let sip_port = udp_addr.or(tcp_addr).map_or(5060, |a| a.port());
     let media = Arc::new(media);
     let engine = CallEngine::new(
@@ -203,7 +229,9 @@ pub async fn start(args: SipStart) -> anyhow::Result<SipHandle> {
             Duration::from_secs(sip.auth_ban_window_seconds),
             Duration::from_secs(sip.auth_ban_seconds),
         ),
-        store: store.clone(),
+        agent_lookups,
+        agent_updates,
+        record_health: records,
         max_message_bytes: sip.max_message_bytes,
         server_header: format!("voxgate/{}", env!("CARGO_PKG_VERSION")),
         conns: HashMap::new(),
@@ -221,10 +249,10 @@ pub async fn start(args: SipStart) -> anyhow::Result<SipHandle> {
     drop(inbound_tx);
     let core = tokio::spawn(core.run(inbound_rx, events.subscribe(), shutdown));
     let persist = tokio::spawn(persist::run(store, persist_rx, committed_tx));
-    tasks.push(recorder);
     Ok(SipHandle {
         core,
         persist,
+        recorder,
         tasks,
         udp_addr,
         tcp_addr,

@@ -2,7 +2,8 @@
 //! applies them in batches (one transaction per batch), and tells the core which barrier
 //! the commit covered, so the core can release the REGISTER responses that waited for it.
 //! A 200 OK to a REGISTER thus means the binding is on disk (it survives `kill -9`), while
-//! thousands of REGISTERs a second still cost only a handful of commits.
+//! thousands of REGISTERs a second still cost only a handful of commits. The barrier is
+//! released only after a successful commit: while the database is down the 200s wait.
 //!
 //! The queue closes when the core stops; the worker drains it before `SipHandle::join`
 //! returns, so a graceful shutdown loses nothing.
@@ -54,24 +55,58 @@ pub async fn run(
     }
 }
 
-/// Applies one batch, retrying a failing database a few times. If it stays down, the batch
-/// is reported and dropped: the in-memory registrar still routes correctly, and phones
-/// write their bindings again at their next refresh.
+/// First wait after a commit failed for a connection-level reason; doubles up to
+/// [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+/// Longest wait between two attempts while the database is down.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Applies one batch; returns once it is committed, so the barrier after it is only
+/// released for bindings that are on disk. A database that cannot be reached is retried
+/// forever with capped backoff: the held 200s wait, the phones retransmit their REGISTERs
+/// and the transaction layer absorbs the retransmissions. A batch the database *rejects*
+/// (a constraint violation, which no retry can fix) is applied change by change, and only
+/// the rejected change is skipped (logged, counted in
+/// `voxgate_registration_persist_dropped_total`).
 async fn apply(store: &Store, batch: &[RegistrationChange]) {
-    let mut attempt = 0;
+    let mut backoff = FIRST_BACKOFF;
+    let mut failures: u32 = 0;
     loop {
         match store.apply_registration_changes(batch).await {
-            Ok(()) => return,
-            Err(e) if attempt < 5 => {
-                attempt += 1;
-                tracing::warn!(error = %e, attempt, "persisting registrations failed; retrying");
-                tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+            Ok(()) => {
+                if failures > 0 {
+                    tracing::info!(failures, "persisting registrations again");
+                    metrics::gauge!("voxgate_registration_persist_db_down").set(0.0);
+                }
+                return;
+            }
+            Err(e) if e.is_rejected() => {
+                if failures > 0 {
+                    metrics::gauge!("voxgate_registration_persist_db_down").set(0.0);
+                }
+                if batch.len() == 1 {
+                    tracing::error!(error = %e, change = ?batch[0], "registration change rejected; skipped");
+                    metrics::counter!("voxgate_registration_persist_dropped_total").increment(1);
+                    return;
+                }
+                tracing::warn!(error = %e, changes = batch.len(), "registration batch rejected; applying one by one");
+                for change in batch {
+                    Box::pin(apply(store, std::slice::from_ref(change))).await;
+                }
+                return;
             }
             Err(e) => {
-                tracing::error!(error = %e, dropped = batch.len(), "giving up persisting registrations");
-                metrics::counter!("voxgate_registration_persist_dropped_total")
-                    .increment(batch.len() as u64);
-                return;
+                failures += 1;
+                metrics::gauge!("voxgate_registration_persist_db_down").set(1.0);
+                tracing::warn!(
+                    error = %e,
+                    failures,
+                    changes = batch.len(),
+                    retry_in = ?backoff,
+                    "persisting registrations failed; retrying (their 200s wait)"
+                );
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         }
     }

@@ -54,6 +54,22 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// The database refused a write for breaking a constraint (an engine bug such as a
+    /// leg of an unknown call), or the data cannot be written as it is: retrying the same
+    /// write cannot help. Everything else (a lost connection, a pool timeout, a busy or
+    /// restarting database, a serialization failure) may pass on a retry.
+    pub fn is_rejected(&self) -> bool {
+        match self {
+            StoreError::Db(sqlx::Error::Database(db)) => {
+                !matches!(db.kind(), sqlx::error::ErrorKind::Other)
+            }
+            StoreError::Corrupt { .. } | StoreError::Conflict { .. } | StoreError::NotFound => true,
+            _ => false,
+        }
+    }
+}
+
 /// Which database the pool talks to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
