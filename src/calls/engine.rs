@@ -72,6 +72,28 @@ pub struct EngineConfig {
     pub ring_timeout: Duration,
 }
 
+impl EngineConfig {
+    /// Our Via for requests sent over `transport`.
+    fn via(&self, transport: Transport) -> LocalVia {
+        LocalVia::new(
+            transport,
+            format!("{}:{}", host(self.public_ip), self.sip_port),
+        )
+    }
+
+    /// Our Contact URI for dialogs over `transport`.
+    fn contact(&self, transport: Transport) -> String {
+        let t = match transport {
+            Transport::Udp => "",
+            Transport::Tcp => ";transport=tcp",
+            Transport::Tls => ";transport=tls",
+            Transport::Ws => ";transport=ws",
+            Transport::Wss => ";transport=wss",
+        };
+        format!("sip:voxgate@{}:{}{t}", host(self.public_ip), self.sip_port)
+    }
+}
+
 /// A command from the control API (or, later, a call program).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
@@ -466,25 +488,11 @@ impl CallEngine {
     }
 
     fn via(&self, transport: Transport) -> LocalVia {
-        LocalVia::new(
-            transport,
-            format!("{}:{}", host(self.cfg.public_ip), self.cfg.sip_port),
-        )
+        self.cfg.via(transport)
     }
 
     fn contact(&self, transport: Transport) -> String {
-        let t = match transport {
-            Transport::Udp => "",
-            Transport::Tcp => ";transport=tcp",
-            Transport::Tls => ";transport=tls",
-            Transport::Ws => ";transport=ws",
-            Transport::Wss => ";transport=wss",
-        };
-        format!(
-            "sip:voxgate@{}:{}{t}",
-            host(self.cfg.public_ip),
-            self.cfg.sip_port
-        )
+        self.cfg.contact(transport)
     }
 
     /// Schedules the channel's next timer, if it has one.
@@ -1223,10 +1231,7 @@ impl CallEngine {
             return;
         };
         let seq = uac.invite.cseq().seq;
-        let via = LocalVia::new(
-            peer.transport,
-            format!("{}:{}", host(self.cfg.public_ip), self.cfg.sip_port),
-        );
+        let via = self.cfg.via(peer.transport);
         let ack = d.ack(seq, &via, &branch).build();
         layer.send_stateless(ack.clone(), peer);
         uac.ack_cache = Some(AckCache::new(seq, ack, now, layer.config()));
@@ -1610,10 +1615,7 @@ impl CallEngine {
             return;
         };
         let method = req.method().cloned().unwrap_or(Method::Invite);
-        let via = LocalVia::new(
-            other_peer.transport,
-            format!("{}:{}", host(self.cfg.public_ip), self.cfg.sip_port),
-        );
+        let via = self.cfg.via(other_peer.transport);
         let Ok(b) = d.request(method, &via, &branch) else {
             self.respond_in_dialog(layer, &req, tx, 491, "Request Pending", now);
             return;
@@ -1673,10 +1675,7 @@ impl CallEngine {
             let _ = d.handle_response(&resp);
             // ACK the other channel's 2xx to our re-INVITE.
             if success && r.client_request.method() == Some(&Method::Invite) {
-                let via = LocalVia::new(
-                    to_peer.transport,
-                    format!("{}:{}", host(self.cfg.public_ip), self.cfg.sip_port),
-                );
+                let via = self.cfg.via(to_peer.transport);
                 let ack = d.ack(r.client_request.cseq().seq, &via, &branch).build();
                 layer.send_stateless(ack, to_peer);
             }
@@ -2009,10 +2008,7 @@ impl CallEngine {
         let Some(channel) = self.channels.get_mut(leg) else {
             return;
         };
-        let via = LocalVia::new(
-            channel.peer.transport,
-            format!("{}:{}", host(self.cfg.public_ip), self.cfg.sip_port),
-        );
+        let via = self.cfg.via(channel.peer.transport);
         let peer = channel.peer;
         let (Some(id), Some(uas)) = (channel.dialog.clone(), channel.uas_mut()) else {
             return;
