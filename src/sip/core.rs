@@ -23,7 +23,7 @@ use super::transport::Inbound;
 use crate::calls::control::CallCommand;
 use crate::calls::engine::{CallEngine, Command, Output};
 use crate::calls::env::{AgentDirectory, Clock};
-use crate::calls::record::{CallChange, RecorderHealth};
+use crate::calls::record::{RecordSender, RecorderHealth};
 use crate::events::AppEvent;
 use crate::media::MediaEngine;
 use crate::registrar::{Registrar, Reply};
@@ -57,7 +57,7 @@ pub struct Core {
     /// The relay (for its gauges; the engine drives it).
     pub media: Arc<MediaEngine>,
     /// The call-record queue (the engine's records go here, in order).
-    pub records: mpsc::UnboundedSender<CallChange>,
+    pub records: RecordSender,
     /// Commands from the control API.
     pub commands: mpsc::Receiver<CallCommand>,
     /// How long live calls may go on after SIGTERM before they are hung up.
@@ -418,10 +418,7 @@ impl Core {
     fn drain_engine(&mut self) {
         while let Some(out) = self.engine.poll_output() {
             match out {
-                Output::Record(change) => {
-                    // The recorder outlives the core; a send error means we are stopping.
-                    let _ = self.records.send(change);
-                }
+                Output::Record(change) => self.records.send(change),
                 Output::SetupLatency(d) => {
                     metrics::histogram!("voxgate_call_setup_seconds").record(d.as_secs_f64());
                 }

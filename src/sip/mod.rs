@@ -191,8 +191,8 @@ pub async fn start(args: SipStart) -> anyhow::Result<SipHandle> {
         },
     })
     .context("starting the media relay")?;
-    let (records_tx, records_rx) = mpsc::unbounded_channel();
     let records = RecorderHealth::new(record::BACKLOG_BOUND);
+    let (records_tx, records_rx) = record::RecordSender::channel(records.clone());
     let recorder = tokio::spawn(record::run_recorder(
         store.clone(),
         records_rx,
