@@ -171,7 +171,7 @@ const MAX_BATCH: usize = 2048;
 
 /// How long the first change of a batch waits for others. Nothing waits on a call
 /// record's commit (the API reads what is there), so this costs no call any time.
-const LINGER: Duration = Duration::from_millis(20);
+const LINGER: Duration = Duration::from_millis(100);
 
 /// Queued-but-uncommitted changes above which new calls are shed (SIP 503): enough for
 /// minutes of a database outage at hundreds of call set-ups a second (a call is ~6
