@@ -74,6 +74,9 @@ pub struct SipConfig {
     /// Messages per second per source IP; 0 = unlimited.
     pub source_rate_limit: u32,
     pub source_rate_burst: u32,
+    /// New calls (out-of-dialog INVITEs with a new Call-ID) admitted per second; beyond it
+    /// they get 503 + Retry-After (`src/sip/overload.rs`). 0 = no limit.
+    pub max_cps: u32,
     pub tcp_max_connections: usize,
     pub tcp_idle_timeout_seconds: u64,
     /// After SIGTERM, live calls may go on this long before they are hung up (SPEC §1).
@@ -177,6 +180,7 @@ impl Default for SipConfig {
             max_message_bytes: 65535,
             source_rate_limit: 2000,
             source_rate_burst: 4000,
+            max_cps: 0,
             tcp_max_connections: 4096,
             tcp_idle_timeout_seconds: 300,
             shutdown_grace_seconds: 30,
@@ -355,6 +359,7 @@ pub const KEYS: &[(&str, &str, Kind)] = &[
     ("sip", "max_message_bytes", Kind::Int),
     ("sip", "source_rate_limit", Kind::Int),
     ("sip", "source_rate_burst", Kind::Int),
+    ("sip", "max_cps", Kind::Int),
     ("sip", "tcp_max_connections", Kind::Int),
     ("sip", "tcp_idle_timeout_seconds", Kind::Int),
     ("sip", "shutdown_grace_seconds", Kind::Int),
