@@ -6,14 +6,14 @@
 # CPU per call and peak RSS. See benches/README.md.
 #
 #   benches/call_load.sh [--rate R] [--duration S] [--pairs N] [--talk MS] [--max-cps C]
-#                        [--profile release|dev] [--bin PATH] [--keep]
+#                        [--queue-delay MS] [--profile release|dev] [--bin PATH] [--keep]
 #   benches/call_load.sh --smoke     # 100 calls at 20/s over 2 pairs, debug build, strict
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
 
-RATE=200 DURATION=20 PAIRS=10 TALK=100 MAX_CPS=0 PROFILE=release KEEP=0 SMOKE=0 BIN=
+RATE=200 DURATION=20 PAIRS=10 TALK=100 MAX_CPS=0 QUEUE_DELAY= PROFILE=release KEEP=0 SMOKE=0 BIN=
 usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 while (($#)); do
   case $1 in
@@ -22,6 +22,7 @@ while (($#)); do
     --pairs) PAIRS=$2; shift 2 ;;
     --talk) TALK=$2; shift 2 ;;
     --max-cps) MAX_CPS=$2; shift 2 ;;
+    --queue-delay) QUEUE_DELAY=$2; shift 2 ;;
     --profile) PROFILE=$2; shift 2 ;;
     --bin) BIN=$2; shift 2 ;;
     --keep) KEEP=1; shift ;;
@@ -35,6 +36,7 @@ for v in RATE DURATION PAIRS; do
 done
 [[ $TALK =~ ^[0-9]+$ ]] || { echo "call_load: --talk must be milliseconds" >&2; exit 2; }
 [[ $MAX_CPS =~ ^[0-9]+$ ]] || { echo "call_load: --max-cps must be a number (0 = no limit)" >&2; exit 2; }
+[[ -z $QUEUE_DELAY || $QUEUE_DELAY =~ ^[0-9]+$ ]] || { echo "call_load: --queue-delay must be milliseconds (0 = off)" >&2; exit 2; }
 [[ $PROFILE == release || $PROFILE == dev ]] || { echo "call_load: --profile release|dev" >&2; exit 2; }
 ((PAIRS <= 100)) || { echo "call_load: at most 100 pairs (two SIPp processes each)" >&2; exit 2; }
 
@@ -97,6 +99,7 @@ log "starting $BIN (SIP 127.0.0.1:$SIP_PORT, API $API, data $WORK/data)"
 mkdir -p "$WORK/data"
 extra=()
 ((MAX_CPS > 0)) && extra+=("VOXGATE_SIP_MAX_CPS=$MAX_CPS")
+[[ -n $QUEUE_DELAY ]] && extra+=("VOXGATE_SIP_OVERLOAD_QUEUE_DELAY_MS=$QUEUE_DELAY")
 # All SIPp processes share 127.0.0.1: the per-source limit would throttle the load. A call
 # holds two RTP port pairs; 10,000 ports hold 2,500 calls at once.
 env VOXGATE_DATA_DIR="$WORK/data" \
@@ -235,10 +238,11 @@ cpu_s=$(awk -v a="$cpu0" -v b="$cpu1" -v t="$CLK_TCK" 'BEGIN { printf "%.2f", (b
 awk -v rate="$RATE" -v dur="$DURATION" -v pairs="$PAIRS" -v talk="$TALK" -v total="$TOTAL" \
   -v done="$completed" -v refused="$refused" -v failed="$failed" -v late="$late" -v retrans="$retrans" \
   -v wall="$wall" -v cpu="$cpu_s" -v rss="$peak_rss_kb" -v profile="$BUILD_LABEL" -v maxcps="$MAX_CPS" \
+  -v qdelay="${QUEUE_DELAY:-default}" \
   -v s50="$(pct 1 50)" -v s99="$(pct 1 99)" -v b50="$(pct 2 50)" -v b99="$(pct 2 99)" \
   -v r50="$(pct 3 50)" -v r99="$(pct 3 99)" -v left="$left" \
   -v rcps="${rejected_cps:-0}" -v rdelay="${rejected_delay:-0}" 'BEGIN {
-  printf "call_load: voxgate %s, %d agent pairs, talk %d ms, sip.max_cps %s\n", profile, pairs, talk, (maxcps ? maxcps : "off")
+  printf "call_load: voxgate %s, %d agent pairs, talk %d ms, sip.max_cps %s, overload_queue_delay_ms %s\n", profile, pairs, talk, (maxcps ? maxcps : "off"), qdelay
   printf "  offered               %d calls/s for %d s = %d calls\n", rate, dur, total
   printf "  completed             %d (%.1f calls/s over %.1f s)\n", done, done / wall, wall
   printf "  refused (503)         %d (voxgate: max_cps %d, queue_delay %d)\n", refused, rcps, rdelay

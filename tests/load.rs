@@ -187,6 +187,11 @@ impl Pair {
     }
 }
 
+/// The load tests of this file run one at a time (`cargo test` runs a file's tests on
+/// parallel threads; nextest runs them alone, see `.config/nextest.toml`): two bursts at
+/// once on a 2-core machine would measure each other.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn count(run: &SippRun, marker: &str) -> usize {
     run.log.matches(marker).count()
 }
@@ -215,6 +220,7 @@ async fn hundred_calls_a_second_over_four_pairs_complete_and_release_everything(
     const PAIRS: usize = 4;
     const RATE_PER_PAIR: u32 = 25; // 100 calls/s in all
     const CALLS_PER_PAIR: u32 = 125; // 5 s
+    let _alone = ONE_AT_A_TIME.lock().await;
     let gw = Gateway::start().await;
     let mut pairs = Vec::new();
     for i in 0..PAIRS {
@@ -259,6 +265,7 @@ async fn max_cps_refuses_the_excess_with_503_and_keeps_serving_established_calls
     const RATE_PER_PAIR: u32 = 25; // 100 calls/s offered
     const CALLS_PER_PAIR: u32 = 75; // for 3 s
     const MAX_CPS: f64 = 20.0;
+    let _alone = ONE_AT_A_TIME.lock().await;
     let gw = Gateway::start_with(&[("VOXGATE_SIP_MAX_CPS", "20")], None).await;
     let mut pairs = Vec::new();
     for i in 0..PAIRS {
@@ -283,6 +290,10 @@ async fn max_cps_refuses_the_excess_with_503_and_keeps_serving_established_calls
         late += count(run, BYE_LATE);
     }
     let offered = CALLS_PER_PAIR as usize * PAIRS;
+    eprintln!(
+        "max_cps 20, {offered} calls offered in {elapsed:.1} s: {completed} completed, \
+         {refused} refused (503), {late} BYEs answered late"
+    );
     assert_eq!(completed + refused, offered, "every call accounted for");
     // The bucket holds one second (20) and refills 20 a second over the ~3 s of offers.
     let admitted_max = MAX_CPS * (1.0 + elapsed);

@@ -4,8 +4,8 @@
 //! once SIP can really be reached.
 
 mod core;
-pub mod overload;
 pub mod guard;
+pub mod overload;
 mod persist;
 
 pub use persist::PersistOp;
@@ -139,9 +139,11 @@ pub async fn start(args: SipStart) -> anyhow::Result<SipHandle> {
         tracing::debug!(bytes = ?sock.recv_buffer_size().ok(), "sip udp receive buffer");
         // Kernel receive timestamps: how long each datagram waited for the core is the
         // overload signal (src/sip/overload.rs).
-        if let Err(e) =
-            nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::ReceiveTimestampns, &true)
-        {
+        if let Err(e) = nix::sys::socket::setsockopt(
+            &socket,
+            nix::sys::socket::sockopt::ReceiveTimestampns,
+            &true,
+        ) {
             tracing::warn!(error = %e, "no SO_TIMESTAMPNS on the SIP UDP socket: queue delay not measured");
         }
         udp = Some(Arc::new(socket));
@@ -221,7 +223,7 @@ pub async fn start(args: SipStart) -> anyhow::Result<SipHandle> {
         next_barrier: 0,
         overload: overload::Overload::new(
             sip.max_cps,
-            overload::QUEUE_DELAY_LIMIT,
+            Duration::from_millis(sip.overload_queue_delay_ms),
             std::time::Instant::now(),
         ),
     };

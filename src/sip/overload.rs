@@ -26,8 +26,9 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-/// New INVITEs that waited longer than this before the core handled them are refused:
-/// well below T1 (500 ms), so the 503 reaches the caller before it retransmits.
+/// New INVITEs that waited longer than this before the core handled them are refused
+/// (the default of `sip.overload_queue_delay_ms`): well below T1 (500 ms), so the 503
+/// reaches the caller before it retransmits.
 pub const QUEUE_DELAY_LIMIT: Duration = Duration::from_millis(200);
 
 /// How long an admitted Call-ID is remembered: 64·T1, Timer B (RFC 3261 §17.1.1.2).
@@ -115,7 +116,8 @@ pub struct Overload {
 
 impl Overload {
     /// `max_cps` 0 = no hard limit. The bucket holds one second of calls: a burst of
-    /// `max_cps` at once is admitted, then `max_cps` a second.
+    /// `max_cps` at once is admitted, then `max_cps` a second. `queue_delay_limit` zero
+    /// turns the queue-delay check off.
     pub fn new(max_cps: u32, queue_delay_limit: Duration, now: Instant) -> Overload {
         Overload {
             bucket: (max_cps > 0).then(|| TokenBucket::new(max_cps, max_cps, now)),
@@ -134,7 +136,9 @@ impl Overload {
             // finishing it is what keeps goodput up.
             return Ok(());
         }
-        if now.saturating_duration_since(arrived) > self.queue_delay_limit {
+        if !self.queue_delay_limit.is_zero()
+            && now.saturating_duration_since(arrived) > self.queue_delay_limit
+        {
             return Err(Refusal::QueueDelay);
         }
         if let Some(bucket) = &mut self.bucket {
@@ -230,6 +234,8 @@ mod tests {
         assert_eq!(o.admit("y", t0, t0 + ms(201)), Err(Refusal::QueueDelay));
         assert_eq!(o.admit("x", t0, t0 + ms(201)), Ok(()));
         assert_eq!(o.len(), 1, "a refused call is not remembered");
+        let mut off = Overload::new(0, Duration::ZERO, t0);
+        assert_eq!(off.admit("z", t0, t0 + ms(3000)), Ok(()), "0 turns it off");
     }
 
     #[test]
