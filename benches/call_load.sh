@@ -83,7 +83,7 @@ declare -A TAKEN=()
 free_port() {
   local p
   for _ in $(seq 1 200); do
-    p=$((30000 + RANDOM % 30000))
+    p=$((35000 + RANDOM % 25000))
     [[ -n ${TAKEN[$p]:-} ]] && continue
     if [[ -z $(ss -Htuan "( sport = :$p )" 2>/dev/null) ]]; then TAKEN[$p]=1; echo "$p"; return 0; fi
   done
@@ -139,7 +139,10 @@ for ((i = 0; i < PAIRS; i++)); do
   CALLER_PORTS+=("$(free_port)")
 done
 
-# SIPp runs from $WORK, so any file it names by itself lands there, not in the repo.
+# SIPp runs from $WORK, so any file it names by itself lands there, not in the repo. Each
+# SIPp gets its own media port base (-mp, two ports used, 30000-33999): by default SIPp
+# tries 100 even ports from 6000, which many processes (and other tests' SIPps) exhaust
+# ("Unable to bind audio RTP socket"). SIP and API ports are picked from 35000 up.
 log "registering $PAIRS callees and starting their phones"
 for ((i = 0; i < PAIRS; i++)); do
   u="benchcallee$i" p=${CALLEE_PORTS[$i]}
@@ -149,7 +152,7 @@ for ((i = 0; i < PAIRS; i++)); do
     -m 1 -nostdin -timeout 10s -timeout_error >"$WORK/register_$i.out" 2>&1) \
     || { cat "$WORK/register_$i.out" >&2; die "registering $u failed"; }
   (cd "$WORK" && exec sipp -sf "$ROOT/tests/sipp/call_load_uas.xml" "127.0.0.1:$SIP_PORT" -t u1 \
-    -i 127.0.0.1 -p "$p" -s "$u" -set rtp 9 -l 100000 -nostdin \
+    -i 127.0.0.1 -p "$p" -s "$u" -set rtp 9 -l 5000 -mp $((30000 + 40 * i)) -nostdin \
     -trace_err -error_file "$WORK/uas_errors_$i.log" >"$WORK/uas_$i.out" 2>&1) &
   PIDS+=($!)
 done
@@ -178,7 +181,7 @@ for ((i = 0; i < PAIRS; i++)); do
     -i 127.0.0.1 -p "${CALLER_PORTS[$i]}" -s "benchcallee$i" \
     -au "benchcaller$i" -ap "benchcaller$i-secret-1" -auth_uri "benchcallee$i@127.0.0.1" \
     -set caller "benchcaller$i" -set rtp 9 \
-    -r "$per_rate" -rp 1000 -m "$per_calls" -l 100000 -d "$TALK" \
+    -r "$per_rate" -rp 1000 -m "$per_calls" -l 5000 -d "$TALK" -mp $((30020 + 40 * i)) \
     -nostdin -default_behaviors all,-bye -timeout "${timeout_s}s" -timeout_error \
     -trace_stat -stf "$WORK/stat_$i.csv" -fd 1 \
     -trace_rtt -rtt_freq 1 \
@@ -201,10 +204,12 @@ metric() { # $1 = name; sum over label sets, empty when absent
   curl -fsS -H "Authorization: Bearer $API_KEY" "$API/metrics" 2>/dev/null \
     | awk -v n="$1" '$1 == n || index($1, n "{") == 1 { s += $NF; f = 1 } END { if (f) print s }'
 }
-left=
-for _ in $(seq 1 100); do
+# Up to 40 s: a BYE to a phone that no longer answers ends its call when the BYE's
+# transaction times out (Timer F, 64·T1 = 32 s, RFC 3261 §17.1.2.2).
+left= drained=-1
+for _ in $(seq 1 200); do
   left="$(metric voxgate_calls_active) $(metric voxgate_sip_dialogs) $(metric voxgate_rtp_ports_allocated)"
-  [[ $left == "0 0 0" ]] && break
+  if [[ $left == "0 0 0" ]]; then drained=$(awk -v a="$t1" -v b="$(now)" 'BEGIN { printf "%.0f", b - a }'); break; fi
   sleep 0.2
 done
 rejected_cps=$(curl -fsS -H "Authorization: Bearer $API_KEY" "$API/metrics" | awk '/^voxgate_sip_overload_rejected_total\{reason="max_cps"\}/ { print $NF }')
@@ -240,7 +245,7 @@ awk -v rate="$RATE" -v dur="$DURATION" -v pairs="$PAIRS" -v talk="$TALK" -v tota
   -v wall="$wall" -v cpu="$cpu_s" -v rss="$peak_rss_kb" -v profile="$BUILD_LABEL" -v maxcps="$MAX_CPS" \
   -v qdelay="${QUEUE_DELAY:-default}" \
   -v s50="$(pct 1 50)" -v s99="$(pct 1 99)" -v b50="$(pct 2 50)" -v b99="$(pct 2 99)" \
-  -v r50="$(pct 3 50)" -v r99="$(pct 3 99)" -v left="$left" \
+  -v r50="$(pct 3 50)" -v r99="$(pct 3 99)" -v left="$left" -v drained="$drained" \
   -v rcps="${rejected_cps:-0}" -v rdelay="${rejected_delay:-0}" 'BEGIN {
   printf "call_load: voxgate %s, %d agent pairs, talk %d ms, sip.max_cps %s, overload_queue_delay_ms %s\n", profile, pairs, talk, (maxcps ? maxcps : "off"), qdelay
   printf "  offered               %d calls/s for %d s = %d calls\n", rate, dur, total
@@ -254,14 +259,22 @@ awk -v rate="$RATE" -v dur="$DURATION" -v pairs="$PAIRS" -v talk="$TALK" -v tota
   printf "  voxgate CPU           %.2f s = %.1f%% of one core, %.2f ms per completed call\n", cpu, 100 * cpu / wall, (done ? cpu * 1000 / done : 0)
   printf "  voxgate peak RSS      %.1f MB (VmHWM)\n", rss / 1024
   split(left, a, " ")
-  printf "  left open after run   calls %s, dialogs %s, RTP ports %s\n", a[1], a[2], a[3]
+  printf "  left open after run   calls %s, dialogs %s, RTP ports %s (%s)\n", a[1], a[2], a[3], (drained >= 0 ? "all 0 within " drained " s" : "after 40 s")
 }'
 
+shown=0
 for ((i = 0; i < PAIRS; i++)); do
   if ((sipp_rcs[i] != 0)); then
-    log "SIPp caller $i exited ${sipp_rcs[$i]}; first errors:"
-    head -c 2000 "$WORK/errors_$i.log" >&2 2>/dev/null || true
+    log "SIPp caller $i exited ${sipp_rcs[$i]} (errors in $WORK/errors_$i.log)"
+    if ((!shown)); then # the first failing caller's first errors are usually enough
+      head -c 1500 "$WORK/errors_$i.log" >&2 2>/dev/null || true
+      echo >&2
+      shown=1
+    fi
   fi
+done
+for rc in "${sipp_rcs[@]}"; do
+  ((rc < 254)) || die "a SIPp caller could not run (exit $rc): the figures above undercount the offer"
 done
 ((completed > 0)) || die "no call completed"
 [[ $left == "0 0 0" ]] || die "calls, dialogs or RTP ports left open after the run: $left"

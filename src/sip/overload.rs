@@ -242,7 +242,7 @@ mod tests {
     fn set_up_latency_is_observed_once() {
         let t0 = Instant::now();
         let mut o = Overload::new(0, QUEUE_DELAY_LIMIT, t0);
-        o.admit("x", t0, t0 + ms(5)).unwrap();
+        assert_eq!(o.admit("x", t0, t0 + ms(5)), Ok(()));
         assert_eq!(o.answered("x", t0 + ms(40)), Some(ms(40)));
         assert_eq!(o.answered("x", t0 + ms(90)), None, "2xx retransmission");
         assert_eq!(o.answered("other", t0 + ms(90)), None);
@@ -253,13 +253,13 @@ mod tests {
         let t0 = Instant::now();
         let mut o = Overload::new(0, QUEUE_DELAY_LIMIT, t0);
         for i in 0..MAX_TRACKED + 10 {
-            o.admit(&format!("c{i}"), t0, t0).unwrap();
+            assert_eq!(o.admit(&format!("c{i}"), t0, t0), Ok(()));
         }
         assert_eq!(o.len(), MAX_TRACKED);
         assert_eq!(o.admitted.len(), MAX_TRACKED);
         assert!(!o.admitted.contains_key("c0"), "oldest dropped first");
         let later = t0 + ADMITTED_FOR + ms(1);
-        o.admit("new", later, later).unwrap();
+        assert_eq!(o.admit("new", later, later), Ok(()));
         assert_eq!(o.len(), 1);
         assert_eq!(o.admitted.len(), 1);
     }
