@@ -40,6 +40,7 @@ if [[ ${SKIP_BENCH_SMOKE:-0} != 1 ]]; then
   bin="${CARGO_TARGET_DIR:-target}/debug/voxgate"
   [[ -x $bin ]] || { echo "test.sh: $bin missing after the test build" >&2; exit 1; }
   benches/register_load.sh --smoke --bin "$bin"
+  benches/call_load.sh --smoke --bin "$bin"
   benches/relay_load.sh --smoke
 fi
 

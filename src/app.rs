@@ -21,6 +21,12 @@ use crate::store::Store;
 /// How long in-flight HTTP requests get to finish at shutdown.
 const API_DRAIN: Duration = Duration::from_secs(10);
 
+/// `voxgate_call_setup_seconds` buckets: a call answered at once takes milliseconds, a
+/// rung phone seconds; 0.5 s is SIP's T1, past which callers retransmit.
+const SETUP_BUCKETS: [f64; 14] = [
+    0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0,
+];
+
 /// Name of the bootstrap key row created from `api.key`.
 const BOOTSTRAP_KEY_NAME: &str = "bootstrap (api.key)";
 
@@ -102,18 +108,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         );
     }
 
-    // Call set-up (INVITE in to 200 out, ringing included) as a real histogram, so
-    // Prometheus can aggregate it across nodes; the buckets span a loaded core's
-    // milliseconds to a person's ringing time.
+    // Histograms get Prometheus buckets (the default rendering is a summary, which cannot
+    // be aggregated across nodes).
     let builder = metrics_exporter_prometheus::PrometheusBuilder::new()
         .set_buckets_for_metric(
             metrics_exporter_prometheus::Matcher::Full("voxgate_call_setup_seconds".to_owned()),
-            &[
-                0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0,
-                60.0,
-            ],
+            &SETUP_BUCKETS,
         )
-        .map_err(|e| anyhow::anyhow!("metrics buckets: {e}"))?;
+        .context("metrics buckets")?;
     let metrics = match builder.install_recorder() {
         Ok(h) => Some(h),
         Err(e) => {

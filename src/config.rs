@@ -74,6 +74,12 @@ pub struct SipConfig {
     /// Messages per second per source IP; 0 = unlimited.
     pub source_rate_limit: u32,
     pub source_rate_burst: u32,
+    /// New calls (out-of-dialog INVITEs with a new Call-ID) admitted per second; beyond it
+    /// they get 503 + Retry-After (`src/sip/overload.rs`). 0 = no limit.
+    pub max_cps: u32,
+    /// New calls that waited longer than this (ms) in the socket before the core handled
+    /// them get 503 + Retry-After (`src/sip/overload.rs`). 0 = off.
+    pub overload_queue_delay_ms: u64,
     pub tcp_max_connections: usize,
     pub tcp_idle_timeout_seconds: u64,
     /// After SIGTERM, live calls may go on this long before they are hung up (SPEC §1).
@@ -179,6 +185,8 @@ impl Default for SipConfig {
             max_message_bytes: 65535,
             source_rate_limit: 2000,
             source_rate_burst: 4000,
+            max_cps: 0,
+            overload_queue_delay_ms: 200,
             tcp_max_connections: 4096,
             tcp_idle_timeout_seconds: 300,
             shutdown_grace_seconds: 30,
@@ -358,6 +366,8 @@ pub const KEYS: &[(&str, &str, Kind)] = &[
     ("sip", "max_message_bytes", Kind::Int),
     ("sip", "source_rate_limit", Kind::Int),
     ("sip", "source_rate_burst", Kind::Int),
+    ("sip", "max_cps", Kind::Int),
+    ("sip", "overload_queue_delay_ms", Kind::Int),
     ("sip", "tcp_max_connections", Kind::Int),
     ("sip", "tcp_idle_timeout_seconds", Kind::Int),
     ("sip", "shutdown_grace_seconds", Kind::Int),
@@ -612,6 +622,13 @@ impl Config {
                     "must be at least sip.source_rate_limit ({})",
                     s.source_rate_limit
                 ),
+            ));
+        }
+        // The core caps a measured delay at 5 s (a wall-clock step must not stall calls).
+        if s.overload_queue_delay_ms > 5000 {
+            return Err(invalid(
+                "sip.overload_queue_delay_ms",
+                "must be at most 5000 (0 turns it off)".into(),
             ));
         }
         if s.tcp_max_connections == 0 {

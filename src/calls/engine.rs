@@ -118,8 +118,11 @@ pub enum Output {
     /// A change for the call-record store, in order.
     Record(CallChange),
     Event(CallEvent),
-    /// A call was set up (answered): how long after its INVITE arrived.
-    SetupLatency(Duration),
+    /// voxgate sent the 2xx that set up the inbound channel with this SIP Call-ID (the
+    /// driver times the set-up from the call's first INVITE, 407 round trip included).
+    Answered {
+        sip_call_id: String,
+    },
 }
 
 /// The UAS half of a channel: an INVITE voxgate received.
@@ -132,7 +135,6 @@ struct Uas {
     /// RFC 4028, when the caller asked for a session timer.
     session: Option<UasDecision>,
     timer: Option<SessionTimer>,
-    received_at: Instant,
 }
 
 /// The UAC half of a channel: an INVITE voxgate sent.
@@ -728,7 +730,6 @@ impl CallEngine {
                     ack_wait: None,
                     session: session_timer,
                     timer: None,
-                    received_at: now,
                 })),
             },
         );
@@ -934,9 +935,9 @@ impl CallEngine {
         {
             uas.timer = Some(SessionTimer::new(session_expires, Refresher::Uas, now));
         }
-        let latency = now.saturating_duration_since(uas.received_at);
+        let sip_call_id = uas.invite.call_id().to_owned();
         channel.status = CallStatus::InProgress;
-        self.output.push_back(Output::SetupLatency(latency));
+        self.output.push_back(Output::Answered { sip_call_id });
         self.arm(leg);
         Some(())
     }

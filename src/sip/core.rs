@@ -6,7 +6,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use tokio::net::UdpSocket;
@@ -18,6 +18,7 @@ use voxgate_sip::transaction::{
 
 use super::agents::{AgentLookup, AgentUpdate};
 use super::guard::{BanGuard, RateGuard};
+use super::overload::{Overload, Refusal};
 use super::persist::PersistOp;
 use super::transport::Inbound;
 use crate::calls::control::CallCommand;
@@ -69,6 +70,18 @@ pub struct Core {
     /// Responses waiting for their barrier's commit, in barrier order.
     pub pending: VecDeque<(u64, ServerTxId, Bytes)>,
     pub next_barrier: u64,
+    /// Admission of new calls: `sip.max_cps` and the queue-delay limit.
+    pub overload: Overload,
+}
+
+/// Datagrams read per wake-up at most, before the core looks at its other inputs.
+const UDP_BATCH: usize = 256;
+
+/// A new out-of-dialog INVITE held back until the rest of its batch is handled.
+struct Deferred {
+    msg: Message,
+    peer: Peer,
+    arrived: Instant,
 }
 
 impl Core {
@@ -79,6 +92,12 @@ impl Core {
         mut shutdown: watch::Receiver<bool>,
     ) {
         let mut buf = vec![0u8; 65_536];
+        let mut cmsg = nix::cmsg_space!(nix::sys::time::TimeSpec);
+        let mut deferred: Vec<Deferred> = Vec::with_capacity(UDP_BATCH);
+        for reason in [Refusal::MaxCps, Refusal::QueueDelay] {
+            metrics::counter!("voxgate_sip_overload_rejected_total", "reason" => reason.label())
+                .increment(0);
+        }
         let mut drain_until: Option<Instant> = None;
         let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
         housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -94,17 +113,9 @@ impl Core {
                 }
             };
             tokio::select! {
-                r = recv_udp(self.udp.clone(), &mut buf) => {
-                    if let Ok((n, from)) = r {
-                        self.on_datagram(&buf[..n], from);
-                        // Drain whatever else is ready before sleeping again.
-                        for _ in 0..256 {
-                            let Some(udp) = &self.udp else { break };
-                            match udp.try_recv_from(&mut buf) {
-                                Ok((n, from)) => self.on_datagram(&buf[..n], from),
-                                Err(_) => break,
-                            }
-                        }
+                r = udp_readable(self.udp.clone()) => {
+                    if r.is_ok() {
+                        self.drain_udp(&mut buf, &mut cmsg, &mut deferred);
                     }
                 }
                 Some(msg) = inbound.recv() => self.on_inbound(msg),
@@ -150,7 +161,43 @@ impl Core {
         tracing::info!("sip core stopped");
     }
 
-    fn on_datagram(&mut self, data: &[u8], from: SocketAddr) {
+    /// Reads what is ready on the UDP socket (at most [`UDP_BATCH`] datagrams), then handles
+    /// it: everything but new INVITEs at once, in arrival order; the new INVITEs of the
+    /// batch last. Under load this answers ACKs, BYEs, CANCELs, responses and REGISTERs
+    /// before taking on more calls (issue 11; RFC 6357 §4: favour work that completes
+    /// calls already admitted), and each INVITE's queue delay then includes the batch.
+    fn drain_udp(&mut self, buf: &mut [u8], cmsg: &mut [u8], deferred: &mut Vec<Deferred>) {
+        let Some(udp) = self.udp.clone() else { return };
+        deferred.clear();
+        for _ in 0..UDP_BATCH {
+            match recv_stamped(&udp, buf, cmsg) {
+                Ok((n, from, stamp)) => {
+                    let arrived = arrival(stamp, Instant::now(), SystemTime::now());
+                    if let Some(data) = buf.get(..n) {
+                        self.on_datagram(data, from, arrived, Some(deferred));
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    // ICMP errors surface here on Linux (ECONNREFUSED from an earlier send);
+                    // the socket stays usable.
+                    tracing::debug!(error = %e, "udp receive failed");
+                    break;
+                }
+            }
+        }
+        for d in deferred.drain(..) {
+            self.on_message(d.msg, d.peer, d.arrived);
+        }
+    }
+
+    fn on_datagram(
+        &mut self,
+        data: &[u8],
+        from: SocketAddr,
+        arrived: Instant,
+        defer: Option<&mut Vec<Deferred>>,
+    ) {
         if data.len() > self.max_message_bytes {
             metrics::counter!("voxgate_sip_malformed_total", "transport" => "udp").increment(1);
             return;
@@ -164,7 +211,7 @@ impl Core {
             addr: from,
             conn: None,
         };
-        self.on_bytes(Bytes::copy_from_slice(data), peer);
+        self.on_bytes(Bytes::copy_from_slice(data), peer, arrived, defer);
     }
 
     fn on_inbound(&mut self, msg: Inbound) {
@@ -175,7 +222,9 @@ impl Core {
                     addr: from,
                     conn: Some(conn),
                 };
-                self.on_bytes(bytes, peer);
+                // No kernel timestamp on a stream: the core's lag since the reader task
+                // handed the message over is not measured (the channel is bounded).
+                self.on_bytes(bytes, peer, Instant::now(), None);
             }
             Inbound::Opened { conn, out, from } => {
                 self.conns.insert(conn, (from, out));
@@ -194,7 +243,13 @@ impl Core {
         }
     }
 
-    fn on_bytes(&mut self, bytes: Bytes, peer: Peer) {
+    fn on_bytes(
+        &mut self,
+        bytes: Bytes,
+        peer: Peer,
+        arrived: Instant,
+        defer: Option<&mut Vec<Deferred>>,
+    ) {
         let now = Instant::now();
         let ip = peer.addr.ip();
         if self.bans.is_banned(ip, now) {
@@ -214,11 +269,19 @@ impl Core {
                 return;
             }
         };
+        match defer {
+            Some(later) if is_new_invite(&msg) => later.push(Deferred { msg, peer, arrived }),
+            _ => self.on_message(msg, peer, arrived),
+        }
+    }
+
+    fn on_message(&mut self, msg: Message, peer: Peer, arrived: Instant) {
+        let now = Instant::now();
         // RFC 3261 §18.2.2 / RFC 3581: answers go where the request really came from.
         let reply_to = response_peer(&msg, &peer);
         match self.layer.handle_incoming(msg, reply_to, now) {
             Some(Incoming::Request { tx, msg, .. }) => {
-                self.on_request(tx, msg, &peer, reply_to, now);
+                self.on_request(tx, msg, &peer, reply_to, now, arrived);
             }
             Some(Incoming::Cancel {
                 tx, invite, msg, ..
@@ -251,6 +314,7 @@ impl Core {
         peer: &Peer,
         reply_to: Peer,
         now: Instant,
+        arrived: Instant,
     ) {
         if req.method() == Some(&Method::Ack) {
             return;
@@ -271,6 +335,19 @@ impl Core {
             return;
         }
         if req.method() == Some(&Method::Invite) {
+            // Decided before the engine spends anything on it; the 503 goes out on the
+            // INVITE's server transaction, which absorbs the caller's retransmissions
+            // (RFC 3261 §17.2.1) and resends the 503 itself.
+            if let Err(refusal) = self.overload.admit(req.call_id(), arrived, now) {
+                metrics::counter!("voxgate_sip_overload_rejected_total", "reason" => refusal.label())
+                    .increment(1);
+                let reply = Reply::new(503, "Service Unavailable").with(
+                    "Retry-After",
+                    refusal.retry_after(rand::random()).to_string(),
+                );
+                self.respond(tx, &req, peer, &reply, now);
+                return;
+            }
             if let Some(reply) = self.shed_for_records() {
                 self.respond(tx, &req, peer, &reply, now);
                 return;
@@ -419,8 +496,11 @@ impl Core {
         while let Some(out) = self.engine.poll_output() {
             match out {
                 Output::Record(change) => self.records.send(change),
-                Output::SetupLatency(d) => {
-                    metrics::histogram!("voxgate_call_setup_seconds").record(d.as_secs_f64());
+                // Set-up latency (issue 11): first INVITE in (kernel timestamp) to 2xx out.
+                Output::Answered { sip_call_id } => {
+                    if let Some(d) = self.overload.answered(&sip_call_id, Instant::now()) {
+                        metrics::histogram!("voxgate_call_setup_seconds").record(d.as_secs_f64());
+                    }
                 }
                 Output::Event(_) => {}
             }
@@ -534,14 +614,72 @@ impl Core {
     }
 }
 
-async fn recv_udp(
-    udp: Option<Arc<UdpSocket>>,
-    buf: &mut [u8],
-) -> std::io::Result<(usize, SocketAddr)> {
+async fn udp_readable(udp: Option<Arc<UdpSocket>>) -> std::io::Result<()> {
     match udp {
-        Some(udp) => udp.recv_from(buf).await,
+        Some(udp) => udp.readable().await,
         None => std::future::pending().await,
     }
+}
+
+/// One datagram with the kernel's receive timestamp (`SO_TIMESTAMPNS`, set on the socket
+/// at start) when there is one.
+fn recv_stamped(
+    udp: &UdpSocket,
+    buf: &mut [u8],
+    cmsg: &mut [u8],
+) -> std::io::Result<(usize, SocketAddr, Option<SystemTime>)> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, SockaddrStorage};
+    use std::os::fd::AsRawFd as _;
+    udp.try_io(tokio::io::Interest::READABLE, || {
+        let mut iov = [std::io::IoSliceMut::new(buf)];
+        let msg = recvmsg::<SockaddrStorage>(
+            udp.as_raw_fd(),
+            &mut iov,
+            Some(&mut *cmsg),
+            MsgFlags::MSG_DONTWAIT,
+        )
+        .map_err(std::io::Error::from)?;
+        let mut stamp = None;
+        if let Ok(cmsgs) = msg.cmsgs() {
+            for c in cmsgs {
+                if let ControlMessageOwned::ScmTimestampns(ts) = c {
+                    let secs = u64::try_from(ts.tv_sec()).unwrap_or(0);
+                    let nanos = u32::try_from(ts.tv_nsec()).unwrap_or(0);
+                    stamp = Some(SystemTime::UNIX_EPOCH + Duration::new(secs, nanos));
+                }
+            }
+        }
+        let from = msg.address.as_ref().and_then(|a| {
+            a.as_sockaddr_in()
+                .map(|v4| SocketAddr::from(std::net::SocketAddrV4::from(*v4)))
+                .or_else(|| {
+                    a.as_sockaddr_in6()
+                        .map(|v6| SocketAddr::from(std::net::SocketAddrV6::from(*v6)))
+                })
+        });
+        match from {
+            Some(from) => Ok((msg.bytes, from, stamp)),
+            None => Err(std::io::Error::other("datagram without a source address")),
+        }
+    })
+}
+
+/// When a datagram stamped `stamp` (wall clock, by the kernel) arrived, on the monotonic
+/// clock. Without a stamp, or with a wall clock that stepped, it arrived `now`; the
+/// delay is capped so a clock step cannot stall admissions for long.
+fn arrival(stamp: Option<SystemTime>, now: Instant, wall: SystemTime) -> Instant {
+    const MAX_DELAY: Duration = Duration::from_secs(5);
+    let waited = stamp
+        .and_then(|s| wall.duration_since(s).ok())
+        .unwrap_or(Duration::ZERO)
+        .min(MAX_DELAY);
+    now.checked_sub(waited).unwrap_or(now)
+}
+
+/// An INVITE outside any dialog (no To tag): a new call, the one kind of request the
+/// core defers and may refuse under overload.
+fn is_new_invite(msg: &Message) -> bool {
+    msg.is_request() && msg.method() == Some(&Method::Invite) && msg.to().tag().is_none()
 }
 
 /// The UAS checks of RFC 3261 §8.2.2 that come before any method-specific processing.

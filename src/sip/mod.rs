@@ -6,6 +6,7 @@
 mod agents;
 mod core;
 pub mod guard;
+pub mod overload;
 mod persist;
 
 pub use persist::PersistOp;
@@ -154,6 +155,15 @@ pub async fn start(args: SipStart) -> anyhow::Result<SipHandle> {
             tracing::warn!(error = %e, "cannot enlarge the SIP UDP receive buffer");
         }
         tracing::debug!(bytes = ?sock.recv_buffer_size().ok(), "sip udp receive buffer");
+        // Kernel receive timestamps: how long each datagram waited for the core is the
+        // overload signal (src/sip/overload.rs).
+        if let Err(e) = nix::sys::socket::setsockopt(
+            &socket,
+            nix::sys::socket::sockopt::ReceiveTimestampns,
+            &true,
+        ) {
+            tracing::warn!(error = %e, "no SO_TIMESTAMPNS on the SIP UDP socket: queue delay not measured");
+        }
         udp = Some(Arc::new(socket));
     }
     let (inbound_tx, inbound_rx) = mpsc::channel(8192);
@@ -245,6 +255,11 @@ pub async fn start(args: SipStart) -> anyhow::Result<SipHandle> {
         committed: committed_rx,
         pending: std::collections::VecDeque::new(),
         next_barrier: 0,
+        overload: overload::Overload::new(
+            sip.max_cps,
+            Duration::from_millis(sip.overload_queue_delay_ms),
+            std::time::Instant::now(),
+        ),
     };
     drop(inbound_tx);
     let core = tokio::spawn(core.run(inbound_rx, events.subscribe(), shutdown));
