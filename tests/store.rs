@@ -1056,28 +1056,28 @@ mod tests {
     }
 
     pub async fn recorder_applies_in_order_and_skips_a_bad_change(store: Store, _url: String) {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let health = voxgate::calls::record::RecorderHealth::new(100_000);
+        let (tx, rx) = voxgate::calls::record::RecordSender::channel(health.clone());
         let mut calls = Vec::new();
         for i in 0..300 {
             let c = new_call(None, "sip:a@x", &format!("sip:{i}@x"), at(i));
-            tx.send(CallChange::CreateCall(c.clone())).unwrap();
+            tx.send(CallChange::CreateCall(c.clone()));
             if i == 150 {
                 // A leg of an unknown call: rejected by the database, dropped alone.
                 let bad = NewLeg {
                     call_id: "call_00000000000000000000000000".into(),
                     ..new_leg(&c, LegDirection::Outbound, None, "sip:b@x")
                 };
-                tx.send(CallChange::CreateLeg(bad)).unwrap();
+                tx.send(CallChange::CreateLeg(bad));
             }
             tx.send(CallChange::CallAnswered {
                 call_id: c.id.clone(),
                 at: at(i + 1),
-            })
-            .unwrap();
+            });
             calls.push(c);
         }
+        assert_eq!(health.backlog(), 601, "counted as queued");
         drop(tx);
-        let health = voxgate::calls::record::RecorderHealth::new(100_000);
         // Returns once the queue is closed and drained.
         tokio::time::timeout(
             std::time::Duration::from_secs(60),

@@ -261,11 +261,8 @@ const STALLED_AFTER: Duration = Duration::from_secs(2);
 /// of an unknown call) is dropped: the batch is applied again change by change, so one
 /// bad change costs only itself, and it is logged and counted in
 /// `voxgate_call_record_dropped_total`. The engine never waits on any of it.
-pub async fn run_recorder(
-    store: Store,
-    mut rx: mpsc::UnboundedReceiver<CallChange>,
-    health: Arc<RecorderHealth>,
-) {
+pub async fn run_recorder(store: Store, rx: RecordReceiver, health: Arc<RecorderHealth>) {
+    let RecordReceiver(mut rx) = rx;
     let mut batch: Vec<CallChange> = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.recv().await {
         batch.push(first);
@@ -306,6 +303,10 @@ pub async fn run_recorder(
     }
 }
 
+/// The recorder's end of the queue.
+#[derive(Debug)]
+pub struct RecordReceiver(mpsc::UnboundedReceiver<CallChange>);
+
 /// The engine's end of the recorder's queue: counts every change into the backlog as it
 /// is queued, so the backlog is true however far behind the recorder is.
 #[derive(Debug, Clone)]
@@ -316,11 +317,10 @@ pub struct RecordSender {
 
 impl RecordSender {
     /// The sender and the receiver [`run_recorder`] drains.
-    pub fn channel(
-        health: Arc<RecorderHealth>,
-    ) -> (RecordSender, mpsc::UnboundedReceiver<CallChange>) {
+    /// Only through this pair, so every change is counted in and out.
+    pub fn channel(health: Arc<RecorderHealth>) -> (RecordSender, RecordReceiver) {
         let (tx, rx) = mpsc::unbounded_channel();
-        (RecordSender { tx, health }, rx)
+        (RecordSender { tx, health }, RecordReceiver(rx))
     }
 
     pub fn send(&self, change: CallChange) {
