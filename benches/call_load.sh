@@ -100,18 +100,18 @@ mkdir -p "$WORK/data"
 extra=()
 ((MAX_CPS > 0)) && extra+=("VOXGATE_SIP_MAX_CPS=$MAX_CPS")
 [[ -n $QUEUE_DELAY ]] && extra+=("VOXGATE_SIP_OVERLOAD_QUEUE_DELAY_MS=$QUEUE_DELAY")
-# All SIPp processes share 127.0.0.1: the per-source limit would throttle the load. A call
-# holds two RTP port pairs; 10,000 ports hold 2,500 calls at once.
+# voxgate runs on its default config (log level, per-source rate limit included): each
+# pair's caller and callee get their own loopback address (127.0.1.N, 127.0.2.N), as
+# phones on a LAN have, so no source exceeds sip.source_rate_limit. Only the RTP range is
+# wider than the default: a call holds two RTP port pairs, 10,000 ports hold 2,500 calls.
 env VOXGATE_DATA_DIR="$WORK/data" \
   VOXGATE_DATABASE_URL="sqlite://$WORK/data/voxgate.db" \
   VOXGATE_SIP_LISTEN_UDP="127.0.0.1:$SIP_PORT" \
   VOXGATE_SIP_LISTEN_TCP="127.0.0.1:$SIP_PORT" \
   VOXGATE_SIP_PUBLIC_ADDR=127.0.0.1 \
-  VOXGATE_SIP_SOURCE_RATE_LIMIT=0 \
   VOXGATE_RTP_PORTS=20000-29999 \
   VOXGATE_API_LISTEN="127.0.0.1:$API_PORT" \
   VOXGATE_API_KEY="$API_KEY" \
-  VOXGATE_LOG="${VOXGATE_LOG:-warn}" \
   "${extra[@]}" \
   "$BIN" serve >"$WORK/voxgate.log" 2>&1 &
 VOX_PID=$!
@@ -131,12 +131,14 @@ create_agent() { # $1 = username
     --data "{\"username\":\"$1\",\"password\":\"$1-secret-1\",\"max_concurrent_calls\":100}" \
     || die "POST /v1/agents $1 failed"
 }
-CALLEE_PORTS=() CALLER_PORTS=()
+CALLEE_PORTS=() CALLER_PORTS=() CALLEE_IPS=() CALLER_IPS=()
 for ((i = 0; i < PAIRS; i++)); do
   create_agent "benchcaller$i"
   create_agent "benchcallee$i"
   CALLEE_PORTS+=("$(free_port)")
   CALLER_PORTS+=("$(free_port)")
+  CALLEE_IPS+=("127.0.2.$((i + 1))")
+  CALLER_IPS+=("127.0.1.$((i + 1))")
 done
 
 # SIPp runs from $WORK, so any file it names by itself lands there, not in the repo. Each
@@ -145,14 +147,14 @@ done
 # ("Unable to bind audio RTP socket"). SIP and API ports are picked from 35000 up.
 log "registering $PAIRS callees and starting their phones"
 for ((i = 0; i < PAIRS; i++)); do
-  u="benchcallee$i" p=${CALLEE_PORTS[$i]}
+  u="benchcallee$i" p=${CALLEE_PORTS[$i]} ip=${CALLEE_IPS[$i]}
   (cd "$WORK" && sipp -sf "$ROOT/tests/sipp/register.xml" "127.0.0.1:$SIP_PORT" -t u1 \
-    -i 127.0.0.1 -p "$p" -s "$u" -au "$u" -ap "$u-secret-1" -auth_uri 127.0.0.1 \
-    -set contact "<sip:$u@127.0.0.1:$p;transport=udp>" -set hdr "Expires: 3600" \
+    -i "$ip" -p "$p" -s "$u" -au "$u" -ap "$u-secret-1" -auth_uri 127.0.0.1 \
+    -set contact "<sip:$u@$ip:$p;transport=udp>" -set hdr "Expires: 3600" \
     -m 1 -nostdin -timeout 10s -timeout_error >"$WORK/register_$i.out" 2>&1) \
     || { cat "$WORK/register_$i.out" >&2; die "registering $u failed"; }
   (cd "$WORK" && exec sipp -sf "$ROOT/tests/sipp/call_load_uas.xml" "127.0.0.1:$SIP_PORT" -t u1 \
-    -i 127.0.0.1 -p "$p" -s "$u" -set rtp 9 -l 5000 -mp $((30000 + 40 * i)) -nostdin \
+    -i "$ip" -p "$p" -s "$u" -set rtp 9 -l 5000 -mp $((30000 + 40 * i)) -nostdin \
     -trace_err -error_file "$WORK/uas_errors_$i.log" >"$WORK/uas_$i.out" 2>&1) &
   PIDS+=($!)
 done
@@ -178,7 +180,7 @@ cpu0=$(cpu_ticks); t0=$(now)
 for ((i = 0; i < PAIRS; i++)); do
   mkdir -p "$WORK/uac_$i"
   (cd "$WORK/uac_$i" && exec sipp -sf "$ROOT/tests/sipp/call_load_uac.xml" "127.0.0.1:$SIP_PORT" -t u1 \
-    -i 127.0.0.1 -p "${CALLER_PORTS[$i]}" -s "benchcallee$i" \
+    -i "${CALLER_IPS[$i]}" -p "${CALLER_PORTS[$i]}" -s "benchcallee$i" \
     -au "benchcaller$i" -ap "benchcaller$i-secret-1" -auth_uri "benchcallee$i@127.0.0.1" \
     -set caller "benchcaller$i" -set rtp 9 \
     -r "$per_rate" -rp 1000 -m "$per_calls" -l 5000 -d "$TALK" -mp $((30020 + 40 * i)) \
