@@ -33,7 +33,7 @@ use voxgate_sip::dialog::session_timer::{
 };
 use voxgate_sip::dialog::{
     AckCache, AckWait, AckWaitEvent, Branch, Dialog, DialogId, Dialogs, InDialogRequest, LocalVia,
-    TerminationReason, UacInviteOutcome,
+    UacInviteOutcome,
 };
 use voxgate_sip::message::{Message, MessageBuilder, Method, SipUri};
 use voxgate_sip::sdp::{
@@ -1060,15 +1060,24 @@ impl CallEngine {
             Ok(UacInviteOutcome::Confirmed { id } | UacInviteOutcome::ExtraFork { id }) => id,
             _ => return,
         };
+        self.hang_up_stray(layer, &id, peer, resp.cseq().seq, now);
+    }
+
+    /// A dialog nobody wants (an orphaned or an extra fork's 2xx): ACK it and send BYE.
+    fn hang_up_stray(
+        &mut self,
+        layer: &mut TransactionLayer,
+        id: &DialogId,
+        peer: Peer,
+        cseq: u32,
+        now: Instant,
+    ) {
         let branch = self.branch();
-        if let Some(d) = self.dialogs.get(&id) {
-            let ack = d
-                .ack(resp.cseq().seq, &self.via(peer.transport), &branch)
-                .build();
+        if let Some(d) = self.dialogs.get(id) {
+            let ack = d.ack(cseq, &self.via(peer.transport), &branch).build();
             layer.send_stateless(ack, peer);
         }
-        self.bye_dialog(layer, &id, peer, now);
-        self.dialogs.remove_terminated();
+        self.bye_dialog(layer, id, peer, now);
     }
 
     /// A client transaction is gone: an orphaned fork can no longer answer.
@@ -1130,10 +1139,9 @@ impl CallEngine {
                 }
             }
             UacInviteOutcome::ExtraFork { id } => {
+                // A second dialog from one INVITE (a forking proxy behind the phone).
                 let peer = channel.peer;
-                self.by_dialog.insert(id.clone(), leg.clone());
-                self.ack_uac(layer, leg, &id, now);
-                self.bye_dialog(layer, &id, peer, now);
+                self.hang_up_stray(layer, &id, peer, resp.cseq().seq, now);
             }
             UacInviteOutcome::Retransmitted2xx { .. } => {
                 if let Some(ack) = uac.ack_cache.as_mut().and_then(|c| c.on_response(resp)) {
@@ -1141,6 +1149,11 @@ impl CallEngine {
                 }
             }
             UacInviteOutcome::Failed { status, .. } => {
+                // A final error ends the fork's early dialog (RFC 3261 §12.3).
+                if let Some(id) = channel.dialog.take() {
+                    self.dialogs.remove(&id);
+                    self.by_dialog.remove(&id);
+                }
                 let reason = resp.reason().unwrap_or_default().to_owned();
                 self.fork_failed(layer, leg, status, &reason, now);
             }
@@ -1824,17 +1837,14 @@ impl CallEngine {
                     hangup_cause: Some(ending.cause.to_owned()),
                 });
             }
-            // Early dialogs die with the call: the forks' 487s (to the CANCELs sent above)
-            // no longer reach this call, and nothing else would end them (RFC 3261 §12.3).
+            // Whatever dialog is left (a confirmed one got BYE above and is gone) is early
+            // or terminated: it dies with the call, since the forks' 487s (to the CANCELs
+            // sent above) no longer reach this call (RFC 3261 §12.3).
             if let Some(id) = &channel.dialog {
-                if self.dialogs.get(id).is_some_and(|d| d.state().is_early()) {
-                    self.dialogs.remove(id);
-                }
+                self.dialogs.remove(id);
                 self.by_dialog.remove(id);
             }
         }
-        // Extra forks' dialogs (ExtraFork) map to a channel that is gone now.
-        self.by_dialog.retain(|_, leg| !call.channels.contains(leg));
         let duration = call
             .answered_at
             .map_or(0, |a| (wall - a).num_seconds().max(0));
@@ -1862,8 +1872,6 @@ impl CallEngine {
         if let Some(r) = &call.renegotiation {
             self.by_client_tx.remove(&r.client_tx);
         }
-        // Dialogs we sent BYE on are terminated already.
-        self.dialogs.remove_terminated();
         tracing::info!(
             call = %call.id,
             status = ending.status.as_str(),
@@ -1901,7 +1909,8 @@ impl CallEngine {
             }
             Err(e) => tracing::debug!(error = %e, "no BYE for this dialog"),
         }
-        d.terminate(TerminationReason::LocalBye);
+        // The BYE's transaction needs no dialog; a request crossing it gets 481.
+        self.dialogs.remove(id);
     }
 
     // ---------------------------------------------------------------------------------
