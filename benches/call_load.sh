@@ -7,14 +7,15 @@
 #
 #   benches/call_load.sh [--rate R] [--duration S] [--pairs N] [--talk MS] [--max-cps C]
 #                        [--queue-delay MS] [--profile release|dev] [--bin PATH] [--keep]
+#                        [--database-url URL]   # default: SQLite in the run's temp dir
 #   benches/call_load.sh --smoke     # 100 calls at 20/s over 2 pairs, debug build, strict
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
 
-RATE=200 DURATION=20 PAIRS=10 TALK=100 MAX_CPS=0 QUEUE_DELAY= PROFILE=release KEEP=0 SMOKE=0 BIN=
-usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+RATE=200 DURATION=20 PAIRS=10 TALK=100 MAX_CPS=0 QUEUE_DELAY= PROFILE=release KEEP=0 SMOKE=0 BIN= DB_URL=
+usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 while (($#)); do
   case $1 in
     --rate) RATE=$2; shift 2 ;;
@@ -25,6 +26,7 @@ while (($#)); do
     --queue-delay) QUEUE_DELAY=$2; shift 2 ;;
     --profile) PROFILE=$2; shift 2 ;;
     --bin) BIN=$2; shift 2 ;;
+    --database-url) DB_URL=$2; shift 2 ;;
     --keep) KEEP=1; shift ;;
     --smoke) SMOKE=1 RATE=20 DURATION=5 PAIRS=2 TALK=100 PROFILE=dev; shift ;;
     -h|--help) usage 0 ;;
@@ -105,7 +107,7 @@ extra=()
 # phones on a LAN have, so no source exceeds sip.source_rate_limit. Only the RTP range is
 # wider than the default: a call holds two RTP port pairs, 10,000 ports hold 2,500 calls.
 env VOXGATE_DATA_DIR="$WORK/data" \
-  VOXGATE_DATABASE_URL="sqlite://$WORK/data/voxgate.db" \
+  VOXGATE_DATABASE_URL="${DB_URL:-sqlite://$WORK/data/voxgate.db}" \
   VOXGATE_SIP_LISTEN_UDP="127.0.0.1:$SIP_PORT" \
   VOXGATE_SIP_LISTEN_TCP="127.0.0.1:$SIP_PORT" \
   VOXGATE_SIP_PUBLIC_ADDR=127.0.0.1 \
