@@ -43,12 +43,14 @@ use voxgate_sip::sdp::{
 use voxgate_sip::transaction::{ClientTxId, Peer, ServerTxId, TransactionLayer, Transport};
 
 use super::control::ControlError;
-use super::env::{Clock, Directory, MediaPort, Party, Route, Target};
+use super::env::{Clock, Credentials, Directory, MediaPort, Party, Route, Target};
 use super::record::{CallChange, CallStatus, LegDirection, NewCall, NewLeg};
 use super::types::{AgentId, CallDirection, CallId, HangupBy, LegId};
 use crate::ids::{IdGen, IdKind};
 use crate::media::{LegRemote, MediaDirection, PtMap, SessionId, Side};
 use crate::registrar::Reply;
+
+mod click;
 
 const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, REGISTER";
 
@@ -102,6 +104,29 @@ pub enum Command {
     Hangup { call: CallId },
     /// voxgate answers a ringing UAS channel itself, with its own SDP answer.
     Answer { leg: LegId },
+    /// Click-to-call: see [`Originate`].
+    Originate(Box<Originate>),
+}
+
+/// Click-to-call (SPEC §4 `POST /v1/calls` with `agent` and `to`): ring the agent's
+/// phones with voxgate's own offer; when one answers, dial `to` through `trunk` with the
+/// codec the agent's phone chose, and bridge the two when the lead answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Originate {
+    /// The call's id: the API has stored the call (`queued`) before asking.
+    pub call: CallId,
+    /// The agent's id or username.
+    pub agent: String,
+    /// The lead's number (E.164).
+    pub to: String,
+    /// The trunk's id or name.
+    pub trunk: String,
+    /// Shown to the lead (the trunk's own caller ID when absent).
+    pub caller_id: Option<String>,
+    /// How long each side rings (the engine's default when absent).
+    pub ring_timeout: Option<Duration>,
+    /// The longest the call may last once bridged.
+    pub time_limit: Option<Duration>,
 }
 
 /// A change in a call's life, for whoever reports it (webhooks, later).
@@ -147,6 +172,12 @@ struct Uac {
     canceled: bool,
     /// When the dial gives up on this fork.
     ring_deadline: Option<Instant>,
+    /// A carrier's credentials, for its 401/407 (answered once: a second challenge fails).
+    auth: Option<Credentials>,
+    authed: bool,
+    /// Where to try next when this target times out or fails at the transport
+    /// (RFC 3263 §4.3): the trunk's other addresses.
+    fallback: Vec<Peer>,
 }
 
 enum Role {
@@ -165,6 +196,8 @@ struct Channel {
     /// `ringing` until answered; a fork's final outcome once it failed.
     status: CallStatus,
     role: Role,
+    /// The call's time limit, kept on the channel that carries it.
+    hangup_at: Option<Instant>,
 }
 
 impl Channel {
@@ -199,6 +232,7 @@ impl Channel {
             Role::Uas(u) => [
                 u.ack_wait.as_ref().and_then(AckWait::poll_timeout),
                 u.timer.as_ref().and_then(SessionTimer::poll_timeout),
+                self.hangup_at,
             ]
             .into_iter()
             .flatten()
@@ -206,6 +240,7 @@ impl Channel {
             Role::Uac(u) => [
                 u.ack_cache.as_ref().map(AckCache::poll_timeout),
                 u.ring_deadline.filter(|_| self.is_ringing() && !u.canceled),
+                self.hangup_at,
             ]
             .into_iter()
             .flatten()
@@ -216,11 +251,49 @@ impl Channel {
 
 /// Forks ringing on behalf of a call.
 struct Dial {
-    /// The UAS channel waiting for the outcome (absent when voxgate originates).
+    /// The channel waiting for the outcome: a caller's UAS channel, or the agent's
+    /// answered channel of a click-to-call. Absent while voxgate rings the agent.
     origin: Option<LegId>,
     forks: Vec<LegId>,
-    /// The origin's offer, forwarded to every fork, waiting for the winner's answer.
-    pending: PendingOffer,
+    /// The side of the call's media the forks are on.
+    side: Side,
+    offer: DialOffer,
+}
+
+/// What the forks were offered, waiting for the winner's answer.
+enum DialOffer {
+    /// The origin's offer, forwarded: the winner's answer becomes the origin's answer.
+    Forwarded(PendingOffer),
+    /// voxgate's own offer (it originates): the answer only sets up the forks' side.
+    Own(PendingOffer),
+}
+
+/// One INVITE a dial sends: where, and how it may be retried.
+struct Fork {
+    uri: String,
+    peer: Peer,
+    fallback: Vec<Peer>,
+    auth: Option<Credentials>,
+}
+
+impl From<&Target> for Fork {
+    fn from(t: &Target) -> Fork {
+        Fork {
+            uri: t.uri.clone(),
+            peer: t.peer,
+            fallback: Vec::new(),
+            auth: None,
+        }
+    }
+}
+
+/// Who a dial's INVITEs say is calling whom, and the agent the forks ring (if any).
+struct Parties {
+    /// From URI (our tag is added).
+    from: String,
+    /// To URI.
+    to: String,
+    agent: Option<AgentId>,
 }
 
 /// A fork of an ended call whose INVITE transaction is still alive.
@@ -271,6 +344,12 @@ struct Call {
     sdp: [LegSdp; 2],
     answered_at: Option<DateTime<Utc>>,
     renegotiation: Option<Renegotiation>,
+    /// Click-to-call: the lead, dialled once the agent answers.
+    lead: Option<Box<super::env::TrunkDial>>,
+    /// How long this call's dials ring.
+    ring_timeout: Duration,
+    /// Click-to-call's `time_limit_seconds`, from the bridge.
+    time_limit: Option<Duration>,
 }
 
 impl Call {
@@ -291,15 +370,24 @@ impl Call {
         self.answered_at.is_some()
     }
 
-    /// A dialled channel's answer (side B) to the dial's offer: the answer for side A.
+    /// A dialled channel's answer (side B) to the dial's offer: the answer for side A
+    /// (`None` for voxgate's own offer: side A has its media already).
     fn answer_dial(
         &mut self,
         cfg: &SdpConfig,
         answer: &SessionDescription,
-    ) -> Option<Result<SessionDescription, NegotiationError>> {
-        let dial = self.dial.as_ref()?;
-        let [a, b] = &mut self.sdp;
-        Some(dial.pending.answer(cfg, answer, b, a))
+    ) -> Option<Result<Option<SessionDescription>, NegotiationError>> {
+        let Call { dial, sdp, .. } = self;
+        let dial = dial.as_ref()?;
+        let [a, b] = sdp;
+        let (forks, other) = match dial.side {
+            Side::A => (a, b),
+            Side::B => (b, a),
+        };
+        Some(match &dial.offer {
+            DialOffer::Forwarded(p) => p.answer(cfg, answer, forks, other).map(Some),
+            DialOffer::Own(p) => p.accept(cfg, answer, forks).map(|()| None),
+        })
     }
 }
 
@@ -437,6 +525,7 @@ impl CallEngine {
     pub fn handle_command(
         &mut self,
         layer: &mut TransactionLayer,
+        directory: &mut dyn Directory,
         cmd: Command,
         now: Instant,
     ) -> Result<(), ControlError> {
@@ -464,6 +553,10 @@ impl CallEngine {
                 Ok(())
             }
             Command::Answer { leg } => self.answer_locally(layer, &leg, now),
+            Command::Originate(o) => {
+                self.originate(layer, directory, *o, now);
+                Ok(())
+            }
         }
     }
 
@@ -731,6 +824,7 @@ impl CallEngine {
                     session: session_timer,
                     timer: None,
                 })),
+                hangup_at: None,
             },
         );
         self.by_server_tx.insert(tx, inbound.clone());
@@ -751,21 +845,31 @@ impl CallEngine {
                 sdp,
                 answered_at: None,
                 renegotiation: None,
+                lead: None,
+                ring_timeout: self.cfg.ring_timeout,
+                time_limit: None,
             },
         );
         metrics::counter!("voxgate_calls_total").increment(1);
 
         match (callee, forwarded) {
             (Some(callee), Some((offer_b, pending))) => {
+                let ip = host(self.cfg.public_ip);
+                let parties = Parties {
+                    from: format!("sip:{}@{ip}", caller.username),
+                    to: format!("sip:{}@{ip}", callee.username),
+                    agent: Some(callee.agent.clone()),
+                };
+                let forks = targets.iter().map(Fork::from).collect();
                 self.dial(
                     layer,
                     &call_id,
                     Some(&inbound),
-                    caller,
-                    &callee,
-                    &targets,
+                    &parties,
+                    forks,
+                    Side::B,
                     &offer_b,
-                    pending,
+                    DialOffer::Forwarded(pending),
                     now,
                 );
             }
@@ -776,7 +880,7 @@ impl CallEngine {
         Ok(())
     }
 
-    /// Rings every target at once (RFC 3261 §16.7 style) with `offer`, each fork with the
+    /// Rings every fork at once (RFC 3261 §16.7 style) with `offer`, each with the call's
     /// ring deadline. A dial that could send no INVITE ends the call with 480.
     #[allow(clippy::too_many_arguments)]
     fn dial(
@@ -784,32 +888,36 @@ impl CallEngine {
         layer: &mut TransactionLayer,
         call_id: &CallId,
         origin: Option<&LegId>,
-        caller: &Party,
-        callee: &Party,
-        targets: &[Target],
-        offer: &SessionDescription,
-        pending: PendingOffer,
+        parties: &Parties,
+        forks: Vec<Fork>,
+        side: Side,
+        sdp: &SessionDescription,
+        offer: DialOffer,
         now: Instant,
     ) {
-        let body = offer.to_string();
-        let deadline = now + self.cfg.ring_timeout;
+        let body = sdp.to_string();
+        let ring = self
+            .calls
+            .get(call_id)
+            .map_or(self.cfg.ring_timeout, |c| c.ring_timeout);
+        let deadline = now + ring;
         let wall = self.wall(now);
-        let mut forks = Vec::with_capacity(targets.len());
-        for target in targets {
-            let request = self.outbound_invite(caller, callee, &target.uri, target.peer, &body);
+        let mut legs = Vec::with_capacity(forks.len());
+        for fork in forks {
+            let request = self.outbound_invite(parties, &fork.uri, fork.peer, &body);
             let Ok(parsed) = Message::parse(request.clone()) else {
                 tracing::error!("built an unparseable INVITE");
                 continue;
             };
-            match layer.send_request(request, target.peer, now) {
+            match layer.send_request(request, fork.peer, now) {
                 Ok(client_tx) => {
                     let leg = LegId::new(self.new_id(IdKind::Leg, now));
                     self.emit(CallChange::CreateLeg(NewLeg {
                         id: leg.to_string(),
                         call_id: call_id.to_string(),
                         direction: LegDirection::Outbound,
-                        agent_id: Some(callee.agent.to_string()),
-                        uri: target.uri.clone(),
+                        agent_id: parties.agent.as_ref().map(ToString::to_string),
+                        uri: fork.uri.clone(),
                         sip_call_id: parsed.call_id().to_owned(),
                         status: CallStatus::Ringing,
                         started_at: wall,
@@ -820,9 +928,9 @@ impl CallEngine {
                         Channel {
                             id: leg.clone(),
                             call: call_id.clone(),
-                            peer: target.peer,
+                            peer: fork.peer,
                             dialog: None,
-                            side: Side::B,
+                            side,
                             status: CallStatus::Ringing,
                             role: Role::Uac(Box::new(Uac {
                                 tx: client_tx,
@@ -830,22 +938,27 @@ impl CallEngine {
                                 ack_cache: None,
                                 canceled: false,
                                 ring_deadline: Some(deadline),
+                                auth: fork.auth,
+                                authed: false,
+                                fallback: fork.fallback,
                             })),
+                            hangup_at: None,
                         },
                     );
                     self.arm(&leg);
-                    forks.push(leg);
+                    legs.push(leg);
                 }
-                Err(e) => tracing::warn!(error = %e, uri = %target.uri, "INVITE not sent"),
+                Err(e) => tracing::warn!(error = %e, uri = %fork.uri, "INVITE not sent"),
             }
         }
-        let no_forks = forks.is_empty();
+        let no_forks = legs.is_empty();
         if let Some(call) = self.calls.get_mut(call_id) {
-            call.channels.extend(forks.iter().cloned());
+            call.channels.extend(legs.iter().cloned());
             call.dial = Some(Dial {
                 origin: origin.cloned(),
-                forks,
-                pending,
+                forks: legs,
+                side,
+                offer,
             });
         }
         if no_forks {
@@ -859,14 +972,7 @@ impl CallEngine {
         }
     }
 
-    fn outbound_invite(
-        &mut self,
-        caller: &Party,
-        callee: &Party,
-        uri: &str,
-        peer: Peer,
-        sdp: &str,
-    ) -> Bytes {
+    fn outbound_invite(&mut self, parties: &Parties, uri: &str, peer: Peer, sdp: &str) -> Bytes {
         let branch = self.branch();
         let from_tag = self.tag();
         let call_id = hex::encode(self.rng.random::<[u8; 12]>());
@@ -874,11 +980,8 @@ impl CallEngine {
         MessageBuilder::request(&Method::Invite, uri)
             .header("Via", &self.via(peer.transport).value(&branch))
             .header("Max-Forwards", "70")
-            .header(
-                "From",
-                &format!("<sip:{}@{ip}>;tag={from_tag}", caller.username),
-            )
-            .header("To", &format!("<sip:{}@{ip}>", callee.username))
+            .header("From", &format!("<{}>;tag={from_tag}", parties.from))
+            .header("To", &format!("<{}>", parties.to))
             .header("Call-ID", &format!("{call_id}@{ip}"))
             .header("CSeq", "1 INVITE")
             .header("Contact", &format!("<{}>", self.contact(peer.transport)))
@@ -1154,6 +1257,9 @@ impl CallEngine {
                     self.dialogs.remove(&id);
                     self.by_dialog.remove(&id);
                 }
+                if self.retry_fork(layer, leg, resp, now) {
+                    return;
+                }
                 let reason = resp.reason().unwrap_or_default().to_owned();
                 self.fork_failed(layer, leg, status, &reason, now);
             }
@@ -1253,6 +1359,7 @@ impl CallEngine {
     }
 
     /// 180/183 from a fork: the caller hears ringing (and early media with 183's SDP).
+    /// A click-to-call agent, already answered, hears the lead's early media.
     fn relay_provisional(
         &mut self,
         layer: &mut TransactionLayer,
@@ -1269,6 +1376,21 @@ impl CallEngine {
         else {
             return;
         };
+        let early_sdp = (status == 183 && is_sdp(resp))
+            .then(|| SessionDescription::parse(resp.body()).ok())
+            .flatten();
+        if self
+            .channels
+            .get(&origin)
+            .is_some_and(|c| c.uas().is_none())
+        {
+            if let (Some(call), Some(answer)) = (self.calls.get_mut(call_id), early_sdp) {
+                if let Some(Ok(_)) = call.answer_dial(&self.cfg.sdp, &answer) {
+                    update_media(self.media.as_mut(), call);
+                }
+            }
+            return;
+        }
         let Some(id) = self.uas_dialog(&origin) else {
             return;
         };
@@ -1285,11 +1407,8 @@ impl CallEngine {
         let Ok(mut b) = d.response(&uas.invite, status, resp.reason().unwrap_or("Ringing")) else {
             return;
         };
-        if status == 183 && is_sdp(resp) {
-            let answered = SessionDescription::parse(resp.body())
-                .ok()
-                .and_then(|answer| call.answer_dial(&self.cfg.sdp, &answer)?.ok());
-            if let Some(sdp) = answered {
+        if let Some(answer) = early_sdp {
+            if let Some(Ok(Some(sdp))) = call.answer_dial(&self.cfg.sdp, &answer) {
                 update_media(self.media.as_mut(), call);
                 b = b.body("application/sdp", sdp.to_string().as_bytes());
             }
@@ -1320,10 +1439,12 @@ impl CallEngine {
         let answer = SessionDescription::parse(resp.body())
             .map_err(|e| e.to_string())
             .and_then(|a| {
-                let (b_sdp, a_sdp) = call.sdp_pair(Side::B);
-                dial.pending
-                    .answer(&self.cfg.sdp, &a, b_sdp, a_sdp)
-                    .map_err(|e| e.to_string())
+                let (forks, other) = call.sdp_pair(dial.side);
+                match &dial.offer {
+                    DialOffer::Forwarded(p) => p.answer(&self.cfg.sdp, &a, forks, other).map(Some),
+                    DialOffer::Own(p) => p.accept(&self.cfg.sdp, &a, forks).map(|()| None),
+                }
+                .map_err(|e| e.to_string())
             });
         let answer_sdp = match answer {
             Ok(sdp) => sdp,
@@ -1343,13 +1464,29 @@ impl CallEngine {
                 return;
             }
         };
-        call.answered_at = Some(wall);
-        update_media(self.media.as_mut(), call);
-        if let Some(origin) = &dial.origin {
-            call.bridge = Some(Bridge {
-                a: origin.clone(),
-                b: leg.clone(),
-            });
+        // Click-to-call's first dial (the agent) answered: dial the lead next; the call is
+        // answered when the lead is.
+        let agent_answered = call.lead.is_some();
+        if agent_answered {
+            if let Some(m) = &call.sdp[side_index(dial.side)].media {
+                // Nothing to relay to yet: the agent's remote, translated from itself.
+                self.media
+                    .update_leg(call.media, dial.side, leg_remote(m, m));
+            }
+        } else {
+            call.answered_at = Some(wall);
+            update_media(self.media.as_mut(), call);
+            if let Some(origin) = &dial.origin {
+                call.bridge = Some(Bridge {
+                    a: origin.clone(),
+                    b: leg.clone(),
+                });
+                if let Some(limit) = call.time_limit {
+                    if let Some(c) = self.channels.get_mut(origin) {
+                        c.hangup_at = Some(now + limit);
+                    }
+                }
+            }
         }
         for other in dial.forks.iter().filter(|l| *l != leg) {
             let Some(c) = self.channels.get_mut(other) else {
@@ -1373,24 +1510,35 @@ impl CallEngine {
         if let Some(c) = self.channels.get_mut(leg) {
             c.status = CallStatus::InProgress;
         }
-        self.emit(CallChange::CallAnswered {
-            call_id: call_id.to_string(),
-            at: wall,
-        });
         self.emit(CallChange::LegStatus {
             leg_id: leg.to_string(),
             status: CallStatus::InProgress,
             at: wall,
             hangup_cause: None,
         });
-        if let Some(origin) = &dial.origin {
+        if agent_answered {
+            self.arm(leg);
+            self.dial_lead(layer, call_id, leg, now);
+            return;
+        }
+        self.emit(CallChange::CallAnswered {
+            call_id: call_id.to_string(),
+            at: wall,
+        });
+        if let Some(origin) = dial
+            .origin
+            .as_ref()
+            .filter(|o| self.channels.get(*o).is_some_and(|c| c.uas().is_some()))
+        {
             self.emit(CallChange::LegStatus {
                 leg_id: origin.to_string(),
                 status: CallStatus::InProgress,
                 at: wall,
                 hangup_cause: None,
             });
-            self.send_uas_2xx(layer, origin, &answer_sdp, now);
+            if let Some(sdp) = &answer_sdp {
+                self.send_uas_2xx(layer, origin, sdp, now);
+            }
         }
         self.output.push_back(Output::Event(CallEvent::Answered {
             call: call_id.clone(),
@@ -1487,9 +1635,10 @@ impl CallEngine {
                 let Some(channel) = self.channels.get(&leg) else {
                     return true;
                 };
-                let by = match channel.role {
-                    Role::Uas(_) => HangupBy::Caller,
-                    Role::Uac(_) => HangupBy::Callee,
+                // Side A is the caller's (or, for click-to-call, the agent's) side.
+                let by = match channel.side {
+                    Side::A => HangupBy::Caller,
+                    Side::B => HangupBy::Callee,
                 };
                 let call_id = channel.call.clone();
                 let ending = Ending {
@@ -1946,6 +2095,10 @@ impl CallEngine {
         let peer = channel.peer;
         let ringing = channel.is_ringing();
         let mut ending = None;
+        if channel.hangup_at.is_some_and(|t| t <= now) {
+            channel.hangup_at = None;
+            ending = Some("time limit");
+        }
         let mut refresh = false;
         let mut ring_timeout = false;
         match &mut channel.role {
@@ -2060,6 +2213,9 @@ impl CallEngine {
             .and_then(Channel::uac_mut)
             .is_some_and(|u| u.tx == tx);
         if is_fork {
+            if self.fail_over(layer, &leg, now) {
+                return;
+            }
             let reason = if code == 408 {
                 "Request Timeout"
             } else {

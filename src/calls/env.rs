@@ -45,6 +45,52 @@ pub enum Route {
     Answer,
 }
 
+/// Digest credentials voxgate answers a carrier's 401/407 with.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A number dialled out through a trunk, as the trunk's entry says to reach it: the
+/// engine only sends what it is given (number formats, caller IDs and host resolution
+/// are the directory's business).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrunkDial {
+    pub trunk_id: String,
+    /// Request-URI and To URI: the number in the trunk's format at the carrier's host.
+    pub uri: String,
+    /// Where to send the INVITE, in RFC 3263 order; the next one is tried when a target
+    /// times out or fails at the transport (RFC 3263 §4.3).
+    pub targets: Vec<Peer>,
+    /// The From user part: the caller ID in the trunk's format.
+    pub from_user: String,
+    /// Answer 401/407 with these (once per challenge, RFC 3261 §22.2).
+    pub credentials: Option<Credentials>,
+    /// Codecs the trunk accepts, in its preference order (empty: voxgate's own list).
+    pub codecs: Vec<voxgate_sip::sdp::Codec>,
+}
+
+/// Why a number cannot be dialled out.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DialOutError {
+    #[error("no such trunk")]
+    NoTrunk,
+    #[error("the number is not valid for this trunk: {0}")]
+    BadNumber(String),
+    /// The carrier's host has no address (yet): DNS failed or is still resolving.
+    #[error("the trunk's host has no address")]
+    Unresolved,
+}
+
 /// Authentication and routing, behind one interface.
 pub trait Directory {
     /// Digest-authenticates an INVITE (RFC 3261 §22.3): the calling agent, or what to
@@ -58,6 +104,18 @@ pub trait Directory {
 
     /// Where a call to `user` (the Request-URI user part) goes.
     fn route(&self, user: &str) -> Route;
+
+    /// How to dial `number` (E.164) through `trunk` (its id or name), showing
+    /// `caller_id` (or the trunk's own) as the caller.
+    fn dial_out(
+        &self,
+        trunk: &str,
+        number: &str,
+        caller_id: Option<&str>,
+    ) -> Result<TrunkDial, DialOutError> {
+        let _ = (trunk, number, caller_id);
+        Err(DialOutError::NoTrunk)
+    }
 }
 
 /// The registrar as a [`Directory`]: agents call agents by username.

@@ -142,6 +142,11 @@ pub struct NewLeg {
 pub enum CallChange {
     CreateCall(NewCall),
     CreateLeg(NewLeg),
+    /// A `queued` call (click-to-call, stored by the API) started ringing its first leg.
+    CallRinging {
+        call_id: String,
+        at: DateTime<Utc>,
+    },
     /// A leg or the call was answered.
     CallAnswered {
         call_id: String,

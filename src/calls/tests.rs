@@ -20,8 +20,10 @@ use voxgate_sip::transaction::{
     Incoming, Peer, TimerConfig, TransactionLayer, Transport, TxEvent, TxId,
 };
 
-use super::engine::{CallEngine, Command, EngineConfig, Output};
-use super::env::{Clock, Directory, MediaPort, Party, Route, Target};
+use super::engine::{CallEngine, Command, EngineConfig, Originate, Output};
+use super::env::{
+    Clock, Credentials, DialOutError, Directory, MediaPort, Party, Route, Target, TrunkDial,
+};
 use super::record::{CallChange, CallStatus};
 use super::types::{AgentId, HangupBy, LegId};
 use crate::media::{Endpoint, LegRemote, MediaError, Session, SessionId, Side};
@@ -79,6 +81,8 @@ impl MediaPort for TestMedia {
 #[derive(Default)]
 struct TestDirectory {
     agents: HashMap<String, (Party, Vec<Target>)>,
+    /// Trunks by name: the number is put into `uri` where it says `{n}`.
+    trunks: HashMap<String, TrunkDial>,
 }
 
 impl Directory for TestDirectory {
@@ -112,6 +116,19 @@ impl Directory for TestDirectory {
                 targets: targets.clone(),
             },
         }
+    }
+
+    fn dial_out(
+        &self,
+        trunk: &str,
+        number: &str,
+        _caller_id: Option<&str>,
+    ) -> Result<TrunkDial, DialOutError> {
+        let t = self.trunks.get(trunk).ok_or(DialOutError::NoTrunk)?;
+        Ok(TrunkDial {
+            uri: t.uri.replace("{n}", number),
+            ..t.clone()
+        })
     }
 }
 
@@ -877,6 +894,7 @@ fn voxgate_answers_a_channel_itself() {
     sim.engine
         .handle_command(
             &mut sim.layer,
+            &mut sim.dir,
             Command::Hangup {
                 call: super::types::CallId::new(call),
             },
@@ -903,6 +921,7 @@ fn answer_command_checks_the_channel() {
     let mut sim = Sim::new();
     let r = sim.engine.handle_command(
         &mut sim.layer,
+        &mut sim.dir,
         Command::Answer {
             leg: LegId::new("leg_nope"),
         },
@@ -940,6 +959,284 @@ fn refusals_leave_records_and_no_state() {
             CallStatus::Busy,
             CallStatus::Busy
         ]
+    );
+    sim.assert_clean();
+}
+
+// -------------------------------------------------------------------------------------
+// Click-to-call
+
+const LEAD: &str = "+14155550100";
+
+/// A carrier with two addresses, asking for digest credentials.
+fn with_carrier(sim: &mut Sim, first: Phone, second: Phone) {
+    sim.dir.trunks.insert(
+        "carrier".to_owned(),
+        TrunkDial {
+            trunk_id: "trk_carrier".to_owned(),
+            uri: format!("sip:{{n}}@{}", first.peer.addr),
+            targets: vec![first.peer, second.peer],
+            from_user: "+15550001111".to_owned(),
+            credentials: Some(Credentials {
+                username: "acct".to_owned(),
+                password: "secret".to_owned(),
+            }),
+            codecs: vec![
+                voxgate_sip::sdp::Codec::pcmu(),
+                voxgate_sip::sdp::Codec::pcma(),
+            ],
+        },
+    );
+}
+
+fn click_to_call(sim: &mut Sim, agent: &str, time_limit: Option<Duration>) {
+    let r = sim.engine.handle_command(
+        &mut sim.layer,
+        &mut sim.dir,
+        Command::Originate(Box::new(Originate {
+            call: super::types::CallId::new("call_c2c"),
+            agent: agent.to_owned(),
+            to: LEAD.to_owned(),
+            trunk: "carrier".to_owned(),
+            caller_id: None,
+            ring_timeout: None,
+            time_limit,
+        })),
+        sim.now,
+    );
+    assert_eq!(r, Ok(()));
+    sim.pump();
+}
+
+fn has_ringing_record(sim: &Sim) -> bool {
+    sim.records
+        .iter()
+        .any(|c| matches!(c, CallChange::CallRinging { call_id, .. } if call_id == "call_c2c"))
+}
+
+fn answered_records(sim: &Sim) -> usize {
+    sim.records
+        .iter()
+        .filter(|c| matches!(c, CallChange::CallAnswered { .. }))
+        .count()
+}
+
+/// The agent's phone rings with voxgate's own offer and shows the lead's number; when it
+/// answers, the lead is dialled through the trunk with the agent's codec only, the
+/// carrier's 407 is answered with the trunk's credentials, and the 200 bridges them.
+/// The lead's BYE ends the call and the agent gets BYE.
+#[test]
+fn click_to_call_rings_the_agent_then_the_lead_and_bridges() {
+    let mut sim = Sim::new();
+    let (alice, carrier, spare) = (Phone::udp(5061), Phone::udp(5090), Phone::udp(5091));
+    sim.agent("alice", 1, &[alice]);
+    with_carrier(&mut sim, carrier, spare);
+    click_to_call(&mut sim, "alice", None);
+    assert!(has_ringing_record(&sim));
+
+    let inv = sim.expect_request(alice, &Method::Invite);
+    assert!(
+        inv.from().uri.contains(LEAD),
+        "agent sees the lead: {}",
+        inv.from().uri
+    );
+    let offer = String::from_utf8_lossy(inv.body()).into_owned();
+    assert!(offer.contains("m=audio 20004 RTP/AVP 0 8 101"), "{offer}");
+    assert!(sim.take(carrier).is_empty(), "the lead waits for the agent");
+    sim.respond(alice, &inv, 180, "a1");
+    let mut agent = sim.respond(alice, &inv, 200, "a1");
+    sim.expect_request(alice, &Method::Ack);
+    assert_eq!(answered_records(&sim), 0, "not answered until the lead is");
+
+    let first = sim.expect_request(carrier, &Method::Invite);
+    assert_eq!(
+        first.request_uri(),
+        Some(format!("sip:{LEAD}@127.0.0.1:5090").as_str())
+    );
+    assert!(first.from().uri.contains("+15550001111"));
+    let to_lead = String::from_utf8_lossy(first.body()).into_owned();
+    assert!(
+        to_lead.contains("m=audio 20006 RTP/AVP 0 101"),
+        "agent's codec only: {to_lead}"
+    );
+    let challenge =
+        MessageBuilder::response_to(&first, 407, "Proxy Authentication Required", Some("k1"))
+            .header(
+                "Proxy-Authenticate",
+                "Digest realm=\"carrier\", nonce=\"abc123\", qop=\"auth\", algorithm=MD5",
+            )
+            .build();
+    sim.deliver(carrier, challenge);
+    sim.expect_request(carrier, &Method::Ack);
+    let second = sim.expect_request(carrier, &Method::Invite);
+    assert_eq!(second.call_id(), first.call_id());
+    assert_eq!(second.cseq().seq, first.cseq().seq + 1);
+    let auth = second.header(HeaderName::ProxyAuthorization).unwrap();
+    assert!(
+        auth.contains("username=\"acct\"") && auth.contains("nonce=\"abc123\""),
+        "{auth}"
+    );
+    // The digest is the trunk password's, over the Request-URI.
+    let parsed = voxgate_sip::auth::Authorization::parse(auth).unwrap();
+    assert_eq!(Some(parsed.uri.as_str()), second.request_uri());
+    let expected = voxgate_sip::auth::Challenge::parse(
+        "Digest realm=\"carrier\", nonce=\"abc123\", qop=\"auth\", algorithm=MD5",
+    )
+    .unwrap()
+    .answer(&voxgate_sip::auth::AnswerInput {
+        username: "acct",
+        secret: voxgate_sip::auth::ClientSecret::Password("secret"),
+        method: "INVITE",
+        uri: &parsed.uri,
+        cnonce: &parsed.qop.as_ref().unwrap().cnonce,
+        nc: 1,
+    })
+    .unwrap();
+    assert_eq!(parsed.response, expected.response);
+
+    sim.respond(carrier, &second, 180, "k2");
+    let mut lead = sim.respond(carrier, &second, 200, "k2");
+    sim.expect_request(carrier, &Method::Ack);
+    assert_eq!(answered_records(&sim), 1);
+    {
+        let log = sim.media.lock().unwrap();
+        let sides: HashSet<Side> = log.updates.iter().map(|(_, side, _)| *side).collect();
+        assert_eq!(sides.len(), 2, "both sides relayed");
+    }
+    sim.advance(Duration::from_secs(20));
+    sim.bye(&mut lead);
+    let bye = sim.expect_request(alice, &Method::Bye);
+    sim.reply(alice, &bye, 200, None);
+    let _ = &mut agent;
+    assert_eq!(
+        sim.ended(),
+        [(CallStatus::Completed, "BYE".to_owned(), HangupBy::Callee)]
+    );
+    sim.assert_clean();
+}
+
+/// A busy lead ends the call `busy` and hangs the agent up.
+#[test]
+fn click_to_call_busy_lead() {
+    let mut sim = Sim::new();
+    let (alice, carrier, spare) = (Phone::udp(5061), Phone::udp(5090), Phone::udp(5091));
+    sim.agent("alice", 1, &[alice]);
+    with_carrier(&mut sim, carrier, spare);
+    click_to_call(&mut sim, "alice", None);
+    let inv = sim.expect_request(alice, &Method::Invite);
+    sim.respond(alice, &inv, 200, "a1");
+    sim.expect_request(alice, &Method::Ack);
+    let to_lead = sim.expect_request(carrier, &Method::Invite);
+    sim.respond(carrier, &to_lead, 486, "k1");
+    let bye = sim.expect_request(alice, &Method::Bye);
+    sim.reply(alice, &bye, 200, None);
+    assert_eq!(sim.ended()[0].0, CallStatus::Busy);
+    sim.assert_clean();
+}
+
+/// A 503 from the trunk's first address sends the INVITE to the next (RFC 3263 §4.3);
+/// the API hangs up while the lead rings: CANCEL to the carrier, BYE to the agent,
+/// `canceled`.
+#[test]
+fn click_to_call_fails_over_and_is_canceled_by_the_api() {
+    let mut sim = Sim::new();
+    let (alice, carrier, spare) = (Phone::udp(5061), Phone::udp(5090), Phone::udp(5091));
+    sim.agent("alice", 1, &[alice]);
+    with_carrier(&mut sim, carrier, spare);
+    click_to_call(&mut sim, "alice", None);
+    let inv = sim.expect_request(alice, &Method::Invite);
+    sim.respond(alice, &inv, 200, "a1");
+    sim.expect_request(alice, &Method::Ack);
+    let first = sim.expect_request(carrier, &Method::Invite);
+    sim.respond(carrier, &first, 503, "k1");
+    let second = sim.expect_request(spare, &Method::Invite);
+    assert_eq!(second.call_id(), first.call_id());
+    sim.respond(spare, &second, 180, "s1");
+    sim.engine
+        .handle_command(
+            &mut sim.layer,
+            &mut sim.dir,
+            Command::Hangup {
+                call: super::types::CallId::new("call_c2c"),
+            },
+            sim.now,
+        )
+        .unwrap();
+    sim.pump();
+    let cancel = sim.expect_request(spare, &Method::Cancel);
+    sim.reply(spare, &cancel, 200, None);
+    sim.deliver(
+        spare,
+        MessageBuilder::response_to(&second, 487, "Request Terminated", Some("s1")).build(),
+    );
+    let bye = sim.expect_request(alice, &Method::Bye);
+    sim.reply(alice, &bye, 200, None);
+    assert_eq!(
+        sim.ended(),
+        [(CallStatus::Canceled, "api hangup".to_owned(), HangupBy::Api)]
+    );
+    sim.assert_clean();
+}
+
+/// Nobody answers the agent's phone: the lead is never dialled, the call is `no-answer`.
+/// An unknown trunk fails the call at once.
+#[test]
+fn click_to_call_agent_does_not_answer_and_unknown_trunk() {
+    let mut sim = Sim::new();
+    let (alice, carrier, spare) = (Phone::udp(5061), Phone::udp(5090), Phone::udp(5091));
+    sim.agent("alice", 1, &[alice]);
+    with_carrier(&mut sim, carrier, spare);
+    click_to_call(&mut sim, "alice", None);
+    let inv = sim.expect_request(alice, &Method::Invite);
+    sim.respond(alice, &inv, 180, "a1");
+    sim.advance(RING_TIMEOUT + ms(100));
+    let cancel = sim.expect_request(alice, &Method::Cancel);
+    sim.reply(alice, &cancel, 200, None);
+    sim.deliver(
+        alice,
+        MessageBuilder::response_to(&inv, 487, "Request Terminated", Some("a1")).build(),
+    );
+    assert!(sim.take(carrier).is_empty());
+    assert_eq!(sim.ended()[0].0, CallStatus::NoAnswer);
+    sim.assert_clean();
+
+    sim.dir.trunks.clear();
+    sim.records.clear();
+    sim.sent.clear();
+    click_to_call(&mut sim, "alice", None);
+    assert!(sim.take(alice).is_empty());
+    assert_eq!(sim.ended()[0].0, CallStatus::Failed);
+    sim.assert_clean();
+}
+
+/// `time_limit_seconds`: the bridged call is ended by voxgate when the limit passes.
+#[test]
+fn click_to_call_time_limit() {
+    let mut sim = Sim::new();
+    let (alice, carrier, spare) = (Phone::udp(5061), Phone::udp(5090), Phone::udp(5091));
+    sim.agent("alice", 1, &[alice]);
+    with_carrier(&mut sim, carrier, spare);
+    click_to_call(&mut sim, "alice", Some(Duration::from_secs(60)));
+    let inv = sim.expect_request(alice, &Method::Invite);
+    sim.respond(alice, &inv, 200, "a1");
+    sim.expect_request(alice, &Method::Ack);
+    let to_lead = sim.expect_request(carrier, &Method::Invite);
+    sim.respond(carrier, &to_lead, 200, "k1");
+    sim.expect_request(carrier, &Method::Ack);
+    sim.advance(Duration::from_secs(59));
+    assert!(sim.ended().is_empty());
+    sim.advance(Duration::from_secs(2));
+    for phone in [alice, carrier] {
+        let bye = sim.expect_request(phone, &Method::Bye);
+        sim.reply(phone, &bye, 200, None);
+    }
+    assert_eq!(
+        sim.ended(),
+        [(
+            CallStatus::Completed,
+            "time limit".to_owned(),
+            HangupBy::System
+        )]
     );
     sim.assert_clean();
 }

@@ -481,8 +481,13 @@ impl Core {
     fn on_command(&mut self, cmd: CallCommand) {
         match cmd {
             CallCommand::Hangup { call_id, reply } => {
+                let mut directory = AgentDirectory {
+                    registrar: &mut self.registrar,
+                    conns: &self.conn_by_addr,
+                };
                 let result = self.engine.handle_command(
                     &mut self.layer,
+                    &mut directory,
                     Command::Hangup { call: call_id },
                     Instant::now(),
                 );

@@ -211,6 +211,7 @@ impl Store {
     /// - `CreateCall`/`CreateLeg` insert (a repeated id is ignored, so a retried batch is
     ///   harmless; an agent deleted meanwhile is stored as NULL). A leg of an unknown call
     ///   is an error.
+    /// - `CallRinging` moves a `queued` call to `ringing`.
     /// - `CallAnswered` sets `answered_at` once and the status `in-progress`, unless the
     ///   call has already ended.
     /// - `LegStatus` sets the status and cause, `answered_at` (once) when `in-progress`,
@@ -496,6 +497,16 @@ async fn apply_in_order(
             .execute(&mut *conn)
             .await?
             .rows_affected(),
+            CallChange::CallRinging { call_id, at: _ } => sqlx::query(
+                "UPDATE calls SET status = $1, updated_at = $2 WHERE id = $3 AND status = $4",
+            )
+            .bind(CallStatus::Ringing.as_str())
+            .bind(t)
+            .bind(call_id)
+            .bind(CallStatus::Queued.as_str())
+            .execute(&mut *conn)
+            .await?
+            .rows_affected(),
             CallChange::CallAnswered { call_id, at } => sqlx::query(&format!(
                 "UPDATE calls SET answered_at = COALESCE(answered_at, $1), status = $2, \
                  updated_at = $3 WHERE id = $4 AND status IN {OPEN}"
@@ -697,6 +708,8 @@ impl<'a> GroupedBatch<'a> {
                     }
                 }
                 CallChange::CallAnswered { .. } | CallChange::LegStatus { .. } => {}
+                // Rare (click-to-call only): not worth a grouped statement of its own.
+                CallChange::CallRinging { .. } => return None,
             }
         }
         let created_later =
@@ -727,6 +740,7 @@ impl<'a> GroupedBatch<'a> {
                         leg_call.insert(l.id.as_str(), l.call_id.as_str());
                     }
                 }
+                CallChange::CallRinging { .. } => return None,
                 CallChange::CallAnswered { call_id, at } => {
                     if ended_before(call_id, i) || created_later(&call_created, call_id, i) {
                         return None;

@@ -69,7 +69,7 @@ pub use model::{
     MediaType, Origin, PacketTime, Proto, Rtpmap, SessionDescription, Timing,
 };
 pub use negotiate::{
-    answer_offer, forward_offer, LegMedia, LegSdp, LocalMedia, LocalSession, NegotiationError,
-    PayloadMap, PendingOffer, PtTranslation, RemoteMedia, SdpConfig,
+    answer_offer, create_offer, forward_offer, LegMedia, LegSdp, LocalMedia, LocalSession,
+    NegotiationError, PayloadMap, PendingOffer, PtTranslation, RemoteMedia, SdpConfig,
 };
 pub use parse::{Field, LineError, ParseError};

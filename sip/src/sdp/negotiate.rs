@@ -397,7 +397,79 @@ pub fn answer_offer(
     pending.answer(cfg, &reply, &mut own, leg)
 }
 
+/// voxgate's own offer on a leg, for a channel voxgate originates (click-to-call, a
+/// campaign call): `codecs` in preference order (those voxgate supports; telephone-event
+/// and other auxiliary codecs only at a voice codec's clock), payload types stable on the
+/// leg, sendrecv. The leg's answer goes to [`PendingOffer::accept`].
+///
+/// On error nothing is changed (no version bump).
+pub fn create_offer(
+    cfg: &SdpConfig,
+    codecs: &[Codec],
+    to: &mut LegSdp,
+) -> Result<(SessionDescription, PendingOffer), NegotiationError> {
+    let supported: Vec<&Codec> = codecs.iter().filter(|c| cfg.supports(c)).collect();
+    let clocks = voice_clocks(supported.iter().copied());
+    let mut offered: Vec<(u8, u8, Codec)> = Vec::with_capacity(supported.len());
+    for codec in supported.into_iter().filter(|c| usable(c, &clocks)) {
+        if offered.iter().any(|(_, _, c)| c.same_format(codec)) {
+            continue;
+        }
+        let taken: Vec<u8> = offered.iter().map(|(pt, _, _)| *pt).collect();
+        // 101 for telephone-event, as most phones and carriers number it.
+        let wanted = codec.static_payload_type().unwrap_or(101);
+        let pt = assign_payload_type(codec, wanted, &to.bindings, &taken)
+            .ok_or(NegotiationError::PayloadTypesExhausted)?;
+        offered.push((pt, pt, codec.clone()));
+    }
+    if offered.is_empty() {
+        return Err(NegotiationError::NoCommonCodec);
+    }
+    let mut attributes = rtpmaps(offered.iter().map(|(pt, _, c)| (*pt, c)));
+    attributes.push(Attribute::Direction(Direction::SendRecv));
+    let media = audio_line(
+        to.local.rtp_port,
+        Proto::RtpAvp,
+        offered.iter().map(|(pt, _, _)| *pt),
+        attributes,
+    );
+    let formats = media.formats.clone();
+    let mut sdp = local_description(cfg, &to.local, [media]);
+    to.session.stamp(&mut sdp);
+    for (pt, _, codec) in &offered {
+        to.bindings.bind(*pt, codec);
+    }
+    let pending = PendingOffer {
+        lines: vec![OfferedLine {
+            media: MediaType::Audio,
+            proto: Proto::RtpAvp,
+            formats,
+            mid: None,
+        }],
+        audio_index: 0,
+        codecs: offered,
+        offerer_direction: Direction::SendRecv,
+        offerer_rtcp_mux: false,
+        offerer_ptime: None,
+        offerer_endpoint: None,
+    };
+    Ok((sdp, pending))
+}
+
 impl PendingOffer {
+    /// The answer to an offer voxgate made itself ([`create_offer`]): records the leg's
+    /// negotiated media in [`LegSdp::media`]. On error the leg is unchanged.
+    pub fn accept(
+        &self,
+        cfg: &SdpConfig,
+        answer: &SessionDescription,
+        answerer: &mut LegSdp,
+    ) -> Result<(), NegotiationError> {
+        // voxgate's own endpoint plays the offerer; its side of the result is not needed.
+        let mut own = LegSdp::new(LocalSession::new(0), answerer.local);
+        self.answer(cfg, answer, answerer, &mut own).map(|_| ())
+    }
+
     /// Turn the answer from the leg the offer was forwarded to (`answerer`) into the answer
     /// for the leg that offered (`offerer`), and record the negotiated media of both legs
     /// in their [`LegSdp::media`]. On error neither leg is changed.

@@ -758,3 +758,52 @@ fn own_answer_to_an_unusable_offer_changes_nothing() {
     assert_eq!(err.unwrap_err(), NegotiationError::NoCommonCodec);
     assert_eq!(a, before);
 }
+
+#[test]
+fn own_offer_lists_the_codecs_asked_for_and_takes_the_answer() {
+    let (mut a, _) = legs();
+    let cfg = SdpConfig::default();
+    let (offer, pending) = crate::sdp::create_offer(&cfg, &cfg.codecs, &mut a).unwrap();
+    assert_round_trip(&offer);
+    let m = &offer.media[0];
+    assert_eq!(m.port, 20000);
+    assert_eq!(m.formats, ["0", "8", "101"], "{offer}");
+    assert_eq!(offer.origin.session_version, 1);
+    // The phone picks PCMA and events at its own number.
+    let answer = b_answer(
+        "8 96",
+        &["a=rtpmap:8 PCMA/8000", "a=rtpmap:96 telephone-event/8000"],
+    );
+    pending.accept(&cfg, &answer, &mut a).unwrap();
+    let media = a.media.as_ref().unwrap();
+    assert_eq!(
+        media.remote.map(|r| r.rtp),
+        Some("198.51.100.7:30000".parse().unwrap())
+    );
+    let sends: Vec<u8> = media.send.iter().map(|(pt, _)| pt).collect();
+    assert_eq!(sends, [8, 96]);
+    let recv: Vec<u8> = media.recv.iter().map(|(pt, _)| pt).collect();
+    assert_eq!(recv, [8, 101], "what the phone sends is our numbering");
+}
+
+#[test]
+fn own_offer_restricted_to_one_codec_and_a_bad_answer_changes_nothing() {
+    let (mut a, _) = legs();
+    let cfg = SdpConfig::default();
+    let (offer, pending) =
+        crate::sdp::create_offer(&cfg, &[Codec::pcma(), Codec::telephone_event()], &mut a).unwrap();
+    assert_eq!(offer.media[0].formats, ["8", "101"]);
+    let before = a.clone();
+    let g729 = b_answer("18", &["a=rtpmap:18 G729/8000"]);
+    assert_eq!(
+        pending.accept(&cfg, &g729, &mut a).unwrap_err(),
+        NegotiationError::NoCommonCodec
+    );
+    assert_eq!(a, before);
+    // Only events (no voice codec) cannot be offered.
+    let (mut c, _) = legs();
+    assert_eq!(
+        crate::sdp::create_offer(&cfg, &[Codec::telephone_event()], &mut c).unwrap_err(),
+        NegotiationError::NoCommonCodec
+    );
+}
