@@ -43,7 +43,7 @@ use voxgate_sip::sdp::{
 use voxgate_sip::transaction::{ClientTxId, Peer, ServerTxId, TransactionLayer, Transport};
 
 use super::control::ControlError;
-use super::env::{Clock, Credentials, Directory, MediaPort, Party, Route, Target};
+use super::env::{Caller, Clock, Credentials, Directory, MediaPort, Route, Target, TrunkDial};
 use super::record::{CallChange, CallStatus, LegDirection, NewCall, NewLeg};
 use super::types::{AgentId, CallDirection, CallId, HangupBy, LegId};
 use crate::ids::{IdGen, IdKind};
@@ -612,12 +612,14 @@ impl CallEngine {
 
     /// An INVITE outside any dialog. Answers it (error, challenge), or starts a call and
     /// answers it later.
+    #[allow(clippy::too_many_arguments)]
     pub fn on_invite(
         &mut self,
         layer: &mut TransactionLayer,
         directory: &mut dyn Directory,
         tx: ServerTxId,
         invite: Message,
+        source: IpAddr,
         peer: Peer,
         now: Instant,
     ) -> Option<Reply> {
@@ -627,7 +629,7 @@ impl CallEngine {
             );
         }
         let wall = self.wall(now);
-        let caller = match directory.authenticate(&invite, wall, self.rng.random()) {
+        let caller = match directory.authenticate(&invite, source, wall, self.rng.random()) {
             Ok(party) => party,
             Err(reply) => return Some(reply),
         };
@@ -642,7 +644,7 @@ impl CallEngine {
 
     /// Every call attempt leaves a record, a refused one too (SPEC §4): `busy` for 486,
     /// else `failed`, with the response as hangup cause.
-    fn record_refused(&mut self, caller: &Party, invite: &Message, reply: &Reply, now: Instant) {
+    fn record_refused(&mut self, caller: &Caller, invite: &Message, reply: &Reply, now: Instant) {
         let wall = self.wall(now);
         let call_id = self.new_id(IdKind::Call, now);
         let leg_id = self.new_id(IdKind::Leg, now);
@@ -655,10 +657,13 @@ impl CallEngine {
         let from = invite.from().uri.to_owned();
         self.emit(CallChange::CreateCall(NewCall {
             id: call_id.clone(),
-            direction: CallDirection::Internal,
+            direction: match caller {
+                Caller::Agent(_) => CallDirection::Internal,
+                Caller::Trunk { .. } => CallDirection::Inbound,
+            },
             from: from.clone(),
             to: invite.to().uri.to_owned(),
-            agent_id: Some(caller.agent.to_string()),
+            agent_id: caller.agent().map(|p| p.agent.to_string()),
             status: CallStatus::Ringing,
             started_at: wall,
         }));
@@ -666,7 +671,7 @@ impl CallEngine {
             id: leg_id.clone(),
             call_id: call_id.clone(),
             direction: LegDirection::Inbound,
-            agent_id: Some(caller.agent.to_string()),
+            agent_id: caller.agent().map(|p| p.agent.to_string()),
             uri: from,
             sip_call_id: invite.call_id().to_owned(),
             status: CallStatus::Ringing,
@@ -700,7 +705,7 @@ impl CallEngine {
         tx: ServerTxId,
         invite: &Message,
         peer: Peer,
-        caller: &Party,
+        caller: &Caller,
         now: Instant,
     ) -> Result<(), Reply> {
         let Some(user) = invite
@@ -710,18 +715,26 @@ impl CallEngine {
         else {
             return Err(Reply::new(404, "Not Found"));
         };
-        let route = directory.route(&user);
-        let (callee, targets) = match route {
+        let route = directory.route(caller, &user);
+        match &route {
             Route::NotFound => return Err(Reply::new(404, "Not Found")),
             Route::Offline => return Err(Reply::new(480, "Temporarily Unavailable")),
-            Route::Agent { party, targets } => {
-                if self.active.get(&party.agent).copied().unwrap_or(0) >= party.max_concurrent_calls
-                {
-                    return Err(Reply::new(486, "Busy Here"));
-                }
-                (Some(party), targets)
+            Route::Agent { party, .. }
+                if self.active.get(&party.agent).copied().unwrap_or(0)
+                    >= party.max_concurrent_calls =>
+            {
+                return Err(Reply::new(486, "Busy Here"));
             }
-            Route::Answer => (None, Vec::new()),
+            Route::Trunk(d) if d.targets.is_empty() => {
+                return Err(
+                    Reply::new(503, "Service Unavailable").with("Retry-After", "5".to_owned())
+                )
+            }
+            _ => {}
+        }
+        let callee = match &route {
+            Route::Agent { party, .. } => Some(party.clone()),
+            _ => None,
         };
         // RFC 4028 §9: only when the caller asks (we do not impose a timer).
         let session_timer = match negotiate_uas(&SESSION_TIMER, invite) {
@@ -761,16 +774,18 @@ impl CallEngine {
             ),
         ];
         // Check the offer before anything is recorded: an offer we cannot use is a 488.
-        let forwarded = match &callee {
-            Some(_) => match forward_offer(&self.cfg.sdp, &offer, &mut sdp[1]) {
-                Ok(x) => Some(x),
-                Err(e) => {
-                    self.media.release_session(session.id);
-                    tracing::debug!(error = %e, "offer not acceptable");
-                    return Err(Reply::new(e.sip_status(), reason_for(e.sip_status())));
+        let forwarded = match &route {
+            Route::Agent { .. } | Route::Trunk(_) => {
+                match forward_offer(&self.cfg.sdp, &offer, &mut sdp[1]) {
+                    Ok(x) => Some(x),
+                    Err(e) => {
+                        self.media.release_session(session.id);
+                        tracing::debug!(error = %e, "offer not acceptable");
+                        return Err(Reply::new(e.sip_status(), reason_for(e.sip_status())));
+                    }
                 }
-            },
-            None => {
+            }
+            _ => {
                 let mut probe = sdp[0].clone();
                 if let Err(e) = answer_offer(&self.cfg.sdp, &offer, &mut probe) {
                     self.media.release_session(session.id);
@@ -786,12 +801,21 @@ impl CallEngine {
         let trying = MessageBuilder::response_to(invite, 100, "Trying", None).build();
         let _ = layer.send_response(tx, trying, now);
         let from_uri = invite.from().uri.to_owned();
+        let direction = match (caller, &route) {
+            (Caller::Trunk { .. }, _) => CallDirection::Inbound,
+            (Caller::Agent(_), Route::Trunk(_)) => CallDirection::Outbound,
+            (Caller::Agent(_), _) => CallDirection::Internal,
+        };
+        let caller_agent = caller.agent().map(|p| p.agent.to_string());
         self.emit(CallChange::CreateCall(NewCall {
             id: call_id.to_string(),
-            direction: CallDirection::Internal,
+            direction,
             from: from_uri.clone(),
             to: invite.to().uri.to_owned(),
-            agent_id: Some(caller.agent.to_string()),
+            // The agent on the call: the caller, or for a carrier's call the one it rings.
+            agent_id: caller_agent
+                .clone()
+                .or_else(|| callee.as_ref().map(|c| c.agent.to_string())),
             status: CallStatus::Ringing,
             started_at: wall,
         }));
@@ -800,7 +824,7 @@ impl CallEngine {
             id: inbound.to_string(),
             call_id: call_id.to_string(),
             direction: LegDirection::Inbound,
-            agent_id: Some(caller.agent.to_string()),
+            agent_id: caller_agent,
             uri: from_uri,
             sip_call_id: invite.call_id().to_owned(),
             status: CallStatus::Ringing,
@@ -828,8 +852,12 @@ impl CallEngine {
             },
         );
         self.by_server_tx.insert(tx, inbound.clone());
-        let mut agents = vec![caller.agent.clone()];
-        agents.extend(callee.as_ref().map(|c| c.agent.clone()));
+        let agents: Vec<AgentId> = caller
+            .agent()
+            .into_iter()
+            .chain(callee.as_ref())
+            .map(|p| p.agent.clone())
+            .collect();
         for agent in &agents {
             *self.active.entry(agent.clone()).or_default() += 1;
         }
@@ -852,15 +880,26 @@ impl CallEngine {
         );
         metrics::counter!("voxgate_calls_total").increment(1);
 
-        match (callee, forwarded) {
-            (Some(callee), Some((offer_b, pending))) => {
-                let ip = host(self.cfg.public_ip);
-                let parties = Parties {
-                    from: format!("sip:{}@{ip}", caller.username),
-                    to: format!("sip:{}@{ip}", callee.username),
-                    agent: Some(callee.agent.clone()),
+        let ip = host(self.cfg.public_ip);
+        let dialled = match route {
+            Route::Agent { party, targets } => {
+                let from = match caller {
+                    Caller::Agent(p) => &p.username,
+                    // The agent's phone shows the lead's number.
+                    Caller::Trunk { number, .. } => number,
                 };
-                let forks = targets.iter().map(Fork::from).collect();
+                let parties = Parties {
+                    from: format!("sip:{from}@{ip}"),
+                    to: format!("sip:{}@{ip}", party.username),
+                    agent: Some(party.agent),
+                };
+                Some((parties, targets.iter().map(Fork::from).collect()))
+            }
+            Route::Trunk(d) => Some(trunk_fork(*d, &ip)),
+            _ => None,
+        };
+        match (dialled, forwarded) {
+            (Some((parties, forks)), Some((offer_b, pending))) => {
                 self.dial(
                     layer,
                     &call_id,
@@ -2224,6 +2263,28 @@ impl CallEngine {
             self.fork_failed(layer, &leg, code, reason, now);
         }
     }
+}
+
+/// The one fork of a number dialled through a trunk: its first address, the others to
+/// fail over to, its credentials; From is the caller ID the trunk shows.
+fn trunk_fork(d: TrunkDial, ip: &str) -> (Parties, Vec<Fork>) {
+    let mut targets = d.targets.into_iter();
+    let parties = Parties {
+        from: format!("sip:{}@{ip}", d.from_user),
+        to: d.uri.clone(),
+        agent: None,
+    };
+    let forks = targets
+        .next()
+        .map(|peer| Fork {
+            uri: d.uri,
+            peer,
+            fallback: targets.collect(),
+            auth: d.credentials,
+        })
+        .into_iter()
+        .collect();
+    (parties, forks)
 }
 
 fn update_media(media: &mut (dyn MediaPort + Send), call: &Call) {

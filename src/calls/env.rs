@@ -24,6 +24,28 @@ pub struct Party {
     pub max_concurrent_calls: usize,
 }
 
+/// Who is calling, once authenticated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// An agent's softphone (digest-authenticated).
+    Agent(Party),
+    /// A carrier, admitted by its trunk's allowed sources or credentials.
+    Trunk {
+        trunk_id: String,
+        /// The calling number (E.164 when it could be read as one): shown to the agent.
+        number: String,
+    },
+}
+
+impl Caller {
+    pub fn agent(&self) -> Option<&Party> {
+        match self {
+            Caller::Agent(p) => Some(p),
+            Caller::Trunk { .. } => None,
+        }
+    }
+}
+
 /// One place to ring: the Request-URI to put in the INVITE and where to send it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
@@ -43,6 +65,8 @@ pub enum Route {
     /// voxgate answers the call itself (its own SDP answer) and holds it: the channel a
     /// call program (IVR, queue) will run on. No production route leads here yet.
     Answer,
+    /// A number out through a trunk (an agent dialling a lead).
+    Trunk(Box<TrunkDial>),
 }
 
 /// Digest credentials voxgate answers a carrier's 401/407 with.
@@ -63,7 +87,7 @@ impl std::fmt::Debug for Credentials {
 /// A number dialled out through a trunk, as the trunk's entry says to reach it: the
 /// engine only sends what it is given (number formats, caller IDs and host resolution
 /// are the directory's business).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TrunkDial {
     pub trunk_id: String,
     /// Request-URI and To URI: the number in the trunk's format at the carrier's host.
@@ -93,17 +117,24 @@ pub enum DialOutError {
 
 /// Authentication and routing, behind one interface.
 pub trait Directory {
-    /// Digest-authenticates an INVITE (RFC 3261 §22.3): the calling agent, or what to
-    /// answer instead (407 challenge, 403, 400). `random` seeds a fresh nonce.
+    /// Who sent an INVITE arriving from `source`: a carrier whose trunk allows that
+    /// source, or an agent by digest (RFC 3261 §22.3); else what to answer instead (407
+    /// challenge, 403, 400). `random` seeds a fresh nonce.
     fn authenticate(
         &mut self,
         invite: &Message,
+        source: IpAddr,
         wall: DateTime<Utc>,
         random: [u8; 8],
-    ) -> Result<Party, Reply>;
+    ) -> Result<Caller, Reply>;
 
-    /// Where a call to `user` (the Request-URI user part) goes.
-    fn route(&self, user: &str) -> Route;
+    /// Where a call from `caller` to `user` (the Request-URI user part) goes: an agent's
+    /// username, a number out through the default trunk, or (from a carrier) a number's
+    /// route. Click-to-call asks for its agent with an agent caller.
+    fn route(&self, caller: &Caller, user: &str) -> Route;
+
+    /// An agent by id or username, with the phones to ring (click-to-call).
+    fn agent(&self, agent: &str) -> Route;
 
     /// How to dial `number` (E.164) through `trunk` (its id or name), showing
     /// `caller_id` (or the trunk's own) as the caller.
@@ -129,19 +160,26 @@ impl Directory for AgentDirectory<'_> {
     fn authenticate(
         &mut self,
         invite: &Message,
+        _source: IpAddr,
         wall: DateTime<Utc>,
         random: [u8; 8],
-    ) -> Result<Party, Reply> {
+    ) -> Result<Caller, Reply> {
         self.registrar
             .authenticate(invite, Challenger::Proxy, wall, random)
-            .map(|a| Party {
-                agent: AgentId::new(a.id),
-                username: a.username,
-                max_concurrent_calls: usize::try_from(a.max_concurrent_calls).unwrap_or(1),
+            .map(|a| {
+                Caller::Agent(Party {
+                    agent: AgentId::new(a.id),
+                    username: a.username,
+                    max_concurrent_calls: usize::try_from(a.max_concurrent_calls).unwrap_or(1),
+                })
             })
     }
 
-    fn route(&self, user: &str) -> Route {
+    fn route(&self, _caller: &Caller, user: &str) -> Route {
+        self.agent(user)
+    }
+
+    fn agent(&self, user: &str) -> Route {
         let Some(agent) = self.registrar.agent(user) else {
             return Route::NotFound;
         };

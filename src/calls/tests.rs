@@ -8,7 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,7 +22,7 @@ use voxgate_sip::transaction::{
 
 use super::engine::{CallEngine, Command, EngineConfig, Originate, Output};
 use super::env::{
-    Clock, Credentials, DialOutError, Directory, MediaPort, Party, Route, Target, TrunkDial,
+    Caller, Clock, Credentials, DialOutError, Directory, MediaPort, Party, Route, Target, TrunkDial,
 };
 use super::record::{CallChange, CallStatus};
 use super::types::{AgentId, HangupBy, LegId};
@@ -83,16 +83,34 @@ struct TestDirectory {
     agents: HashMap<String, (Party, Vec<Target>)>,
     /// Trunks by name: the number is put into `uri` where it says `{n}`.
     trunks: HashMap<String, TrunkDial>,
+    /// Carriers' source addresses, and the trunk each belongs to.
+    carriers: HashMap<IpAddr, String>,
+    /// Inbound numbers and the agent each rings.
+    numbers: HashMap<String, String>,
+    /// Where agents' calls to numbers (`+…`) go.
+    default_trunk: Option<String>,
 }
 
 impl Directory for TestDirectory {
     fn authenticate(
         &mut self,
         invite: &Message,
+        source: IpAddr,
         _wall: DateTime<Utc>,
         _random: [u8; 8],
-    ) -> Result<Party, Reply> {
+    ) -> Result<Caller, Reply> {
         let from = invite.from().uri.to_owned();
+        if let Some(trunk) = self.carriers.get(&source) {
+            let number = from
+                .trim_start_matches("sip:")
+                .split('@')
+                .next()
+                .unwrap_or_default();
+            return Ok(Caller::Trunk {
+                trunk_id: trunk.clone(),
+                number: number.to_owned(),
+            });
+        }
         let user = from
             .trim_start_matches("sip:")
             .split('@')
@@ -100,11 +118,31 @@ impl Directory for TestDirectory {
             .unwrap_or_default();
         self.agents
             .get(user)
-            .map(|(p, _)| p.clone())
+            .map(|(p, _)| Caller::Agent(p.clone()))
             .ok_or_else(|| Reply::new(403, "Forbidden"))
     }
 
-    fn route(&self, user: &str) -> Route {
+    fn route(&self, caller: &Caller, user: &str) -> Route {
+        match caller {
+            Caller::Trunk { .. } => match self.numbers.get(user) {
+                Some(agent) => self.agent(agent),
+                None => Route::NotFound,
+            },
+            Caller::Agent(_) if user.starts_with('+') => {
+                match self
+                    .default_trunk
+                    .as_deref()
+                    .map(|t| self.dial_out(t, user, None))
+                {
+                    Some(Ok(d)) => Route::Trunk(Box::new(d)),
+                    _ => Route::NotFound,
+                }
+            }
+            Caller::Agent(_) => self.agent(user),
+        }
+    }
+
+    fn agent(&self, user: &str) -> Route {
         if user == "park" {
             return Route::Answer;
         }
@@ -140,10 +178,14 @@ struct Phone {
 
 impl Phone {
     fn udp(port: u16) -> Phone {
+        Phone::at([127, 0, 0, 1], port)
+    }
+
+    fn at(ip: [u8; 4], port: u16) -> Phone {
         Phone {
             peer: Peer {
                 transport: Transport::Udp,
-                addr: SocketAddr::from(([127, 0, 0, 1], port)),
+                addr: SocketAddr::from((ip, port)),
                 conn: None,
             },
         }
@@ -313,6 +355,7 @@ impl Sim {
                         &mut self.dir,
                         tx,
                         msg.clone(),
+                        from.peer.addr.ip(),
                         from.peer,
                         now,
                     );
@@ -1238,5 +1281,108 @@ fn click_to_call_time_limit() {
             HangupBy::System
         )]
     );
+    sim.assert_clean();
+}
+
+// -------------------------------------------------------------------------------------
+// Trunks
+
+fn created_call(sim: &Sim) -> super::record::NewCall {
+    sim.records
+        .iter()
+        .find_map(|c| match c {
+            CallChange::CreateCall(n) => Some(n.clone()),
+            _ => None,
+        })
+        .expect("a call was recorded")
+}
+
+/// A carrier's INVITE from its allowed source to a number reaches the number's agent,
+/// whose phone shows the lead's number; the call is `inbound`, on the agent.
+#[test]
+fn inbound_from_a_carrier_rings_the_numbers_agent() {
+    let mut sim = Sim::new();
+    let (alice, carrier) = (Phone::udp(5061), Phone::at([127, 0, 0, 2], 5090));
+    sim.agent("alice", 1, &[alice]);
+    sim.dir
+        .carriers
+        .insert(carrier.peer.addr.ip(), "trk_carrier".to_owned());
+    sim.dir
+        .numbers
+        .insert("+15550009999".to_owned(), "alice".to_owned());
+    let mut lead = sim.call(
+        carrier,
+        LEAD,
+        "+15550009999",
+        &offer_sdp(30_000, "sendrecv"),
+    );
+    sim.expect_response(carrier, 100);
+    let inv = sim.expect_request(alice, &Method::Invite);
+    assert!(inv.from().uri.contains(LEAD), "{}", inv.from().uri);
+    sim.respond(alice, &inv, 200, "a1");
+    sim.expect_request(alice, &Method::Ack);
+    let ok = sim.expect_response(carrier, 200);
+    sim.caller_acks(&mut lead, &ok);
+    let call = created_call(&sim);
+    assert_eq!(call.direction, super::types::CallDirection::Inbound);
+    assert_eq!(call.agent_id.as_deref(), Some("agt_alice"));
+    sim.bye(&mut lead);
+    let bye = sim.expect_request(alice, &Method::Bye);
+    sim.reply(alice, &bye, 200, None);
+
+    // A number nobody has is 404, recorded as a failed inbound call.
+    sim.records.clear();
+    sim.call(
+        carrier,
+        LEAD,
+        "+15550000000",
+        &offer_sdp(30_002, "sendrecv"),
+    );
+    sim.expect_response(carrier, 404);
+    assert_eq!(
+        created_call(&sim).direction,
+        super::types::CallDirection::Inbound
+    );
+    sim.assert_clean();
+}
+
+/// An agent dials a number: it goes out through the default trunk with the trunk's
+/// caller ID, the carrier's 401 is answered, and the call is `outbound`.
+#[test]
+fn an_agent_dials_a_number_through_the_default_trunk() {
+    let mut sim = Sim::new();
+    let (alice, carrier, spare) = (Phone::udp(5061), Phone::udp(5090), Phone::udp(5091));
+    sim.agent("alice", 1, &[alice]);
+    with_carrier(&mut sim, carrier, spare);
+    sim.dir.default_trunk = Some("carrier".to_owned());
+    let mut caller = sim.call(alice, "alice", LEAD, &offer_sdp(30_000, "sendrecv"));
+    let first = sim.expect_request(carrier, &Method::Invite);
+    assert!(first.from().uri.contains("+15550001111"));
+    let challenge = MessageBuilder::response_to(&first, 401, "Unauthorized", Some("k1"))
+        .header(
+            "WWW-Authenticate",
+            "Digest realm=\"carrier\", nonce=\"n1\", qop=\"auth\"",
+        )
+        .build();
+    sim.deliver(carrier, challenge);
+    sim.expect_request(carrier, &Method::Ack);
+    let second = sim.expect_request(carrier, &Method::Invite);
+    assert!(second.header(HeaderName::Authorization).is_some());
+    // A second challenge is not answered again: the call fails.
+    let again = MessageBuilder::response_to(&second, 401, "Unauthorized", Some("k2"))
+        .header("WWW-Authenticate", "Digest realm=\"carrier\", nonce=\"n2\"")
+        .build();
+    sim.deliver(carrier, again);
+    sim.expect_request(carrier, &Method::Ack);
+    assert!(sim
+        .take(carrier)
+        .iter()
+        .all(|m| m.method() != Some(&Method::Invite)));
+    sim.expect_response(alice, 480);
+    assert_eq!(
+        created_call(&sim).direction,
+        super::types::CallDirection::Outbound
+    );
+    let _ = &mut caller;
     sim.assert_clean();
 }

@@ -361,6 +361,7 @@ impl Core {
                 &mut directory,
                 tx,
                 req.clone(),
+                peer.addr.ip(),
                 reply_to,
                 now,
             );

@@ -34,12 +34,12 @@ impl CallEngine {
             Ok(lead) => lead,
             Err(e) => return self.never_started(&o.call, CallStatus::Failed, &e.to_string(), now),
         };
-        let (party, targets) = match directory.route(&o.agent) {
+        let (party, targets) = match directory.agent(&o.agent) {
             Route::Agent { party, targets } => (party, targets),
             Route::Offline => {
                 return self.never_started(&o.call, CallStatus::Failed, "agent offline", now)
             }
-            Route::NotFound | Route::Answer => {
+            Route::NotFound | Route::Answer | Route::Trunk(_) => {
                 return self.never_started(&o.call, CallStatus::Failed, "no such agent", now)
             }
         };
