@@ -2,6 +2,7 @@
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::engine::Originate;
 use super::types::CallId;
 
 /// Why a command could not be carried out.
@@ -23,6 +24,9 @@ pub enum CallCommand {
         call_id: CallId,
         reply: oneshot::Sender<Result<(), ControlError>>,
     },
+    /// Click-to-call for a call the API has stored (`queued`); its outcome lands in the
+    /// call's record.
+    Originate(Box<Originate>),
 }
 
 /// The API's handle on the engine. Cheap to clone.
@@ -48,5 +52,13 @@ impl CallControl {
             .await
             .map_err(|_| ControlError::Unavailable)?;
         rx.await.map_err(|_| ControlError::Unavailable)?
+    }
+
+    /// Starts a click-to-call; the engine reports everything after through the record.
+    pub async fn originate(&self, o: Originate) -> Result<(), ControlError> {
+        self.tx
+            .send(CallCommand::Originate(Box::new(o)))
+            .await
+            .map_err(|_| ControlError::Unavailable)
     }
 }

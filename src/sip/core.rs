@@ -494,6 +494,18 @@ impl Core {
                 );
                 let _ = reply.send(result);
             }
+            CallCommand::Originate(o) => {
+                let mut directory = AgentDirectory {
+                    registrar: &mut self.registrar,
+                    conns: &self.conn_by_addr,
+                };
+                let _ = self.engine.handle_command(
+                    &mut self.layer,
+                    &mut directory,
+                    Command::Originate(o),
+                    Instant::now(),
+                );
+            }
         }
     }
 
