@@ -44,13 +44,14 @@ use voxgate_sip::transaction::{ClientTxId, Peer, ServerTxId, TransactionLayer, T
 
 use super::control::ControlError;
 use super::env::{Caller, Clock, Credentials, Directory, MediaPort, Route, Target, TrunkDial};
+use super::pacer::Pacer;
 use super::record::{CallChange, CallStatus, LegDirection, NewCall, NewLeg};
 use super::types::{AgentId, CallDirection, CallId, HangupBy, LegId};
 use crate::ids::{IdGen, IdKind};
 use crate::media::{LegRemote, MediaDirection, PtMap, SessionId, Side};
 use crate::registrar::Reply;
 
-mod click;
+mod outbound;
 
 const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, REGISTER";
 
@@ -287,6 +288,29 @@ impl From<&Target> for Fork {
     }
 }
 
+/// A dial to a trunk waiting for its limits (`max_cps`, `max_calls_per_minute`, a free
+/// slot of `max_concurrent_calls`): sent in order when they allow.
+struct HeldDial {
+    call: CallId,
+    origin: Option<LegId>,
+    parties: Parties,
+    forks: Vec<Fork>,
+    side: Side,
+    sdp: SessionDescription,
+    offer: DialOffer,
+    /// The call already holds a slot on the trunk (click-to-call takes it when it starts).
+    has_slot: bool,
+}
+
+/// One trunk's pacer and the work waiting for it, in arrival order.
+#[derive(Default)]
+struct TrunkQueue {
+    pacer: Pacer,
+    dials: VecDeque<HeldDial>,
+    /// Click-to-calls waiting for a slot (still `queued`).
+    starts: VecDeque<Originate>,
+}
+
 /// Who a dial's INVITEs say is calling whom, and the agent the forks ring (if any).
 struct Parties {
     /// From URI (our tag is added).
@@ -350,6 +374,8 @@ struct Call {
     ring_timeout: Duration,
     /// Click-to-call's `time_limit_seconds`, from the bridge.
     time_limit: Option<Duration>,
+    /// The trunk this call holds a slot on (released when it ends).
+    trunk: Option<String>,
 }
 
 impl Call {
@@ -423,6 +449,10 @@ pub struct CallEngine {
     /// Channel timers, earliest first; an entry may be stale (the channel is gone or its
     /// timer moved): it is checked against the channel when it comes due.
     timers: BinaryHeap<Reverse<(Instant, LegId)>>,
+    /// Trunks' pacers and queues, by trunk id.
+    trunks: HashMap<String, TrunkQueue>,
+    /// A trunk slot was freed: its queue is served at the next timeout (now).
+    wake: Option<Instant>,
     clock: Clock,
     rng: StdRng,
     ids: IdGen,
@@ -451,6 +481,8 @@ impl CallEngine {
             active: HashMap::new(),
             output: VecDeque::new(),
             timers: BinaryHeap::new(),
+            trunks: HashMap::new(),
+            wake: None,
             clock,
             rng: StdRng::seed_from_u64(seed),
             ids: IdGen::default(),
@@ -876,6 +908,7 @@ impl CallEngine {
                 lead: None,
                 ring_timeout: self.cfg.ring_timeout,
                 time_limit: None,
+                trunk: None,
             },
         );
         metrics::counter!("voxgate_calls_total").increment(1);
@@ -895,7 +928,25 @@ impl CallEngine {
                 };
                 Some((parties, targets.iter().map(Fork::from).collect()))
             }
-            Route::Trunk(d) => Some(trunk_fork(*d, &ip)),
+            Route::Trunk(d) => {
+                let trunk = d.trunk_id.clone();
+                let limits = d.limits;
+                let (parties, forks) = trunk_fork(*d, &ip);
+                if let Some((offer_b, pending)) = forwarded {
+                    let held = HeldDial {
+                        call: call_id.clone(),
+                        origin: Some(inbound.clone()),
+                        parties,
+                        forks,
+                        side: Side::B,
+                        sdp: offer_b,
+                        offer: DialOffer::Forwarded(pending),
+                        has_slot: false,
+                    };
+                    self.send_trunk_dial(layer, &trunk, limits, held, now);
+                }
+                return Ok(());
+            }
             _ => None,
         };
         match (dialled, forwarded) {
@@ -2049,6 +2100,10 @@ impl CallEngine {
             status: ending.status,
         }));
         self.media.release_session(call.media);
+        if let Some(q) = call.trunk.as_ref().and_then(|t| self.trunks.get_mut(t)) {
+            q.pacer.release_slot();
+            self.wake = Some(now);
+        }
         for agent in &call.agents {
             if let Some(n) = self.active.get_mut(agent) {
                 *n = n.saturating_sub(1);
@@ -2105,10 +2160,27 @@ impl CallEngine {
     // Timers
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.peek().map(|Reverse((at, _))| *at)
+        let paced = self
+            .trunks
+            .values()
+            .filter(|q| !q.dials.is_empty())
+            .filter_map(|q| q.pacer.next_send());
+        self.timers
+            .peek()
+            .map(|Reverse((at, _))| *at)
+            .into_iter()
+            .chain(self.wake)
+            .chain(paced)
+            .min()
     }
 
-    pub fn handle_timeout(&mut self, layer: &mut TransactionLayer, now: Instant) {
+    pub fn handle_timeout(
+        &mut self,
+        layer: &mut TransactionLayer,
+        directory: &mut dyn Directory,
+        now: Instant,
+    ) {
+        self.serve_trunks(layer, directory, now);
         let mut due = Vec::new();
         while let Some(Reverse((at, _))) = self.timers.peek() {
             if *at > now {

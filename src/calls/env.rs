@@ -101,6 +101,7 @@ pub struct TrunkDial {
     pub credentials: Option<Credentials>,
     /// Codecs the trunk accepts, in its preference order (empty: voxgate's own list).
     pub codecs: Vec<voxgate_sip::sdp::Codec>,
+    pub limits: super::pacer::TrunkLimits,
 }
 
 /// Why a number cannot be dialled out.

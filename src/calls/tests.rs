@@ -445,7 +445,8 @@ impl Sim {
                 Some(at) if at <= until => {
                     self.now = self.now.max(at);
                     self.layer.handle_timeout(self.now);
-                    self.engine.handle_timeout(&mut self.layer, self.now);
+                    self.engine
+                        .handle_timeout(&mut self.layer, &mut self.dir, self.now);
                     self.pump();
                 }
                 _ => break,
@@ -1028,16 +1029,21 @@ fn with_carrier(sim: &mut Sim, first: Phone, second: Phone) {
                 voxgate_sip::sdp::Codec::pcmu(),
                 voxgate_sip::sdp::Codec::pcma(),
             ],
+            limits: super::pacer::TrunkLimits::default(),
         },
     );
 }
 
 fn click_to_call(sim: &mut Sim, agent: &str, time_limit: Option<Duration>) {
+    originate(sim, "call_c2c", agent, time_limit);
+}
+
+fn originate(sim: &mut Sim, call: &str, agent: &str, time_limit: Option<Duration>) {
     let r = sim.engine.handle_command(
         &mut sim.layer,
         &mut sim.dir,
         Command::Originate(Box::new(Originate {
-            call: super::types::CallId::new("call_c2c"),
+            call: super::types::CallId::new(call),
             agent: agent.to_owned(),
             to: LEAD.to_owned(),
             trunk: "carrier".to_owned(),
@@ -1384,5 +1390,83 @@ fn an_agent_dials_a_number_through_the_default_trunk() {
         super::types::CallDirection::Outbound
     );
     let _ = &mut caller;
+    sim.assert_clean();
+}
+
+/// `max_concurrent_calls: 3` and `max_cps: 2` with four click-to-calls at once: three
+/// ring their agent, the fourth waits (`queued`, no record change) for a slot; the
+/// carrier's INVITEs go out 500 ms apart; when a call ends the waiting one starts.
+#[test]
+fn trunk_limits_queue_calls_in_order() {
+    let mut sim = Sim::new();
+    let (alice, carrier, spare) = (Phone::udp(5061), Phone::udp(5090), Phone::udp(5091));
+    sim.agent("alice", 10, &[alice]);
+    with_carrier(&mut sim, carrier, spare);
+    if let Some(t) = sim.dir.trunks.get_mut("carrier") {
+        t.limits = super::pacer::TrunkLimits {
+            max_cps: Some(2),
+            max_calls_per_minute: None,
+            max_concurrent_calls: Some(3),
+        };
+    }
+    for i in 1..=4 {
+        originate(&mut sim, &format!("call_{i}"), "alice", None);
+    }
+    let invites: Vec<Message> = sim
+        .take(alice)
+        .into_iter()
+        .filter(|m| m.method() == Some(&Method::Invite))
+        .collect();
+    assert_eq!(invites.len(), 3, "the fourth call waits for a slot");
+    let ringing = sim
+        .records
+        .iter()
+        .filter(|c| matches!(c, CallChange::CallRinging { .. }))
+        .count();
+    assert_eq!(ringing, 3);
+    let mut agents = Vec::new();
+    for (i, inv) in invites.iter().enumerate() {
+        agents.push(sim.respond(alice, inv, 200, &format!("a{i}")));
+    }
+    // The carrier sees one INVITE now, the next 500 ms later, the third at 1 s.
+    let mut seen = Vec::new();
+    for step in 0..=10 {
+        for m in sim.take(carrier) {
+            // Retransmissions (T1 = 500 ms) are not new INVITEs.
+            let new = seen
+                .iter()
+                .all(|(_, s): &(u64, Message)| s.call_id() != m.call_id());
+            if m.method() == Some(&Method::Invite) && new {
+                seen.push((step * 100, m));
+            }
+        }
+        sim.advance(ms(100));
+    }
+    let at: Vec<u64> = seen.iter().map(|(t, _)| *t).collect();
+    assert_eq!(at, [0, 500, 1000], "INVITEs spaced by max_cps");
+    let mut leads = Vec::new();
+    for (i, (_, inv)) in seen.iter().enumerate() {
+        leads.push(sim.respond(carrier, inv, 200, &format!("k{i}")));
+    }
+    sim.take(carrier);
+    sim.take(alice);
+    // One call ends: the queued one starts ringing its agent.
+    sim.bye(&mut leads[0]);
+    let bye = sim.expect_request(alice, &Method::Bye);
+    sim.reply(alice, &bye, 200, None);
+    sim.advance(ms(1));
+    let fourth = sim.expect_request(alice, &Method::Invite);
+    assert!(sim
+        .records
+        .iter()
+        .any(|c| matches!(c, CallChange::CallRinging { call_id, .. } if call_id == "call_4")));
+    sim.respond(alice, &fourth, 486, "a4");
+    for lead in leads.iter_mut().skip(1) {
+        sim.bye(lead);
+    }
+    for _ in 0..2 {
+        let bye = sim.expect_request(alice, &Method::Bye);
+        sim.reply(alice, &bye, 200, None);
+    }
     sim.assert_clean();
 }

@@ -122,7 +122,12 @@ impl Core {
                 () = sleep => {
                     let now = Instant::now();
                     self.layer.handle_timeout(now);
-                    self.engine.handle_timeout(&mut self.layer, now);
+                    let mut directory = AgentDirectory {
+                        registrar: &mut self.registrar,
+                        conns: &self.conn_by_addr,
+                    };
+                    self.engine
+                        .handle_timeout(&mut self.layer, &mut directory, now);
                 }
                 Some(cmd) = self.commands.recv() => self.on_command(cmd),
                 ev = events.recv() => self.on_event(ev),

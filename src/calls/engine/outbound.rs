@@ -1,8 +1,14 @@
-//! Click-to-call (SPEC §4 `POST /v1/calls` with `agent` and `to`): ring the agent's phones
-//! with voxgate's own offer; when one answers, dial the lead through the trunk with the
-//! codec the agent's phone chose (so no transcoding is needed), and bridge the two when
-//! the lead answers. Also the retries of an INVITE voxgate sends: answering a carrier's
-//! digest challenge, and failing over to the trunk's next address.
+//! Calls out through trunks.
+//!
+//! - Click-to-call (SPEC §4 `POST /v1/calls` with `agent` and `to`): ring the agent's
+//!   phones with voxgate's own offer; when one answers, dial the lead through the trunk
+//!   with the codec the agent's phone chose (so no transcoding is needed), and bridge the
+//!   two when the lead answers.
+//! - Trunk limits ([`Pacer`](crate::calls::pacer::Pacer)): a click-to-call waits `queued`
+//!   for a free slot of `max_concurrent_calls`; every INVITE to the carrier waits its turn
+//!   under `max_cps` and `max_calls_per_minute`. Both queues are served in order.
+//! - The retries of an INVITE voxgate sends: answering a carrier's digest challenge, and
+//!   failing over to the trunk's next address.
 
 use std::time::Instant;
 
@@ -12,9 +18,11 @@ use voxgate_sip::sdp::{create_offer, Codec, LegSdp, LocalMedia, LocalSession};
 use voxgate_sip::transaction::{Peer, TransactionLayer};
 
 use super::{
-    host, Call, CallEngine, CallEvent, DialOffer, Ending, Fork, Originate, Output, Parties, ALLOW,
+    host, Call, CallEngine, CallEvent, DialOffer, Ending, Fork, HeldDial, Originate, Output,
+    Parties, ALLOW,
 };
-use crate::calls::env::{Directory, Route};
+use crate::calls::env::{Directory, Route, TrunkDial};
+use crate::calls::pacer::TrunkLimits;
 use crate::calls::record::{CallChange, CallStatus};
 use crate::calls::types::{CallId, HangupBy, LegId};
 use crate::media::Side;
@@ -34,6 +42,25 @@ impl CallEngine {
             Ok(lead) => lead,
             Err(e) => return self.never_started(&o.call, CallStatus::Failed, &e.to_string(), now),
         };
+        let q = self.trunks.entry(lead.trunk_id.clone()).or_default();
+        q.pacer.limits = lead.limits;
+        if !q.starts.is_empty() || !q.pacer.has_slot() {
+            // Stays `queued` until a call on the trunk ends.
+            q.starts.push_back(o);
+            return;
+        }
+        self.start_click_to_call(layer, directory, o, lead, now);
+    }
+
+    /// A click-to-call with a free slot on its trunk: ring the agent.
+    fn start_click_to_call(
+        &mut self,
+        layer: &mut TransactionLayer,
+        directory: &mut dyn Directory,
+        o: Originate,
+        lead: TrunkDial,
+        now: Instant,
+    ) {
         let (party, targets) = match directory.agent(&o.agent) {
             Route::Agent { party, targets } => (party, targets),
             Route::Offline => {
@@ -81,6 +108,10 @@ impl CallEngine {
             }
         };
         let wall = self.wall(now);
+        let trunk = lead.trunk_id.clone();
+        if let Some(q) = self.trunks.get_mut(&trunk) {
+            q.pacer.take_slot();
+        }
         self.calls.insert(
             o.call.clone(),
             Call {
@@ -96,6 +127,7 @@ impl CallEngine {
                 lead: Some(Box::new(lead)),
                 ring_timeout: o.ring_timeout.unwrap_or(self.cfg.ring_timeout),
                 time_limit: o.time_limit,
+                trunk: Some(trunk),
             },
         );
         *self.active.entry(party.agent.clone()).or_default() += 1;
@@ -188,17 +220,121 @@ impl CallEngine {
             fallback: targets,
             auth: lead.credentials.clone(),
         };
+        let held = HeldDial {
+            call: call_id.clone(),
+            origin: Some(agent_leg.clone()),
+            parties,
+            forks: vec![fork],
+            side: Side::B,
+            sdp: offer,
+            offer: DialOffer::Own(pending),
+            has_slot: true,
+        };
+        self.send_trunk_dial(layer, &lead.trunk_id, lead.limits, held, now);
+    }
+
+    /// Sends a dial to a trunk now if its limits allow and nothing waits before it, else
+    /// queues it behind the others.
+    pub(super) fn send_trunk_dial(
+        &mut self,
+        layer: &mut TransactionLayer,
+        trunk: &str,
+        limits: TrunkLimits,
+        held: HeldDial,
+        now: Instant,
+    ) {
+        let q = self.trunks.entry(trunk.to_owned()).or_default();
+        q.pacer.limits = limits;
+        let ready =
+            q.dials.is_empty() && q.pacer.may_send(now) && (held.has_slot || q.pacer.has_slot());
+        if ready {
+            self.release_dial(layer, trunk, held, now);
+        } else {
+            tracing::debug!(trunk, call = %held.call, "dial waits for the trunk's limits");
+            q.dials.push_back(held);
+        }
+    }
+
+    /// Counts the dial against its trunk's limits and sends it.
+    fn release_dial(
+        &mut self,
+        layer: &mut TransactionLayer,
+        trunk: &str,
+        held: HeldDial,
+        now: Instant,
+    ) {
+        if let Some(q) = self.trunks.get_mut(trunk) {
+            q.pacer.record_send(now);
+            if !held.has_slot {
+                q.pacer.take_slot();
+            }
+        }
+        if !held.has_slot {
+            if let Some(call) = self.calls.get_mut(&held.call) {
+                call.trunk = Some(trunk.to_owned());
+            }
+        }
         self.dial(
             layer,
-            call_id,
-            Some(agent_leg),
-            &parties,
-            vec![fork],
-            Side::B,
-            &offer,
-            DialOffer::Own(pending),
+            &held.call,
+            held.origin.as_ref(),
+            &held.parties,
+            held.forks,
+            held.side,
+            &held.sdp,
+            held.offer,
             now,
         );
+    }
+
+    /// Sends what waited for a trunk's limits, in order, as far as they allow now.
+    pub(super) fn serve_trunks(
+        &mut self,
+        layer: &mut TransactionLayer,
+        directory: &mut dyn Directory,
+        now: Instant,
+    ) {
+        self.wake = None;
+        let trunks: Vec<String> = self
+            .trunks
+            .iter()
+            .filter(|(_, q)| !q.dials.is_empty() || !q.starts.is_empty())
+            .map(|(t, _)| t.clone())
+            .collect();
+        for trunk in trunks {
+            while let Some(q) = self.trunks.get_mut(&trunk) {
+                let Some(front) = q.dials.front() else {
+                    break;
+                };
+                if !self.calls.contains_key(&front.call) {
+                    // The call ended while it waited (hung up by the API or its caller).
+                    q.dials.pop_front();
+                    continue;
+                }
+                if !q.pacer.may_send(now) || !(front.has_slot || q.pacer.has_slot()) {
+                    break;
+                }
+                let Some(held) = q.dials.pop_front() else {
+                    break;
+                };
+                self.release_dial(layer, &trunk, held, now);
+            }
+            while let Some(q) = self.trunks.get_mut(&trunk) {
+                if q.starts.is_empty() || !q.pacer.has_slot() {
+                    break;
+                }
+                let Some(o) = q.starts.pop_front() else {
+                    break;
+                };
+                // Looked up again: the agent's phones and the trunk may have changed.
+                match directory.dial_out(&o.trunk, &o.to, o.caller_id.as_deref()) {
+                    Ok(lead) => self.start_click_to_call(layer, directory, o, lead, now),
+                    Err(e) => {
+                        self.never_started(&o.call, CallStatus::Failed, &e.to_string(), now);
+                    }
+                }
+            }
+        }
     }
 
     /// A fork's final error that another attempt may cure: a digest challenge we hold
