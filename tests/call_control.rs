@@ -113,6 +113,7 @@ where
                     let _ = reply.send(answer(call_id.as_str()));
                     seen.push(call_id.into_string());
                 }
+                CallCommand::Originate(_) => {}
             }
         }
         seen
