@@ -77,7 +77,7 @@ pub struct EngineConfig {
 
 impl EngineConfig {
     /// Our Via for requests sent over `transport`.
-    fn via(&self, transport: Transport) -> LocalVia {
+    pub(crate) fn via(&self, transport: Transport) -> LocalVia {
         LocalVia::new(
             transport,
             format!("{}:{}", host(self.public_ip), self.sip_port),

@@ -8,6 +8,7 @@ mod core;
 pub mod guard;
 pub mod overload;
 mod persist;
+pub mod registration;
 
 pub use persist::PersistOp;
 pub mod transport;
