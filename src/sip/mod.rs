@@ -9,6 +9,7 @@ pub mod guard;
 pub mod overload;
 mod persist;
 pub mod registration;
+pub mod simulated;
 
 pub use persist::PersistOp;
 pub mod transport;

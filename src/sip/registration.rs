@@ -18,7 +18,7 @@ use serde::Serialize;
 use voxgate_sip::auth::{select_challenge, AnswerInput, ClientSecret};
 use voxgate_sip::dialog::{Branch, LocalVia};
 use voxgate_sip::message::{HeaderName, Message, MessageBuilder, Method};
-use voxgate_sip::transaction::{ClientTxId, Peer, Transport, TransactionLayer};
+use voxgate_sip::transaction::{ClientTxId, Peer, TransactionLayer, Transport};
 
 use crate::calls::engine::EngineConfig;
 use crate::calls::env::{Clock, Credentials};
@@ -62,8 +62,12 @@ pub struct RegistrationView {
 enum State {
     /// A REGISTER is on its way (or about to be).
     Registering,
-    Registered { until: Instant },
-    Failed { reason: String },
+    Registered {
+        until: Instant,
+    },
+    Failed {
+        reason: String,
+    },
 }
 
 #[derive(Debug)]
@@ -118,11 +122,14 @@ impl Registrations {
 
     /// The registrations there should be: new ones start now, changed ones start over,
     /// missing ones are unregistered.
-    pub fn set(&mut self, specs: Vec<RegistrationSpec>, layer: &mut TransactionLayer, now: Instant) {
-        let mut wanted: HashMap<String, RegistrationSpec> = specs
-            .into_iter()
-            .map(|s| (s.trunk_id.clone(), s))
-            .collect();
+    pub fn set(
+        &mut self,
+        specs: Vec<RegistrationSpec>,
+        layer: &mut TransactionLayer,
+        now: Instant,
+    ) {
+        let mut wanted: HashMap<String, RegistrationSpec> =
+            specs.into_iter().map(|s| (s.trunk_id.clone(), s)).collect();
         let gone: Vec<String> = self
             .clients
             .iter()
@@ -133,7 +140,11 @@ impl Registrations {
             self.leave(&id, layer, now);
         }
         for (id, spec) in wanted.drain() {
-            if self.clients.get(&id).is_some_and(|c| c.spec == spec && !c.leaving) {
+            if self
+                .clients
+                .get(&id)
+                .is_some_and(|c| c.spec == spec && !c.leaving)
+            {
                 continue;
             }
             let client = Client {
@@ -569,7 +580,8 @@ mod tests {
                     TxEvent::Timeout {
                         tx: voxgate_sip::transaction::TxId::Client(tx),
                     } => {
-                        self.regs.on_failure(&mut self.layer, tx, "timeout", self.now);
+                        self.regs
+                            .on_failure(&mut self.layer, tx, "timeout", self.now);
                     }
                     _ => {}
                 }
@@ -647,9 +659,15 @@ mod tests {
         s.advance(Duration::from_secs(2));
         let sent = s.sent();
         // The refresh (and its UDP retransmissions, Timer E): one new CSeq.
-        assert!(sent.iter().all(|(m, _)| m.cseq().seq == second.cseq().seq + 1));
+        assert!(sent
+            .iter()
+            .all(|(m, _)| m.cseq().seq == second.cseq().seq + 1));
         assert!(sent[0].0.header(HeaderName::Authorization).is_none());
-        assert_eq!(s.state().state, "registered", "still registered while refreshing");
+        assert_eq!(
+            s.state().state,
+            "registered",
+            "still registered while refreshing"
+        );
     }
 
     #[test]
@@ -670,7 +688,10 @@ mod tests {
             MessageBuilder::response_to(&r2, 401, "Unauthorized", Some("r"))
                 .header("WWW-Authenticate", challenge()),
         );
-        assert!(s.sent().is_empty(), "wrong credentials are not retried at once");
+        assert!(
+            s.sent().is_empty(),
+            "wrong credentials are not retried at once"
+        );
         let st = s.state();
         assert_eq!(st.state, "failed");
         assert_eq!(st.last_error.as_deref(), Some("401 Unauthorized"));
@@ -724,10 +745,7 @@ mod tests {
         let (bye, _) = s.sent().remove(0);
         assert_eq!(bye.expires().unwrap(), Some(0));
         assert!(s.regs.is_empty());
-        s.answer(
-            p,
-            MessageBuilder::response_to(&bye, 200, "OK", Some("r")),
-        );
+        s.answer(p, MessageBuilder::response_to(&bye, 200, "OK", Some("r")));
         assert_eq!(s.regs.poll_timeout(), None);
         assert!(s.regs.clients.is_empty());
     }
