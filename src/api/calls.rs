@@ -18,7 +18,9 @@ use super::error::{ApiError, ApiJson, FieldError, Problem};
 use super::pagination::{PageQuery, Pagination};
 use super::{time_format, AppState};
 use crate::calls::control::ControlError;
-use crate::calls::record::{CallStatus, LegDirection};
+use crate::calls::engine::Originate;
+use crate::calls::record::{CallChange, CallStatus, LegDirection, NewCall};
+use crate::calls::types::{CallDirection, CallId, HangupBy};
 use crate::store::{Call, CallFilter, Leg, StoreError};
 
 /// How long a hangup waits for the call engine's answer before reporting it unavailable.
@@ -29,7 +31,7 @@ const FILTER_MAX: usize = 256;
 
 pub fn router() -> OpenApiRouter<Arc<AppState>> {
     OpenApiRouter::new()
-        .routes(routes!(list_calls))
+        .routes(routes!(list_calls, create_call))
         .routes(routes!(get_call))
         .routes(routes!(hangup_call))
 }
@@ -101,6 +103,71 @@ pub struct CallList {
     pub data: Vec<CallView>,
     /// Pass as `after` to get the next (older) page; null on the last page.
     pub next: Option<String>,
+}
+
+/// Body of `POST /v1/calls`: click-to-call. voxgate rings the agent's phones first and,
+/// when the agent answers, dials `to` through the trunk and bridges the two.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateCall {
+    /// The agent to ring first (id or username).
+    #[schema(example = "alice")]
+    pub agent: String,
+    /// The lead's number, E.164.
+    #[schema(example = "+14155550100")]
+    pub to: String,
+    /// The trunk to dial the lead through (id or name); the default outbound trunk when
+    /// absent.
+    #[schema(example = "twilio-us")]
+    pub trunk: Option<String>,
+    /// The number shown to the lead (E.164); the trunk's `caller_id` when absent.
+    #[schema(example = "+14155550199")]
+    pub caller_id: Option<String>,
+    /// An http(s) URL that receives this call's `call.*` events, signed.
+    #[schema(example = "https://crm.example/voxgate/status")]
+    pub status_callback: Option<String>,
+    /// Free JSON, stored with the call and sent back in its events (at most 16 KiB).
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<serde_json::Value>,
+    /// How long each side may ring, 1-600 seconds (default: `sip.ring_timeout_seconds`).
+    #[schema(minimum = 1, maximum = 600)]
+    pub ring_timeout_seconds: Option<u32>,
+    /// The longest the call may last once the lead answers, 1-86400 seconds.
+    #[schema(minimum = 1, maximum = 86400)]
+    pub time_limit_seconds: Option<u32>,
+}
+
+/// Largest `metadata`, serialised.
+const METADATA_MAX: usize = 16 * 1024;
+
+/// Checks a number given as E.164: `+`, then 8 to 15 digits, the first not 0.
+fn check_e164(field: &str, v: &str, errors: &mut Vec<FieldError>) {
+    let digits = v.strip_prefix('+').unwrap_or("");
+    let ok = (8..=15).contains(&digits.len())
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && !digits.starts_with('0');
+    if !ok {
+        errors.push(FieldError::new(
+            field,
+            format!("must be an E.164 number such as +14155550100, got {v:?}"),
+        ));
+    }
+}
+
+/// Checks an http(s) URL the gateway will POST to.
+fn check_callback(field: &str, v: &str, errors: &mut Vec<FieldError>) {
+    let rest = v
+        .strip_prefix("https://")
+        .or_else(|| v.strip_prefix("http://"));
+    let ok = rest.is_some_and(|r| !r.is_empty() && !r.starts_with('/'))
+        && v.len() <= 2048
+        && !v.chars().any(|c| c.is_control() || c.is_whitespace());
+    if !ok {
+        errors.push(FieldError::new(
+            field,
+            format!("must be an http:// or https:// URL of at most 2048 characters, got {v:?}"),
+        ));
+    }
 }
 
 /// Body of `POST /v1/calls/{id}/hangup`: optional, and has no fields yet (an empty body
@@ -313,6 +380,113 @@ async fn list_calls(
         data: p.data.into_iter().map(view).collect(),
         next: p.next,
     }))
+}
+
+/// Click-to-call: ring the agent, then dial the lead through the trunk and bridge them.
+///
+/// The call is stored `queued` and answered at once; its progress (`ringing`,
+/// `in-progress`, and the final status) shows on the call and in its `call.*` webhooks.
+/// A call over a trunk's limits waits `queued` for its turn.
+#[utoipa::path(
+    post, path = "/v1/calls", tag = "calls",
+    request_body = CreateCall,
+    responses(
+        (status = 201, description = "The call, `queued`", body = CallView),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or bad API key", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid field, unknown agent or trunk (the problem names it)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The call engine is not running or is draining", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+async fn create_call(
+    _auth: Authed,
+    State(state): State<Arc<AppState>>,
+    ApiJson(body): ApiJson<CreateCall>,
+) -> Result<(StatusCode, Json<CallView>), ApiError> {
+    let mut errors = Vec::new();
+    if body.agent.is_empty() || body.agent.len() > FILTER_MAX {
+        errors.push(FieldError::new("agent", "must be an agent's id or username"));
+    }
+    check_e164("to", &body.to, &mut errors);
+    if let Some(c) = &body.caller_id {
+        check_e164("caller_id", c, &mut errors);
+    }
+    if let Some(url) = &body.status_callback {
+        check_callback("status_callback", url, &mut errors);
+    }
+    if let Some(m) = &body.metadata {
+        if serde_json::to_vec(m).map_or(true, |b| b.len() > METADATA_MAX) {
+            errors.push(FieldError::new(
+                "metadata",
+                format!("must be at most {METADATA_MAX} bytes of JSON"),
+            ));
+        }
+    }
+    if body.ring_timeout_seconds.is_some_and(|s| !(1..=600).contains(&s)) {
+        errors.push(FieldError::new("ring_timeout_seconds", "must be 1-600"));
+    }
+    if body.time_limit_seconds.is_some_and(|s| !(1..=86_400).contains(&s)) {
+        errors.push(FieldError::new("time_limit_seconds", "must be 1-86400"));
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let agent = match state.store.find_agent(&body.agent).await {
+        Ok(a) => a,
+        Err(StoreError::NotFound) => {
+            return Err(ApiError::field(
+                "agent",
+                format!("no agent with id or username {:?}", body.agent),
+            ))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let trunk = body.trunk.clone().unwrap_or_default();
+    if state.draining.load(std::sync::atomic::Ordering::Relaxed) {
+        return Err(ApiError::Unavailable("the gateway is shutting down".to_owned()));
+    }
+    let id = crate::ids::new_id(crate::ids::IdKind::Call);
+    let new = NewCall {
+        id: id.clone(),
+        direction: CallDirection::Outbound,
+        from: body.caller_id.clone().unwrap_or_default(),
+        to: body.to.clone(),
+        agent_id: Some(agent.id.clone()),
+        status: CallStatus::Queued,
+        started_at: crate::store::now(),
+    };
+    state
+        .store
+        .apply_call_changes(&[CallChange::CreateCall(new)])
+        .await?;
+    let originate = Originate {
+        call: CallId::new(id.clone()),
+        agent: agent.id,
+        to: body.to,
+        trunk,
+        caller_id: body.caller_id,
+        ring_timeout: body.ring_timeout_seconds.map(|s| Duration::from_secs(s.into())),
+        time_limit: body.time_limit_seconds.map(|s| Duration::from_secs(s.into())),
+    };
+    if state.calls.originate(originate).await.is_err() {
+        // Never started: the record says so rather than staying queued.
+        let end = CallChange::CallEnded {
+            call_id: id.clone(),
+            status: CallStatus::Failed,
+            at: crate::store::now(),
+            duration_seconds: 0,
+            hangup_cause: "the call engine is not running".to_owned(),
+            hangup_by: HangupBy::System,
+        };
+        state.store.apply_call_changes(&[end]).await?;
+        return Err(ApiError::Unavailable(
+            "the call engine is not running".to_owned(),
+        ));
+    }
+    Ok((StatusCode::CREATED, Json(view(find(&state, &id).await?))))
 }
 
 /// Get a call with its legs.
