@@ -39,6 +39,9 @@ pub struct AppState {
     pub events: broadcast::Sender<AppEvent>,
     /// Commands to the call engine (hang up, …).
     pub calls: CallControl,
+    /// Trunks and numbers in memory, for the call engine; reloaded by the API after it
+    /// changes them.
+    pub trunks: crate::trunks::TrunkDirectory,
     /// The running SIP side; taken out at shutdown to be joined.
     pub sip: Mutex<Option<SipHandle>>,
     /// Set when shutdown starts: `/readyz` turns 503 so load balancers drain us.
