@@ -123,6 +123,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             None
         }
     };
+    let trunks = crate::trunks::TrunkDirectory::load(&store)
+        .await
+        .context("loading trunks and numbers")?;
     let (events, _) = broadcast::channel(EVENT_CHANNEL_CAPACITY);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (calls, call_commands) = CallControl::channel();
@@ -153,6 +156,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         store: store.clone(),
         events,
         calls,
+        trunks,
         sip: Mutex::new(Some(sip)),
         draining: AtomicBool::new(false),
         metrics: metrics.clone(),

@@ -11,4 +11,7 @@ pub enum AppEvent {
     AgentChanged { id: String, username: String },
     /// An agent was deleted; its registrations are gone with it.
     AgentDeleted { id: String, username: String },
+    /// Trunks or numbers changed (created, updated, deleted); the API has already
+    /// reloaded the shared [`crate::trunks::TrunkDirectory`].
+    TrunksChanged,
 }

@@ -21,6 +21,7 @@ pub enum IdKind {
     Registration,
     Call,
     Leg,
+    Trunk,
 }
 
 impl IdKind {
@@ -31,6 +32,7 @@ impl IdKind {
             IdKind::Registration => "reg",
             IdKind::Call => "call",
             IdKind::Leg => "leg",
+            IdKind::Trunk => "trk",
         }
     }
 

@@ -44,6 +44,7 @@ async fn app(calls: CallControl) -> App {
         store: store.clone(),
         events,
         calls,
+        trunks: voxgate::trunks::TrunkDirectory::default(),
         sip: Mutex::new(None),
         draining: AtomicBool::new(false),
         metrics: None,

@@ -36,6 +36,7 @@ async fn agent_changes_are_published_after_commit() {
         store: store.clone(),
         events,
         calls: voxgate::calls::control::CallControl::channel().0,
+        trunks: voxgate::trunks::TrunkDirectory::default(),
         sip: Mutex::new(None),
         draining: AtomicBool::new(false),
         metrics: None,

@@ -92,6 +92,16 @@ pub struct CallView {
     /// `caller`, `callee`, `api` or `system`.
     pub hangup_by: Option<String>,
     pub recording_ids: Vec<String>,
+    /// The trunk the call went through (id); null for calls between agents.
+    #[schema(example = "trk_01JD3N5V8K2Q4R6T8W0Y2A4C6E")]
+    pub trunk: Option<String>,
+    /// What the call cost at the trunk's `rate`, as a decimal string in `currency`
+    /// (`"0.026"`; at least two decimals, at most six); null for calls not priced.
+    #[schema(example = "0.026")]
+    pub cost: Option<String>,
+    /// ISO 4217 currency of `cost`.
+    #[schema(example = "USD")]
+    pub currency: Option<String>,
     /// Free JSON given when the call was created through the API.
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<serde_json::Value>,
@@ -210,7 +220,7 @@ pub struct CallQuery {
     until: Option<DateTime<Utc>>,
 }
 
-fn parse_time(field: &str, v: &str, errors: &mut Vec<FieldError>) -> Option<DateTime<Utc>> {
+pub(crate) fn parse_time(field: &str, v: &str, errors: &mut Vec<FieldError>) -> Option<DateTime<Utc>> {
     match DateTime::parse_from_rfc3339(v.trim()) {
         Ok(t) => Some(t.with_timezone(&Utc)),
         Err(_) => {
@@ -298,7 +308,7 @@ fn leg_view(l: Leg) -> LegView {
     }
 }
 
-fn view(c: Call) -> CallView {
+pub(crate) fn view(c: Call) -> CallView {
     CallView {
         id: c.id,
         status: c.status,
@@ -315,6 +325,9 @@ fn view(c: Call) -> CallView {
         hangup_cause: c.hangup_cause,
         hangup_by: c.hangup_by,
         recording_ids: Vec::new(),
+        trunk: c.trunk_id,
+        cost: c.cost_micros.map(crate::trunks::cost::format_amount),
+        currency: c.currency,
         metadata: c.metadata,
     }
 }
@@ -371,6 +384,8 @@ async fn list_calls(
         to: query.to,
         since: query.since,
         until: query.until,
+        trunk_id: None,
+        finished: false,
     };
     let p = state
         .store

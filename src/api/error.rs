@@ -189,6 +189,7 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict { field } => ApiError::Conflict {
                 field: field.to_owned(),
             },
+            StoreError::InUse(why) => ApiError::InvalidState(why),
             other => {
                 tracing::error!(error = %other, "store error");
                 ApiError::Internal

@@ -6,10 +6,14 @@ pub mod agents;
 pub mod api_keys;
 pub mod auth;
 pub mod calls;
+pub mod cdrs;
 pub mod docs;
 pub mod error;
 pub mod health;
+pub mod numbers;
 pub mod pagination;
+pub mod stats;
+pub mod trunks;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
@@ -39,6 +43,9 @@ pub struct AppState {
     pub events: broadcast::Sender<AppEvent>,
     /// Commands to the call engine (hang up, …).
     pub calls: CallControl,
+    /// Trunks and numbers in memory, for the call engine; reloaded by the API after it
+    /// changes them.
+    pub trunks: crate::trunks::TrunkDirectory,
     /// The running SIP side; taken out at shutdown to be joined.
     pub sip: Mutex<Option<SipHandle>>,
     /// Set when shutdown starts: `/readyz` turns 503 so load balancers drain us.
@@ -61,7 +68,7 @@ impl AppState {
     info(
         title = "voxgate control API",
         description = "Control API of voxgate, a self-hosted SIP/RTP softswitch. Ids carry a type \
-                       prefix (agt_, call_, leg_, key_); a reference to a resource accepts its id or unique name. \
+                       prefix (agt_, call_, leg_, key_, trk_); a reference to a resource accepts its id or unique name. \
                        Times are RFC 3339 UTC. Lists are cursor-paginated with ?limit=&after=."
     ),
     modifiers(&BearerScheme),
@@ -69,7 +76,9 @@ impl AppState {
     tags(
         (name = "agents", description = "SIP users who take calls"),
         (name = "api-keys", description = "Keys for this API"),
-        (name = "calls", description = "Call records and live call control"),
+        (name = "calls", description = "Call records (CDRs), statistics and live call control"),
+        (name = "trunks", description = "Carrier trunks: provider presets, limits, rates"),
+        (name = "numbers", description = "Inbound numbers and where their calls go"),
         (name = "health", description = "Liveness, readiness, metrics"),
         (name = "docs", description = "This document"),
     )
@@ -98,6 +107,10 @@ fn api_router() -> OpenApiRouter<Arc<AppState>> {
         .merge(agents::router())
         .merge(api_keys::router())
         .merge(calls::router())
+        .merge(cdrs::router())
+        .merge(stats::router())
+        .merge(trunks::router())
+        .merge(numbers::router())
         .merge(health::router())
         .merge(docs::router())
 }

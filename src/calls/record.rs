@@ -159,6 +159,16 @@ pub enum CallChange {
         /// e.g. "486 Busy Here", "BYE", "CANCEL".
         hangup_cause: Option<String>,
     },
+    /// The call goes out (or came in) through this trunk (its id). The trunk may have been
+    /// deleted meanwhile: the call then keeps no trunk.
+    CallTrunk { call_id: String, trunk_id: String },
+    /// What the call cost at its trunk's rate (`Trunk::cost`): integer micro-units of
+    /// `currency` (ISO 4217). Sent once the call has ended; a later one replaces it.
+    CallCost {
+        call_id: String,
+        cost_micros: i64,
+        currency: String,
+    },
     /// The call ended: final status, `ended_at`, `duration_seconds` (from answer to end,
     /// 0 if never answered), cause and who hung up.
     CallEnded {

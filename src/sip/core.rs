@@ -536,6 +536,8 @@ impl Core {
         let lookup = match ev {
             Ok(AppEvent::AgentChanged { username, .. }) => AgentLookup::Changed { username },
             Ok(AppEvent::AgentDeleted { id, .. }) => AgentLookup::Deleted { id },
+            // The trunk directory is reloaded by whoever changed it.
+            Ok(AppEvent::TrunksChanged) => return,
             // Missed some: reload everything.
             Err(broadcast::error::RecvError::Lagged(_)) => AgentLookup::All,
             Err(broadcast::error::RecvError::Closed) => return,

@@ -45,6 +45,12 @@ pub struct Call {
     /// `caller`, `callee`, `api`, `system`.
     pub hangup_by: Option<String>,
     pub metadata: Option<serde_json::Value>,
+    /// The trunk the call went through (id); `None` for agent-to-agent calls or when the
+    /// trunk was deleted.
+    pub trunk_id: Option<String>,
+    /// What the call cost, in micro-units of `currency` (set for priced trunk calls).
+    pub cost_micros: Option<i64>,
+    pub currency: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     /// In creation order.
@@ -83,6 +89,10 @@ pub struct CallFilter {
     pub since: Option<DateTime<Utc>>,
     /// `started_at < until`.
     pub until: Option<DateTime<Utc>>,
+    /// Only calls through this trunk (its id).
+    pub trunk_id: Option<String>,
+    /// Only calls that have ended (the CDRs).
+    pub finished: bool,
 }
 
 /// How many live calls an agent is on, for the agent's derived `state`.
@@ -95,8 +105,8 @@ pub struct AgentCallCounts {
 }
 
 const CALL_COLUMNS: &str = "id, direction, from_uri, to_uri, agent_id, status, started_at, \
-     answered_at, ended_at, duration_seconds, hangup_cause, hangup_by, metadata, created_at, \
-     updated_at";
+     answered_at, ended_at, duration_seconds, hangup_cause, hangup_by, metadata, trunk_id, cost, \
+     currency, created_at, updated_at";
 
 const LEG_COLUMNS: &str = "id, call_id, direction, agent_id, uri, sip_call_id, status, \
      started_at, answered_at, ended_at, hangup_cause";
@@ -124,6 +134,9 @@ fn call_from_row(row: &AnyRow) -> Result<Call, StoreError> {
         hangup_cause: get_opt_str(row, "hangup_cause")?,
         hangup_by: get_opt_str(row, "hangup_by")?,
         metadata,
+        trunk_id: get_opt_str(row, "trunk_id")?,
+        cost_micros: get_opt_i64(row, "cost")?,
+        currency: get_opt_str(row, "currency")?,
         created_at: get_time(row, "created_at")?,
         updated_at: get_time(row, "updated_at")?,
         legs: Vec::new(),
@@ -355,6 +368,13 @@ impl Store {
             let p = w.param(fmt_time(until));
             w.clauses.push(format!("started_at < {p}"));
         }
+        if let Some(trunk) = &filter.trunk_id {
+            let p = w.param(trunk.clone());
+            w.clauses.push(format!("trunk_id = {p}"));
+        }
+        if filter.finished {
+            w.clauses.push(format!("status NOT IN {OPEN}"));
+        }
         let sql = format!(
             "SELECT {CALL_COLUMNS} FROM calls WHERE {} ORDER BY id DESC LIMIT ${}",
             w.sql(),
@@ -504,6 +524,30 @@ async fn apply_in_order(
             .bind(t)
             .bind(call_id)
             .bind(CallStatus::Queued.as_str())
+            .execute(&mut *conn)
+            .await?
+            .rows_affected(),
+            CallChange::CallTrunk { call_id, trunk_id } => sqlx::query(
+                "UPDATE calls SET trunk_id = (SELECT id FROM trunks WHERE id = $1), \
+                 updated_at = $2 WHERE id = $3",
+            )
+            .bind(trunk_id)
+            .bind(t)
+            .bind(call_id)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected(),
+            CallChange::CallCost {
+                call_id,
+                cost_micros,
+                currency,
+            } => sqlx::query(
+                "UPDATE calls SET cost = $1, currency = $2, updated_at = $3 WHERE id = $4",
+            )
+            .bind(*cost_micros)
+            .bind(currency)
+            .bind(t)
+            .bind(call_id)
             .execute(&mut *conn)
             .await?
             .rows_affected(),
@@ -683,6 +727,10 @@ struct GroupedBatch<'a> {
     /// Each leg's call, for the legs created in the batch.
     leg_call: HashMap<&'a str, &'a str>,
     leg_changes: Vec<LegChange<'a>>,
+    /// `CallTrunk` and `CallCost`, the last of each per call (they set columns nothing
+    /// else in a batch touches, so only the last value matters).
+    trunks: Vec<(&'a str, &'a str)>,
+    costs: Vec<(&'a str, i64, &'a str)>,
 }
 
 impl<'a> GroupedBatch<'a> {
@@ -707,7 +755,10 @@ impl<'a> GroupedBatch<'a> {
                         b.first_end = Some(i);
                     }
                 }
-                CallChange::CallAnswered { .. } | CallChange::LegStatus { .. } => {}
+                CallChange::CallAnswered { .. }
+                | CallChange::LegStatus { .. }
+                | CallChange::CallTrunk { .. }
+                | CallChange::CallCost { .. } => {}
                 // Rare (click-to-call only): not worth a grouped statement of its own.
                 CallChange::CallRinging { .. } => return None,
             }
@@ -724,6 +775,10 @@ impl<'a> GroupedBatch<'a> {
         let mut ends = Vec::new();
         let mut leg_call = HashMap::new();
         let mut leg_changes = Vec::new();
+        let mut last_trunk: std::collections::BTreeMap<&str, &str> =
+            std::collections::BTreeMap::new();
+        let mut last_cost: std::collections::BTreeMap<&str, (i64, &str)> =
+            std::collections::BTreeMap::new();
         for (i, change) in changes.iter().enumerate() {
             match change {
                 CallChange::CreateCall(c) => {
@@ -741,6 +796,22 @@ impl<'a> GroupedBatch<'a> {
                     }
                 }
                 CallChange::CallRinging { .. } => return None,
+                CallChange::CallTrunk { call_id, trunk_id } => {
+                    if created_later(&call_created, call_id, i) {
+                        return None;
+                    }
+                    last_trunk.insert(call_id.as_str(), trunk_id.as_str());
+                }
+                CallChange::CallCost {
+                    call_id,
+                    cost_micros,
+                    currency,
+                } => {
+                    if created_later(&call_created, call_id, i) {
+                        return None;
+                    }
+                    last_cost.insert(call_id.as_str(), (*cost_micros, currency.as_str()));
+                }
                 CallChange::CallAnswered { call_id, at } => {
                     if ended_before(call_id, i) || created_later(&call_created, call_id, i) {
                         return None;
@@ -788,12 +859,18 @@ impl<'a> GroupedBatch<'a> {
         b.ends = ends;
         b.leg_call = leg_call;
         b.leg_changes = leg_changes;
+        b.trunks = last_trunk.into_iter().collect();
+        b.costs = last_cost
+            .into_iter()
+            .map(|(call, (micros, currency))| (call, micros, currency))
+            .collect();
         Some(b)
     }
 
     async fn apply(&self, conn: &mut AnyConnection, t: &str) -> Result<(), StoreError> {
         self.insert_calls(conn, t).await?;
         self.insert_legs(conn).await?;
+        self.update_trunks_and_costs(conn, t).await?;
         self.update_answered(conn, t).await?;
         let (before, after) = self.split_leg_changes(conn).await?;
         update_legs(conn, &before).await?;
@@ -881,6 +958,38 @@ impl<'a> GroupedBatch<'a> {
                     .bind(l.sip_call_id.as_str())
                     .bind(l.status.as_str())
                     .bind(fmt_time(l.started_at));
+            }
+            q.execute(&mut *conn).await?;
+        }
+        Ok(())
+    }
+
+    async fn update_trunks_and_costs(
+        &self,
+        conn: &mut AnyConnection,
+        t: &str,
+    ) -> Result<(), StoreError> {
+        for chunk in self.trunks.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "UPDATE calls SET trunk_id = (SELECT id FROM trunks WHERE id = v.column2), \
+                 updated_at = $1 FROM (VALUES {}) AS v WHERE calls.id = v.column1",
+                values_rows(2, chunk.len(), &["TEXT", "TEXT"])
+            );
+            let mut q = sqlx::query(&sql).bind(t);
+            for (call_id, trunk_id) in chunk {
+                q = q.bind(*call_id).bind(*trunk_id);
+            }
+            q.execute(&mut *conn).await?;
+        }
+        for chunk in self.costs.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "UPDATE calls SET cost = v.column2, currency = v.column3, updated_at = $1 \
+                 FROM (VALUES {}) AS v WHERE calls.id = v.column1",
+                values_rows(2, chunk.len(), &["TEXT", "BIGINT", "TEXT"])
+            );
+            let mut q = sqlx::query(&sql).bind(t);
+            for (call_id, micros, currency) in chunk {
+                q = q.bind(*call_id).bind(*micros).bind(*currency);
             }
             q.execute(&mut *conn).await?;
         }

@@ -10,6 +10,8 @@ mod agents;
 mod api_keys;
 mod calls;
 mod registrations;
+mod stats;
+mod trunks;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -23,6 +25,8 @@ pub use agents::{Agent, AgentAuth, AgentPatch, Credentials, NewAgent, Presence};
 pub use api_keys::{generate_api_key, hash_api_key, ApiKey, API_KEY_PREFIX};
 pub use calls::{AgentCallCounts, Call, CallFilter, Leg, GATEWAY_RESTART};
 pub use registrations::{Registration, RegistrationChange};
+pub use stats::{CostTotal, StatsGroup, StatsGroupBy, StatsRow};
+pub use trunks::{NumberRow, TrunkRow};
 
 static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES_MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
@@ -37,6 +41,9 @@ pub enum StoreError {
     /// A unique constraint on `field` was violated.
     #[error("conflict: {field} already exists")]
     Conflict { field: &'static str },
+    /// The row is still referred to (a trunk with numbers): the message says by what.
+    #[error("{0}")]
+    InUse(String),
     /// A stored value could not be decoded (a bug or a hand-edited database).
     #[error("bad stored value in column {column}: {reason}")]
     Corrupt {
@@ -64,7 +71,10 @@ impl StoreError {
             StoreError::Db(sqlx::Error::Database(db)) => {
                 !matches!(db.kind(), sqlx::error::ErrorKind::Other)
             }
-            StoreError::Corrupt { .. } | StoreError::Conflict { .. } | StoreError::NotFound => true,
+            StoreError::Corrupt { .. }
+            | StoreError::Conflict { .. }
+            | StoreError::InUse(_)
+            | StoreError::NotFound => true,
             _ => false,
         }
     }

@@ -1,0 +1,324 @@
+//! `/v1/numbers`: inbound numbers (DIDs) and where their calls go (SPEC §4). A number is
+//! stored in E.164; it is read with its trunk's country code, so `09876543210` on an
+//! Exotel trunk is `+919876543210`. Route type `agent` is supported; the other route
+//! types come with call programs.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::Json;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::auth::Authed;
+use super::error::{ApiError, ApiJson, FieldError, Problem};
+use super::pagination::{PageQuery, Pagination};
+use super::trunks::changed;
+use super::{time_format, AppState};
+use crate::store::{NumberRow, StoreError, TrunkRow};
+use crate::trunks::number;
+
+pub fn router() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .routes(routes!(create_number, list_numbers))
+        .routes(routes!(get_number, patch_number, delete_number))
+}
+
+/// The route types of SPEC §4; only `agent` runs yet.
+const ROUTE_TYPES: [&str; 5] = ["agent", "queue", "ivr", "webhook", "masking"];
+
+/// Where a number's inbound calls go.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NumberRouteSpec {
+    /// `agent` (`queue`, `ivr`, `webhook` and `masking` are not supported yet).
+    #[serde(rename = "type")]
+    #[schema(example = "agent")]
+    pub route_type: String,
+    /// For `agent`: the agent's id or username (stored as the id).
+    #[schema(example = "alice")]
+    pub target: String,
+}
+
+/// Body of `POST /v1/numbers`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateNumber {
+    /// The number, read as E.164 with the trunk's country code.
+    #[schema(example = "+14155550100")]
+    pub number: String,
+    /// The trunk its calls arrive on: id or name.
+    #[schema(example = "twilio-us")]
+    pub trunk: String,
+    pub route: NumberRouteSpec,
+}
+
+/// Body of `PATCH /v1/numbers/{number}`: only the fields present change.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PatchNumber {
+    pub trunk: Option<String>,
+    pub route: Option<NumberRouteSpec>,
+    /// Accepted only to report that it cannot change.
+    #[serde(default)]
+    #[schema(ignore)]
+    pub number: Option<serde_json::Value>,
+}
+
+/// A number as the API shows it.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct NumberView {
+    /// E.164.
+    #[schema(example = "+14155550100")]
+    pub number: String,
+    /// The trunk (id).
+    pub trunk: String,
+    /// The route; for `agent` the target is the agent's id.
+    pub route: NumberRouteSpec,
+    #[serde(with = "time_format")]
+    pub created_at: DateTime<Utc>,
+    #[serde(with = "time_format")]
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A page of numbers, in text order.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct NumberList {
+    pub data: Vec<NumberView>,
+    /// Pass as `after` to get the next page; null on the last page.
+    pub next: Option<String>,
+}
+
+fn view(n: NumberRow) -> NumberView {
+    NumberView {
+        number: n.number,
+        trunk: n.trunk_id,
+        route: NumberRouteSpec {
+            route_type: n.route_type,
+            target: n.route_target,
+        },
+        created_at: n.created_at,
+        updated_at: n.updated_at,
+    }
+}
+
+/// The trunk a body names, or a 422 naming `trunk`.
+async fn trunk_field(state: &AppState, reference: &str) -> Result<TrunkRow, ApiError> {
+    match state.store.find_trunk(reference).await {
+        Ok(t) => Ok(t),
+        Err(StoreError::NotFound) => Err(ApiError::field(
+            "trunk",
+            format!("no trunk with id or name {reference:?}"),
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A route, validated, with an agent reference resolved to the agent's id.
+async fn route_of(state: &AppState, r: &NumberRouteSpec) -> Result<(String, String), ApiError> {
+    match r.route_type.as_str() {
+        "agent" => match state.store.find_agent(&r.target).await {
+            Ok(a) => Ok(("agent".to_owned(), a.id)),
+            Err(StoreError::NotFound) => Err(ApiError::field(
+                "route.target",
+                format!("no agent with id or username {:?}", r.target),
+            )),
+            Err(e) => Err(e.into()),
+        },
+        t if ROUTE_TYPES.contains(&t) => Err(ApiError::field(
+            "route.type",
+            format!("{t} routes are not supported yet (only agent)"),
+        )),
+        t => Err(ApiError::field(
+            "route.type",
+            format!("must be one of {}, got {t:?}", ROUTE_TYPES.join(", ")),
+        )),
+    }
+}
+
+/// A number from the path: E.164 (`%2B14155550100` or `+14155550100`), or a national
+/// form of a number on a trunk with a country code.
+async fn find(state: &AppState, reference: &str) -> Result<NumberRow, ApiError> {
+    let not_found = || ApiError::NotFound(format!("no number {reference:?}"));
+    let e164 = match number::parse(reference, None) {
+        Ok(n) => Some(n.into_string()),
+        Err(_) => None,
+    };
+    if let Some(n) = &e164 {
+        match state.store.get_number(n).await {
+            Ok(row) => return Ok(row),
+            Err(StoreError::NotFound) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let known = state.trunks.snapshot().number(reference).map(|e| e.number.clone());
+    match known {
+        Some(n) if Some(&n) != e164.as_ref() => match state.store.get_number(&n).await {
+            Err(StoreError::NotFound) => Err(not_found()),
+            other => Ok(other?),
+        },
+        _ => Err(not_found()),
+    }
+}
+
+/// Add an inbound number.
+#[utoipa::path(
+    post, path = "/v1/numbers", tag = "numbers",
+    request_body = CreateNumber,
+    responses(
+        (status = 201, description = "Created", body = NumberView),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or bad API key", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The number exists", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid field: a bad number, an unknown trunk or agent, an unsupported route type", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+async fn create_number(
+    _auth: Authed,
+    State(state): State<Arc<AppState>>,
+    ApiJson(body): ApiJson<CreateNumber>,
+) -> Result<impl IntoResponse, ApiError> {
+    let trunk = trunk_field(&state, &body.trunk).await?;
+    let n = number::parse(&body.number, trunk.config.country_code.as_deref()).map_err(|e| {
+        ApiError::Validation(vec![FieldError::new(
+            "number",
+            format!("{:?} {e}", body.number),
+        )])
+    })?;
+    let (route_type, target) = route_of(&state, &body.route).await?;
+    let row = state
+        .store
+        .create_number(n.as_str(), &trunk.id, &route_type, &target)
+        .await?;
+    changed(&state).await;
+    let location = format!("/v1/numbers/{}", row.number.replace('+', "%2B"));
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(view(row)),
+    ))
+}
+
+/// List numbers in text order.
+#[utoipa::path(
+    get, path = "/v1/numbers", tag = "numbers",
+    params(PageQuery),
+    responses(
+        (status = 200, description = "A page of numbers", body = NumberList),
+        (status = 401, description = "Missing or bad API key", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Bad limit or cursor", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+async fn list_numbers(
+    _auth: Authed,
+    State(state): State<Arc<AppState>>,
+    page: Pagination,
+) -> Result<Json<NumberList>, ApiError> {
+    let p = state
+        .store
+        .list_numbers(None, page.limit, page.after.as_deref())
+        .await?;
+    Ok(Json(NumberList {
+        data: p.data.into_iter().map(view).collect(),
+        next: p.next,
+    }))
+}
+
+/// Get a number.
+#[utoipa::path(
+    get, path = "/v1/numbers/{number}", tag = "numbers",
+    params(("number" = String, Path, description = "The number, E.164 (`+` encoded as %2B)")),
+    responses(
+        (status = 200, description = "The number", body = NumberView),
+        (status = 401, description = "Missing or bad API key", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such number", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+async fn get_number(
+    _auth: Authed,
+    State(state): State<Arc<AppState>>,
+    Path(n): Path<String>,
+) -> Result<Json<NumberView>, ApiError> {
+    Ok(Json(view(find(&state, &n).await?)))
+}
+
+/// Move a number to another trunk or route.
+#[utoipa::path(
+    patch, path = "/v1/numbers/{number}", tag = "numbers",
+    params(("number" = String, Path, description = "The number, E.164 (`+` encoded as %2B)")),
+    request_body = PatchNumber,
+    responses(
+        (status = 200, description = "The updated number", body = NumberView),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or bad API key", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such number", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid field (number is immutable)", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+async fn patch_number(
+    _auth: Authed,
+    State(state): State<Arc<AppState>>,
+    Path(n): Path<String>,
+    ApiJson(body): ApiJson<PatchNumber>,
+) -> Result<Json<NumberView>, ApiError> {
+    if body.number.is_some() {
+        return Err(ApiError::field(
+            "number",
+            "is immutable; add the new number and delete this one",
+        ));
+    }
+    let row = find(&state, &n).await?;
+    let trunk = match &body.trunk {
+        Some(t) => Some(trunk_field(&state, t).await?.id),
+        None => None,
+    };
+    let route = match &body.route {
+        Some(r) => Some(route_of(&state, r).await?),
+        None => None,
+    };
+    let updated = state
+        .store
+        .update_number(
+            &row.number,
+            trunk.as_deref(),
+            route.as_ref().map(|(t, x)| (t.as_str(), x.as_str())),
+        )
+        .await?;
+    if updated != row {
+        changed(&state).await;
+    }
+    Ok(Json(view(updated)))
+}
+
+/// Delete a number: its calls are no longer routed (404).
+#[utoipa::path(
+    delete, path = "/v1/numbers/{number}", tag = "numbers",
+    params(("number" = String, Path, description = "The number, E.164 (`+` encoded as %2B)")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "Missing or bad API key", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such number", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+async fn delete_number(
+    _auth: Authed,
+    State(state): State<Arc<AppState>>,
+    Path(n): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let row = find(&state, &n).await?;
+    state.store.delete_number(&row.number).await?;
+    changed(&state).await;
+    Ok(StatusCode::NO_CONTENT)
+}
