@@ -1053,8 +1053,8 @@ mod tests {
             "sip.tls_ca"
         );
         assert_eq!(
-            err_key("", &[("VOXGATE_SIP_DNS_SERVERS", "127.0.0.1")]),
-            "sip.dns_servers"
+            err_key("", &[("VOXGATE_SIP_DNS_SERVERS", "127.0.0.1:53,nohost")]),
+            "sip.dns_servers[1]"
         );
         assert_eq!(err_key("[sip]\nmax_expires = 10\n", &[]), "sip.max_expires");
         assert_eq!(

@@ -118,6 +118,15 @@ pub fn client_config(ca: Option<&Path>, verify: bool) -> Result<Arc<ClientConfig
     Ok(Arc::new(config))
 }
 
+/// Loads every TLS file the SIP config names, as `serve` would (`voxgate check-config`).
+pub fn check(sip: &crate::config::SipConfig) -> Result<(), TlsError> {
+    if let (Some(_), Some(cert), Some(key)) = (&sip.listen_tls, &sip.tls_cert, &sip.tls_key) {
+        server_config(cert, key)?;
+    }
+    client_config(sip.tls_ca.as_deref(), sip.tls_verify)?;
+    Ok(())
+}
+
 /// The name a TLS connection to `host` checks the certificate against (SNI too); an IP
 /// address when there is no name.
 pub fn server_name(host: Option<&str>, ip: std::net::IpAddr) -> ServerName<'static> {
