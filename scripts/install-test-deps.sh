@@ -19,6 +19,10 @@ declare -A NEED=(
   [baresip]=baresip
   [espeak-ng]=espeak-ng
   [sox]=sox
+  # tests/tls.rs: certificates made in the test, openssl s_server as a TLS peer
+  [openssl]=openssl
+  # tests/dns.rs: a local DNS server serving SRV and A records on a loopback port
+  [dnsmasq]=dnsmasq-base
 )
 
 missing=()

@@ -77,6 +77,11 @@ pub fn run() -> ExitCode {
     };
     let command = cli.command.unwrap_or(Command::Serve);
     if let Command::CheckConfig = command {
+        // The files named must also be what they say (PEM certificates and keys).
+        if let Err(e) = crate::sip::tls::check(&config.sip) {
+            eprintln!("voxgate: config error: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
         println!("voxgate: config OK");
         return ExitCode::SUCCESS;
     }

@@ -47,9 +47,10 @@ pub struct SipConfig {
     pub listen_udp: Option<SocketAddr>,
     #[serde(with = "opt_addr")]
     pub listen_tcp: Option<SocketAddr>,
-    /// Accepted in the file so configs can be written ahead; "not yet supported" if set.
+    /// SIP over TLS (RFC 3261 §26.3.1); needs `tls_cert` and `tls_key`.
     #[serde(with = "opt_addr")]
     pub listen_tls: Option<SocketAddr>,
+    /// Accepted in the file so configs can be written ahead; "not yet supported" if set.
     #[serde(with = "opt_addr")]
     pub listen_ws: Option<SocketAddr>,
     #[serde(with = "opt_addr")]
@@ -86,6 +87,21 @@ pub struct SipConfig {
     pub shutdown_grace_seconds: u64,
     /// How long voxgate rings the phones of a dial before it gives up (480, `no-answer`).
     pub ring_timeout_seconds: u64,
+    /// PEM certificate chain the TLS listener presents (leaf first).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `tls_cert`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificates that outbound TLS trusts instead of the built-in web roots
+    /// (a carrier with a private CA, a self-signed test peer).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_ca: Option<PathBuf>,
+    /// Verify the certificates of the peers voxgate connects to over TLS (default true).
+    pub tls_verify: bool,
+    /// DNS servers (`ip:port`) for RFC 3263 resolution of trunk hosts; empty: the system's
+    /// (`/etc/resolv.conf`).
+    pub dns_servers: Vec<SocketAddr>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -191,6 +207,11 @@ impl Default for SipConfig {
             tcp_idle_timeout_seconds: 300,
             shutdown_grace_seconds: 30,
             ring_timeout_seconds: 60,
+            tls_cert: None,
+            tls_key: None,
+            tls_ca: None,
+            tls_verify: true,
+            dns_servers: Vec::new(),
         }
     }
 }
@@ -341,6 +362,8 @@ pub enum Kind {
     Str,
     Int,
     Bool,
+    /// A list of strings; in the environment, comma-separated.
+    List,
 }
 
 /// Every config key as `(section, key, kind)`; section "" is the top level.
@@ -372,6 +395,11 @@ pub const KEYS: &[(&str, &str, Kind)] = &[
     ("sip", "tcp_idle_timeout_seconds", Kind::Int),
     ("sip", "shutdown_grace_seconds", Kind::Int),
     ("sip", "ring_timeout_seconds", Kind::Int),
+    ("sip", "tls_cert", Kind::Str),
+    ("sip", "tls_key", Kind::Str),
+    ("sip", "tls_ca", Kind::Str),
+    ("sip", "tls_verify", Kind::Bool),
+    ("sip", "dns_servers", Kind::List),
     ("rtp", "ports", Kind::Str),
     ("rtp", "kernel_forwarding", Kind::Str),
     ("api", "listen", Kind::Str),
@@ -547,8 +575,8 @@ impl Config {
                 "must be at least 1".into(),
             ));
         }
+        self.check_tls_files()?;
         for (key, v) in [
-            ("sip.listen_tls", self.sip.listen_tls),
             ("sip.listen_ws", self.sip.listen_ws),
             ("sip.listen_wss", self.sip.listen_wss),
         ] {
@@ -653,6 +681,43 @@ impl Config {
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(invalid("log.level", e.to_string()));
+        }
+        Ok(())
+    }
+
+    /// The TLS listener needs a certificate and a key, and every TLS file named must be
+    /// readable (its contents are checked when the listener starts).
+    fn check_tls_files(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, reason: String| ConfigError::Invalid {
+            key: key.to_owned(),
+            origin: String::new(),
+            reason,
+        };
+        let s = &self.sip;
+        if s.listen_tls.is_some() {
+            if s.tls_cert.is_none() {
+                return Err(invalid(
+                    "sip.tls_cert",
+                    "sip.listen_tls is set: a PEM certificate file is required".into(),
+                ));
+            }
+            if s.tls_key.is_none() {
+                return Err(invalid(
+                    "sip.tls_key",
+                    "sip.listen_tls is set: a PEM private key file is required".into(),
+                ));
+            }
+        }
+        for (key, path) in [
+            ("sip.tls_cert", &s.tls_cert),
+            ("sip.tls_key", &s.tls_key),
+            ("sip.tls_ca", &s.tls_ca),
+        ] {
+            if let Some(path) = path {
+                if let Err(e) = std::fs::File::open(path) {
+                    return Err(invalid(key, format!("cannot read {}: {e}", path.display())));
+                }
+            }
         }
         Ok(())
     }
@@ -766,6 +831,13 @@ fn set_key(
             "false" | "0" | "no" | "off" => toml::Value::Boolean(false),
             _ => return Err(invalid(format!("expected true or false, got {raw:?}"))),
         },
+        Kind::List => toml::Value::Array(
+            raw.split(',')
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(|v| toml::Value::String(v.to_owned()))
+                .collect(),
+        ),
     };
     if section.is_empty() {
         table.insert(key.to_owned(), value);
@@ -830,6 +902,9 @@ mod tests {
         let mut c = Config::default();
         c.sip.public_addr = Some(IpAddr::V4(Ipv4Addr::LOCALHOST));
         c.api.key = Some("k".repeat(20));
+        c.sip.tls_cert = Some("c.pem".into());
+        c.sip.tls_key = Some("k.pem".into());
+        c.sip.tls_ca = Some("ca.pem".into());
         let v = toml::Value::try_from(&c).unwrap();
         let toml::Value::Table(t) = v else { panic!() };
         let mut seen = 0;
@@ -964,7 +1039,22 @@ mod tests {
         assert_eq!(err_key("[log]\nformat = \"xml\"\n", &[]), "log.format");
         assert_eq!(
             err_key("[sip]\nlisten_tls = \"0.0.0.0:5061\"\n", &[]),
-            "sip.listen_tls"
+            "sip.tls_cert"
+        );
+        assert_eq!(
+            err_key(
+                "[sip]\nlisten_tls = \"0.0.0.0:5061\"\ntls_cert = \"/nonexistent/c.pem\"\ntls_key = \"/nonexistent/k.pem\"\n",
+                &[]
+            ),
+            "sip.tls_cert"
+        );
+        assert_eq!(
+            err_key("", &[("VOXGATE_SIP_TLS_CA", "/nonexistent/ca.pem")]),
+            "sip.tls_ca"
+        );
+        assert_eq!(
+            err_key("", &[("VOXGATE_SIP_DNS_SERVERS", "127.0.0.1:53,nohost")]),
+            "sip.dns_servers[1]"
         );
         assert_eq!(err_key("[sip]\nmax_expires = 10\n", &[]), "sip.max_expires");
         assert_eq!(
@@ -991,6 +1081,46 @@ mod tests {
         let c = load(text, &[("VOXGATE_SIP_PUBLIC_ADDR", "127.0.0.1")]).unwrap();
         let d = load("", &[("VOXGATE_SIP_PUBLIC_ADDR", "127.0.0.1")]).unwrap();
         assert_eq!(c, d);
+    }
+
+    #[test]
+    fn dns_servers_from_file_and_env() {
+        let c = load("[sip]\ndns_servers = [\"127.0.0.1:5353\"]\n", &[]).unwrap();
+        assert_eq!(c.sip.dns_servers, vec!["127.0.0.1:5353".parse().unwrap()]);
+        let c = load(
+            "",
+            &[("VOXGATE_SIP_DNS_SERVERS", "127.0.0.1:53, [::1]:5353")],
+        )
+        .unwrap();
+        assert_eq!(
+            c.sip.dns_servers,
+            vec![
+                "127.0.0.1:53".parse::<SocketAddr>().unwrap(),
+                "[::1]:5353".parse().unwrap()
+            ]
+        );
+        assert!(load("", &[]).unwrap().sip.dns_servers.is_empty());
+    }
+
+    #[test]
+    fn tls_listener_with_readable_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+        std::fs::write(&cert, "x").unwrap();
+        std::fs::write(&key, "x").unwrap();
+        let c = load(
+            "",
+            &[
+                ("VOXGATE_SIP_LISTEN_TLS", "127.0.0.1:5061"),
+                ("VOXGATE_SIP_TLS_CERT", cert.to_str().unwrap()),
+                ("VOXGATE_SIP_TLS_KEY", key.to_str().unwrap()),
+                ("VOXGATE_SIP_TLS_VERIFY", "false"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.sip.listen_tls, Some("127.0.0.1:5061".parse().unwrap()));
+        assert_eq!(c.sip.tls_cert.as_deref(), Some(cert.as_path()));
+        assert!(!c.sip.tls_verify);
     }
 
     #[test]

@@ -69,7 +69,11 @@ const SESSION_TIMER: SessionTimerConfig = SessionTimerConfig {
 pub struct EngineConfig {
     /// Written into Via, Contact and SDP.
     pub public_ip: IpAddr,
+    /// The UDP/TCP port, written into Via and Contact of legs on those transports.
     pub sip_port: u16,
+    /// The TLS listener's port (`sip.listen_tls`), for Via and Contact of TLS legs; without
+    /// a listener TLS legs show `sip_port` (their requests still go over the connection).
+    pub tls_port: Option<u16>,
     pub sdp: SdpConfig,
     /// How long a dial rings before its forks are cancelled (the caller gets 480).
     pub ring_timeout: Duration,
@@ -80,8 +84,17 @@ impl EngineConfig {
     pub(crate) fn via(&self, transport: Transport) -> LocalVia {
         LocalVia::new(
             transport,
-            format!("{}:{}", host(self.public_ip), self.sip_port),
+            format!("{}:{}", host(self.public_ip), self.port(transport)),
         )
+    }
+
+    /// The port a peer reaches us on over `transport` (RFC 3261 §18.2.1: the Via sent-by
+    /// and the Contact must name where responses and new requests can come back).
+    fn port(&self, transport: Transport) -> u16 {
+        match (transport, self.tls_port) {
+            (Transport::Tls, Some(p)) => p,
+            _ => self.sip_port,
+        }
     }
 
     /// Our Contact URI for dialogs over `transport`.
@@ -93,7 +106,11 @@ impl EngineConfig {
             Transport::Ws => ";transport=ws",
             Transport::Wss => ";transport=wss",
         };
-        format!("sip:voxgate@{}:{}{t}", host(self.public_ip), self.sip_port)
+        format!(
+            "sip:voxgate@{}:{}{t}",
+            host(self.public_ip),
+            self.port(transport)
+        )
     }
 }
 
@@ -2421,5 +2438,44 @@ fn fork_status(code: u16, canceled: bool) -> CallStatus {
         486 | 600 | 603 => CallStatus::Busy,
         408 | 480 => CallStatus::NoAnswer,
         _ => CallStatus::Failed,
+    }
+}
+
+#[cfg(test)]
+mod config_tests {
+    use super::*;
+
+    fn cfg(tls_port: Option<u16>) -> EngineConfig {
+        EngineConfig {
+            public_ip: IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 7)),
+            sip_port: 5060,
+            tls_port,
+            sdp: SdpConfig::default(),
+            ring_timeout: Duration::from_secs(60),
+        }
+    }
+
+    #[test]
+    fn tls_legs_name_the_tls_port() {
+        let branch = Branch::from_random(&[1; 8]);
+        let c = cfg(Some(5061));
+        assert_eq!(
+            c.via(Transport::Tls).value(&branch),
+            format!("SIP/2.0/TLS 192.0.2.7:5061;branch={};rport", branch.as_str())
+        );
+        assert_eq!(
+            c.contact(Transport::Tls),
+            "sip:voxgate@192.0.2.7:5061;transport=tls"
+        );
+        assert_eq!(
+            c.via(Transport::Tcp).value(&branch),
+            format!("SIP/2.0/TCP 192.0.2.7:5060;branch={};rport", branch.as_str())
+        );
+        assert_eq!(c.contact(Transport::Udp), "sip:voxgate@192.0.2.7:5060");
+        // No TLS listener: the shared port.
+        assert_eq!(
+            cfg(None).contact(Transport::Tls),
+            "sip:voxgate@192.0.2.7:5060;transport=tls"
+        );
     }
 }

@@ -191,6 +191,7 @@ impl Directory for AgentDirectory<'_> {
             .map(|b| {
                 let transport = match b.transport.as_str() {
                     "tcp" => Transport::Tcp,
+                    "tls" => Transport::Tls,
                     _ => Transport::Udp,
                 };
                 Target {

@@ -290,6 +290,7 @@ impl Sim {
             EngineConfig {
                 public_ip: "127.0.0.1".parse().unwrap(),
                 sip_port: 5060,
+                tls_port: None,
                 sdp: SdpConfig::default(),
                 ring_timeout: RING_TIMEOUT,
             },

@@ -20,7 +20,7 @@ use super::agents::{AgentLookup, AgentUpdate};
 use super::guard::{BanGuard, RateGuard};
 use super::overload::{Overload, Refusal};
 use super::persist::PersistOp;
-use super::transport::Inbound;
+use super::transport::{Connector, Inbound};
 use crate::calls::control::CallCommand;
 use crate::calls::engine::{CallEngine, Command, Output};
 use crate::calls::env::{AgentDirectory, Clock};
@@ -51,9 +51,14 @@ pub struct Core {
     pub record_health: Arc<RecorderHealth>,
     pub max_message_bytes: usize,
     pub server_header: String,
-    pub conns: HashMap<u64, (SocketAddr, mpsc::Sender<Bytes>)>,
-    /// Stream connections by peer address, to reach a TCP-registered phone.
+    pub conns: HashMap<u64, (SocketAddr, Transport, mpsc::Sender<Bytes>)>,
+    /// Stream connections by peer address, to reach a TCP- or TLS-registered phone and to
+    /// reuse a connection voxgate opened.
     pub conn_by_addr: HashMap<SocketAddr, u64>,
+    /// Opens TCP and TLS connections for requests that have none (RFC 3261 §18.1.1).
+    pub connector: Connector,
+    /// Messages waiting for a connection being opened, by where it goes.
+    pub dialing: HashMap<(Transport, SocketAddr), Vec<Bytes>>,
     pub engine: CallEngine,
     /// The relay (for its gauges; the engine drives it).
     pub media: Arc<MediaEngine>,
@@ -221,9 +226,14 @@ impl Core {
 
     fn on_inbound(&mut self, msg: Inbound) {
         match msg {
-            Inbound::Stream { conn, from, bytes } => {
+            Inbound::Stream {
+                conn,
+                from,
+                transport,
+                bytes,
+            } => {
                 let peer = Peer {
-                    transport: Transport::Tcp,
+                    transport,
                     addr: from,
                     conn: Some(conn),
                 };
@@ -231,19 +241,49 @@ impl Core {
                 // handed the message over is not measured (the channel is bounded).
                 self.on_bytes(bytes, peer, Instant::now(), None);
             }
-            Inbound::Opened { conn, out, from } => {
-                self.conns.insert(conn, (from, out));
+            Inbound::Opened {
+                conn,
+                out,
+                from,
+                transport,
+            } => {
+                // A connection we opened: what waited for it goes first, in order.
+                for bytes in self.dialing.remove(&(transport, from)).unwrap_or_default() {
+                    if out.try_send(bytes).is_err() {
+                        metrics::counter!("voxgate_sip_stream_send_failed_total").increment(1);
+                    }
+                }
+                self.conns.insert(conn, (from, transport, out));
                 self.conn_by_addr.insert(from, conn);
             }
             Inbound::Closed { conn } => {
-                if let Some((from, _)) = self.conns.remove(&conn) {
+                if let Some((from, _, _)) = self.conns.remove(&conn) {
                     if self.conn_by_addr.get(&from) == Some(&conn) {
                         self.conn_by_addr.remove(&from);
                     }
                 }
             }
-            Inbound::Malformed { .. } => {
-                metrics::counter!("voxgate_sip_malformed_total", "transport" => "tcp").increment(1);
+            Inbound::Malformed { transport, .. } => {
+                let label = transport_label(&Peer {
+                    transport,
+                    addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+                    conn: None,
+                });
+                metrics::counter!("voxgate_sip_malformed_total", "transport" => label)
+                    .increment(1);
+            }
+            Inbound::ConnectFailed { transport, addr } => {
+                // RFC 3263 §4.3 / RFC 3261 §8.1.3.1: the transactions waiting for this
+                // connection fail at the transport; the engine tries the next address or
+                // answers 503.
+                self.dialing.remove(&(transport, addr));
+                metrics::counter!("voxgate_sip_connect_failed_total").increment(1);
+                let peer = Peer {
+                    transport,
+                    addr,
+                    conn: None,
+                };
+                self.layer.handle_transport_error(&peer, Instant::now());
             }
         }
     }
@@ -621,13 +661,7 @@ impl Core {
                     }
                 }
                 _ => {
-                    let sent =
-                        t.to.conn
-                            .and_then(|c| self.conns.get(&c))
-                            .is_some_and(|(_, out)| out.try_send(t.bytes.clone()).is_ok());
-                    if !sent {
-                        // RFC 3261 §18.2.2 would open a new connection to the Via sent-by;
-                        // agents keep theirs open, so this is counted, not retried.
+                    if !self.send_stream(&t.to, t.bytes) {
                         metrics::counter!("voxgate_sip_stream_send_failed_total").increment(1);
                         self.layer.handle_transport_error(&t.to, Instant::now());
                         failed = true;
@@ -637,7 +671,45 @@ impl Core {
         }
         failed
     }
+
+    /// Sends on a stream: on the message's own connection when it has one (responses,
+    /// requests to a phone on its registration's connection), else on an open connection
+    /// to the same address and transport, else on a new one (RFC 3261 §18.1.1; the message
+    /// waits for it). False when it cannot be sent: the connection it names is gone (a
+    /// phone's connection cannot be opened from our side), or a queue is full.
+    fn send_stream(&mut self, to: &Peer, bytes: Bytes) -> bool {
+        let open = |c: &u64| {
+            self.conns
+                .get(c)
+                .filter(|(_, transport, _)| *transport == to.transport)
+        };
+        if let Some(conn) = to.conn {
+            return open(&conn).is_some_and(|(_, _, out)| out.try_send(bytes).is_ok());
+        }
+        if let Some((_, _, out)) = self.conn_by_addr.get(&to.addr).and_then(open) {
+            return out.try_send(bytes).is_ok();
+        }
+        if !matches!(to.transport, Transport::Tcp | Transport::Tls) {
+            return false;
+        }
+        let key = (to.transport, to.addr);
+        match self.dialing.get_mut(&key) {
+            Some(queue) if queue.len() >= DIAL_QUEUE => false,
+            Some(queue) => {
+                queue.push(bytes);
+                true
+            }
+            None => {
+                self.dialing.insert(key, vec![bytes]);
+                self.connector.connect(to.transport, to.addr);
+                true
+            }
+        }
+    }
 }
+
+/// Messages that may wait for one connection being opened.
+const DIAL_QUEUE: usize = 64;
 
 async fn udp_readable(udp: Option<Arc<UdpSocket>>) -> std::io::Result<()> {
     match udp {

@@ -9,7 +9,9 @@ pub mod guard;
 pub mod overload;
 mod persist;
 pub mod registration;
+pub mod resolve;
 pub mod simulated;
+pub mod tls;
 
 pub use persist::PersistOp;
 pub mod transport;
@@ -56,6 +58,10 @@ pub struct SipHandle {
     tasks: Vec<JoinHandle<()>>,
     pub udp_addr: Option<std::net::SocketAddr>,
     pub tcp_addr: Option<std::net::SocketAddr>,
+    pub tls_addr: Option<std::net::SocketAddr>,
+    /// RFC 3263 resolution of trunk hosts (`sip.dns_servers`); the TLS destinations it
+    /// returns teach the core's connector their host names (SNI, certificate check).
+    pub resolver: resolve::Resolver,
 }
 
 impl SipHandle {
@@ -170,24 +176,61 @@ pub async fn start(args: SipStart) -> anyhow::Result<SipHandle> {
     }
     let (inbound_tx, inbound_rx) = mpsc::channel(8192);
     let mut tasks = Vec::new();
+    let ids = transport::ConnIds::default();
+    let limits = transport::StreamLimits {
+        max_connections: sip.tcp_max_connections,
+        idle_timeout: Duration::from_secs(sip.tcp_idle_timeout_seconds),
+        max_message_bytes: sip.max_message_bytes,
+    };
     let mut tcp_addr = None;
     if let Some(addr) = sip.listen_tcp {
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("sip.listen_tcp: cannot bind {addr}"))?;
         tcp_addr = Some(listener.local_addr()?);
-        tasks.push(tokio::spawn(transport::run_tcp_listener(
+        tasks.push(tokio::spawn(transport::run_listener(
             listener,
+            None,
+            ids.clone(),
             inbound_tx.clone(),
-            transport::StreamLimits {
-                max_connections: sip.tcp_max_connections,
-                idle_timeout: Duration::from_secs(sip.tcp_idle_timeout_seconds),
-                max_message_bytes: sip.max_message_bytes,
-            },
+            limits,
             shutdown.clone(),
         )));
     }
-    tracing::info!(udp = ?udp_addr, tcp = ?tcp_addr, "sip listening");
+    let mut tls_addr = None;
+    if let Some(addr) = sip.listen_tls {
+        let (Some(cert), Some(key)) = (&sip.tls_cert, &sip.tls_key) else {
+            anyhow::bail!("sip.listen_tls needs sip.tls_cert and sip.tls_key");
+        };
+        let server = tls::server_config(cert, key)?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("sip.listen_tls: cannot bind {addr}"))?;
+        tls_addr = Some(listener.local_addr()?);
+        tasks.push(tokio::spawn(transport::run_listener(
+            listener,
+            Some(tokio_rustls::TlsAcceptor::from(server)),
+            ids.clone(),
+            inbound_tx.clone(),
+            limits,
+            shutdown.clone(),
+        )));
+    }
+    let names = resolve::ServerNames::default();
+    let resolver = resolve::Resolver::new(&sip.dns_servers, names.clone())
+        .context("sip.dns_servers")?;
+    let connector = transport::Connector {
+        core: inbound_tx.clone(),
+        ids,
+        tls: tokio_rustls::TlsConnector::from(tls::client_config(
+            sip.tls_ca.as_deref(),
+            sip.tls_verify,
+        )?),
+        names,
+        limits,
+        shutdown: shutdown.clone(),
+    };
+    tracing::info!(udp = ?udp_addr, tcp = ?tcp_addr, tls = ?tls_addr, "sip listening");
 
     // Media: the relay binds every address (SDP carries the public one).
     let media = MediaEngine::start(MediaConfig {
@@ -223,6 +266,7 @@ pub async fn start(args: SipStart) -> anyhow::Result<SipHandle> {
         EngineConfig {
             public_ip: config.sip.public_addr(),
             sip_port,
+            tls_port: tls_addr.map(|a| a.port()),
             sdp: SdpConfig::default(),
             ring_timeout: Duration::from_secs(sip.ring_timeout_seconds),
         },
@@ -248,6 +292,8 @@ pub async fn start(args: SipStart) -> anyhow::Result<SipHandle> {
         server_header: format!("voxgate/{}", env!("CARGO_PKG_VERSION")),
         conns: HashMap::new(),
         conn_by_addr: HashMap::new(),
+        connector,
+        dialing: HashMap::new(),
         engine,
         media,
         records: records_tx,
@@ -273,5 +319,7 @@ pub async fn start(args: SipStart) -> anyhow::Result<SipHandle> {
         tasks,
         udp_addr,
         tcp_addr,
+        tls_addr,
+        resolver,
     })
 }

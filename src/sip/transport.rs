@@ -1,23 +1,31 @@
-//! Socket drivers: the TCP listener and its connections. (UDP is read by the core loop
-//! itself, see `core.rs`, so that a burst of datagrams is drained per wake-up without a
-//! channel hop.)
+//! Socket drivers: the TCP and TLS listeners, the connections voxgate opens itself, and
+//! the stream connections they all become. (UDP is read by the core loop itself, see
+//! `core.rs`, so that a burst of datagrams is drained per wake-up without a channel hop.)
 //!
 //! A stream connection frames messages by Content-Length (`voxgate_sip::framing`) and hands
 //! each framed message to the core, which parses and answers it; the core writes responses
-//! back through the connection's outbound queue. TLS and WebSocket listeners will plug in at
-//! the same seam: anything that yields framed `Bytes` plus a `ConnId` and accepts outbound
-//! `Bytes`.
+//! back through the connection's outbound queue. TLS is the same machinery over a rustls
+//! stream: anything that yields framed `Bytes` plus a connection id and accepts outbound
+//! `Bytes` plugs in here (WebSocket next).
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
 use voxgate_sip::framing::{Frame, FramerConfig, StreamFramer};
+use voxgate_sip::transaction::Transport;
+
+use super::resolve::ServerNames;
+
+/// How long a connection voxgate opens may take (TCP connect plus TLS handshake), and how
+/// long an accepted TLS connection may take to finish its handshake.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the transport tasks tell the core.
 #[derive(Debug)]
@@ -26,11 +34,15 @@ pub enum Inbound {
     Stream {
         conn: u64,
         from: SocketAddr,
+        transport: Transport,
         bytes: Bytes,
     },
+    /// A connection is up (accepted, or opened by [`Connector::connect`]; then `from` is
+    /// the address it was opened to).
     Opened {
         conn: u64,
         from: SocketAddr,
+        transport: Transport,
         out: mpsc::Sender<Bytes>,
     },
     Closed {
@@ -39,6 +51,13 @@ pub enum Inbound {
     /// A connection broke framing (oversize, bad or missing Content-Length) and was closed.
     Malformed {
         from: SocketAddr,
+        transport: Transport,
+    },
+    /// A connection voxgate tried to open failed (refused, unreachable, TLS handshake or
+    /// certificate rejected, or [`CONNECT_TIMEOUT`]).
+    ConnectFailed {
+        transport: Transport,
+        addr: SocketAddr,
     },
 }
 
@@ -50,15 +69,32 @@ pub struct StreamLimits {
     pub max_message_bytes: usize,
 }
 
-/// Accepts TCP connections until shutdown.
-pub async fn run_tcp_listener(
+/// Connection ids, unique across every listener and the connector (the core keys its
+/// connections by them).
+#[derive(Debug, Clone, Default)]
+pub struct ConnIds(Arc<AtomicU64>);
+
+impl ConnIds {
+    fn next(&self) -> u64 {
+        self.0.fetch_add(1, Ordering::Relaxed) + 1
+    }
+}
+
+/// Accepts TCP connections (TLS ones when `tls` is given) until shutdown.
+pub async fn run_listener(
     listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    ids: ConnIds,
     core: mpsc::Sender<Inbound>,
     limits: StreamLimits,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let open = Arc::new(AtomicUsize::new(0));
-    let mut next_id: u64 = 1;
+    let transport = if tls.is_some() {
+        Transport::Tls
+    } else {
+        Transport::Tcp
+    };
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
@@ -68,7 +104,7 @@ pub async fn run_tcp_listener(
             Ok(a) => a,
             Err(e) => {
                 // EMFILE and friends: back off briefly instead of spinning.
-                tracing::warn!(error = %e, "tcp accept failed");
+                tracing::warn!(error = %e, "{transport:?} accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
@@ -79,34 +115,136 @@ pub async fn run_tcp_listener(
             continue;
         }
         let _ = stream.set_nodelay(true);
-        let conn = next_id;
-        next_id += 1;
+        let conn = ids.next();
         open.fetch_add(1, Ordering::Relaxed);
         let open = open.clone();
         let core = core.clone();
         let shutdown = shutdown.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            run_connection(stream, conn, from, core, limits, shutdown).await;
+            match tls {
+                None => {
+                    run_connection(stream, conn, from, Transport::Tcp, core, limits, shutdown)
+                        .await;
+                }
+                Some(acceptor) => {
+                    match tokio::time::timeout(CONNECT_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            run_connection(
+                                stream,
+                                conn,
+                                from,
+                                Transport::Tls,
+                                core,
+                                limits,
+                                shutdown,
+                            )
+                            .await;
+                        }
+                        Ok(Err(e)) => {
+                            metrics::counter!("voxgate_sip_tls_handshake_failed_total")
+                                .increment(1);
+                            tracing::debug!(%from, error = %e, "tls handshake failed");
+                        }
+                        Err(_) => {
+                            metrics::counter!("voxgate_sip_tls_handshake_failed_total")
+                                .increment(1);
+                            tracing::debug!(%from, "tls handshake timed out");
+                        }
+                    }
+                }
+            }
             open.fetch_sub(1, Ordering::Relaxed);
         });
     }
 }
 
-async fn run_connection(
-    stream: TcpStream,
+/// Opens the stream connections the core asks for (RFC 3261 §18.1.1: a request over a
+/// reliable transport with no connection to its destination opens one). Each attempt ends
+/// in [`Inbound::Opened`] or [`Inbound::ConnectFailed`], within [`CONNECT_TIMEOUT`].
+#[derive(Clone)]
+pub struct Connector {
+    pub core: mpsc::Sender<Inbound>,
+    pub ids: ConnIds,
+    pub tls: TlsConnector,
+    /// Host names for TLS destinations (SNI and certificate check), from the resolver.
+    pub names: ServerNames,
+    pub limits: StreamLimits,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl Connector {
+    /// Starts opening a `transport` (TCP or TLS) connection to `addr`.
+    pub fn connect(&self, transport: Transport, addr: SocketAddr) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let conn = this.ids.next();
+            let opened = tokio::time::timeout(CONNECT_TIMEOUT, async {
+                let stream = TcpStream::connect(addr).await?;
+                let _ = stream.set_nodelay(true);
+                match transport {
+                    Transport::Tls => {
+                        let name = super::tls::server_name(
+                            this.names.get(&addr).as_deref(),
+                            addr.ip(),
+                        );
+                        let tls = this.tls.connect(name, stream).await?;
+                        Ok::<_, std::io::Error>(Stream::Tls(Box::new(tls)))
+                    }
+                    _ => Ok(Stream::Tcp(stream)),
+                }
+            })
+            .await;
+            let stream = match opened {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::info!(%addr, ?transport, error = %e, "cannot open a SIP connection");
+                    let _ = this.core.send(Inbound::ConnectFailed { transport, addr }).await;
+                    return;
+                }
+                Err(_) => {
+                    tracing::info!(%addr, ?transport, "opening a SIP connection timed out");
+                    let _ = this.core.send(Inbound::ConnectFailed { transport, addr }).await;
+                    return;
+                }
+            };
+            let (core, limits, shutdown) = (this.core, this.limits, this.shutdown);
+            match stream {
+                Stream::Tcp(s) => {
+                    run_connection(s, conn, addr, transport, core, limits, shutdown).await;
+                }
+                Stream::Tls(s) => {
+                    run_connection(*s, conn, addr, transport, core, limits, shutdown).await;
+                }
+            }
+        });
+    }
+}
+
+enum Stream {
+    Tcp(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+async fn run_connection<S>(
+    stream: S,
     conn: u64,
     from: SocketAddr,
+    transport: Transport,
     core: mpsc::Sender<Inbound>,
     limits: StreamLimits,
     mut shutdown: watch::Receiver<bool>,
-) {
-    let (mut rd, mut wr) = stream.into_split();
+) where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (mut rd, mut wr) = tokio::io::split(stream);
     let (out_tx, mut out_rx) = mpsc::channel::<Bytes>(256);
     let out_ping = out_tx.clone();
     if core
         .send(Inbound::Opened {
             conn,
             from,
+            transport,
             out: out_tx,
         })
         .await
@@ -116,7 +254,7 @@ async fn run_connection(
     }
     let writer = tokio::spawn(async move {
         while let Some(bytes) = out_rx.recv().await {
-            if wr.write_all(&bytes).await.is_err() {
+            if wr.write_all(&bytes).await.is_err() || wr.flush().await.is_err() {
                 break;
             }
         }
@@ -147,7 +285,12 @@ async fn run_connection(
                 }
                 Ok(Frame::Message(bytes)) => {
                     if core
-                        .send(Inbound::Stream { conn, from, bytes })
+                        .send(Inbound::Stream {
+                            conn,
+                            from,
+                            transport,
+                            bytes,
+                        })
                         .await
                         .is_err()
                     {
@@ -156,7 +299,7 @@ async fn run_connection(
                 }
                 Err(e) => {
                     tracing::debug!(%from, error = %e, "closing stream that broke SIP framing");
-                    let _ = core.send(Inbound::Malformed { from }).await;
+                    let _ = core.send(Inbound::Malformed { from, transport }).await;
                     break 'read;
                 }
             }

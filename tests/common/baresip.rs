@@ -107,6 +107,12 @@ snd_path\t\t{rec}
 impl Baresip {
     /// Write the config dir, start baresip and connect to its `ctrl_tcp` (bounded).
     pub fn start(cfg: &PhoneConfig) -> Baresip {
+        Baresip::start_with(cfg, "")
+    }
+
+    /// [`Baresip::start`] with extra config lines (`sip_cafile <pem>` for TLS). baresip
+    /// listens for TLS on its SIP port + 1.
+    pub fn start_with(cfg: &PhoneConfig, extra_config: &str) -> Baresip {
         assert!(
             Path::new(MODULE_DIR).join("ctrl_tcp.so").exists(),
             "baresip modules missing under {MODULE_DIR}: run scripts/install-test-deps.sh"
@@ -127,7 +133,7 @@ impl Baresip {
         let ctrl_port = free_tcp_port();
         std::fs::write(
             dir.path().join("config"),
-            config_text(sip_port, ctrl_port, &cfg.source_wav, &rec_dir),
+            config_text(sip_port, ctrl_port, &cfg.source_wav, &rec_dir) + extra_config,
         )
         .expect("write config");
         let mut account = format!(

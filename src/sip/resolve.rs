@@ -1,0 +1,388 @@
+//! RFC 3263 §4 resolution of a SIP host (a trunk's `outbound.host`) into the ordered
+//! destinations to try, on hickory-resolver:
+//!
+//! 1. An IP literal is its own destination (port: the given one, else 5060/5061).
+//! 2. A name with an explicit port: its A/AAAA records on that port (§4.2: no SRV).
+//! 3. Else SRV: `_sips._tcp` (secure or TLS), `_sip._tcp` (TCP), `_sip._udp` (UDP); with no
+//!    transport given, UDP, TCP and TLS in that order (§4.1 without NAPTR: the transports we
+//!    support). Records ordered by priority, then weighted at random within a priority
+//!    (RFC 2782), each target's A/AAAA records in turn.
+//! 4. No SRV records: the name's A/AAAA records on the default port (5060, TLS 5061).
+//!
+//! NAPTR is not queried (RFC 3263 allows a client to skip it; carriers publish SRV).
+//! Destinations over TLS carry the name their certificate must show (RFC 5922 §4: the
+//! domain that was resolved, not the SRV target); [`ServerNames`] hands them to the
+//! connector that opens the connection.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use hickory_resolver::config::{
+    NameServerConfig, NameServerConfigGroup, ResolverConfig, ResolverOpts,
+};
+use hickory_resolver::name_server::TokioConnectionProvider;
+use hickory_resolver::proto::xfer::Protocol;
+use hickory_resolver::TokioResolver;
+use rand::Rng;
+use voxgate_sip::transaction::{Peer, Transport};
+
+/// Where to send: one entry of a resolution, in the order to try.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Destination {
+    pub transport: Transport,
+    pub addr: SocketAddr,
+    /// The name a TLS peer's certificate must match (and the SNI); `None` for an IP
+    /// literal.
+    pub server_name: Option<String>,
+}
+
+impl Destination {
+    /// The transaction layer's view: a peer with no connection yet (the core opens or
+    /// reuses one for TCP and TLS).
+    pub fn peer(&self) -> Peer {
+        Peer {
+            transport: self.transport,
+            addr: self.addr,
+            conn: None,
+        }
+    }
+}
+
+impl From<&Destination> for Peer {
+    fn from(d: &Destination) -> Peer {
+        d.peer()
+    }
+}
+
+/// Why a host could not be resolved.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    #[error("cannot set up the DNS resolver: {0}")]
+    Setup(String),
+    #[error("{host}: no address found: {reason}")]
+    NotFound { host: String, reason: String },
+    #[error("{transport:?} is not a transport SIP hosts are resolved for")]
+    Unsupported { transport: Transport },
+}
+
+/// Host names of TLS destinations by address, written by the resolver and read by the
+/// connector when it opens a connection (SNI and certificate name).
+#[derive(Debug, Clone, Default)]
+pub struct ServerNames(Arc<RwLock<HashMap<SocketAddr, String>>>);
+
+impl ServerNames {
+    pub fn get(&self, addr: &SocketAddr) -> Option<String> {
+        self.0.read().ok()?.get(addr).cloned()
+    }
+
+    pub fn set(&self, addr: SocketAddr, name: String) {
+        if let Ok(mut m) = self.0.write() {
+            m.insert(addr, name);
+        }
+    }
+}
+
+/// One SRV record (RFC 2782), as far as ordering needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SrvRecord {
+    pub priority: u16,
+    pub weight: u16,
+    pub port: u16,
+    pub target: String,
+}
+
+/// RFC 2782 order: ascending priority; within one priority, a weighted random draw
+/// without replacement (zero-weight records first in the list so they keep a small
+/// chance, as the RFC's selection algorithm does).
+pub fn order_srv(mut records: Vec<SrvRecord>, rng: &mut impl Rng) -> Vec<SrvRecord> {
+    records.sort_by_key(|r| (r.priority, r.weight != 0));
+    let mut out = Vec::with_capacity(records.len());
+    let mut rest = records.into_iter().peekable();
+    while let Some(first) = rest.next() {
+        let priority = first.priority;
+        let mut group = vec![first];
+        while let Some(r) = rest.next_if(|r| r.priority == priority) {
+            group.push(r);
+        }
+        while !group.is_empty() {
+            let total: u32 = group.iter().map(|r| u32::from(r.weight)).sum();
+            let pick = rng.random_range(0..=total);
+            let mut running = 0u32;
+            let idx = group
+                .iter()
+                .position(|r| {
+                    running += u32::from(r.weight);
+                    running >= pick
+                })
+                .unwrap_or(0);
+            out.push(group.remove(idx));
+        }
+    }
+    out
+}
+
+/// The default port of a transport (RFC 3261 §19.1.2, RFC 3263 §4.2).
+fn default_port(transport: Transport) -> u16 {
+    match transport {
+        Transport::Tls | Transport::Wss => 5061,
+        _ => 5060,
+    }
+}
+
+/// The SRV service of a transport (RFC 3263 §4.1).
+fn srv_prefix(transport: Transport) -> Result<&'static str, ResolveError> {
+    match transport {
+        Transport::Udp => Ok("_sip._udp"),
+        Transport::Tcp => Ok("_sip._tcp"),
+        Transport::Tls => Ok("_sips._tcp"),
+        t @ (Transport::Ws | Transport::Wss) => Err(ResolveError::Unsupported { transport: t }),
+    }
+}
+
+/// The resolver the app holds: cheap to clone, safe to share between tasks.
+#[derive(Clone)]
+pub struct Resolver {
+    dns: TokioResolver,
+    names: ServerNames,
+}
+
+impl std::fmt::Debug for Resolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Resolver").finish_non_exhaustive()
+    }
+}
+
+impl Resolver {
+    /// A resolver asking `dns_servers` (UDP, then TCP for truncated answers), or the
+    /// system's servers (`/etc/resolv.conf`) when the list is empty. `names` is shared
+    /// with the connector.
+    pub fn new(dns_servers: &[SocketAddr], names: ServerNames) -> Result<Resolver, ResolveError> {
+        let mut opts = ResolverOpts::default();
+        opts.timeout = Duration::from_secs(2);
+        opts.attempts = 2;
+        let builder = if dns_servers.is_empty() {
+            TokioResolver::builder_tokio().map_err(|e| ResolveError::Setup(e.to_string()))?
+        } else {
+            let mut group = NameServerConfigGroup::new();
+            for addr in dns_servers {
+                group.push(NameServerConfig::new(*addr, Protocol::Udp));
+                group.push(NameServerConfig::new(*addr, Protocol::Tcp));
+            }
+            TokioResolver::builder_with_config(
+                ResolverConfig::from_parts(None, Vec::new(), group),
+                TokioConnectionProvider::default(),
+            )
+        };
+        let dns = builder.with_options(opts).build();
+        Ok(Resolver { dns, names })
+    }
+
+    /// The host names of TLS destinations, for the connector.
+    pub fn server_names(&self) -> ServerNames {
+        self.names.clone()
+    }
+
+    /// Resolves `host` as RFC 3263 §4 says (see the module docs); destinations in the
+    /// order to try. `secure` is a `sips:` URI: TLS only.
+    pub async fn resolve(
+        &self,
+        host: &str,
+        port: Option<u16>,
+        transport: Option<Transport>,
+        secure: bool,
+    ) -> Result<Vec<Destination>, ResolveError> {
+        let out = self
+            .resolve_with(host, port, transport, secure, &mut rand::rng())
+            .await?;
+        for d in &out {
+            if let (Transport::Tls, Some(name)) = (d.transport, &d.server_name) {
+                self.names.set(d.addr, name.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    async fn resolve_with(
+        &self,
+        host: &str,
+        port: Option<u16>,
+        transport: Option<Transport>,
+        secure: bool,
+        rng: &mut impl Rng,
+    ) -> Result<Vec<Destination>, ResolveError> {
+        let host = host.trim().trim_end_matches('.');
+        let transport = if secure {
+            Some(Transport::Tls)
+        } else {
+            transport
+        };
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        // §4.1 and §4.2: a numeric IP address, with the given or the default port; UDP
+        // when no transport is given.
+        if let Ok(ip) = bare.parse::<IpAddr>() {
+            let transport = transport.unwrap_or(Transport::Udp);
+            return Ok(vec![Destination {
+                transport,
+                addr: SocketAddr::new(ip, port.unwrap_or_else(|| default_port(transport))),
+                server_name: None,
+            }]);
+        }
+        if let Some(port) = port {
+            // §4.2: an explicit port means no SRV lookup.
+            let transport = transport.unwrap_or(Transport::Udp);
+            return self.addresses(host, port, transport, host).await;
+        }
+        let transports = match transport {
+            Some(t) => vec![t],
+            None => vec![Transport::Udp, Transport::Tcp, Transport::Tls],
+        };
+        let mut out = Vec::new();
+        for t in &transports {
+            let name = format!("{}.{host}.", srv_prefix(*t)?);
+            let records = match self.dns.srv_lookup(name.as_str()).await {
+                Ok(lookup) => lookup
+                    .iter()
+                    .map(|srv| SrvRecord {
+                        priority: srv.priority(),
+                        weight: srv.weight(),
+                        port: srv.port(),
+                        target: srv.target().to_utf8(),
+                    })
+                    .collect(),
+                Err(e) => {
+                    tracing::debug!(%name, error = %e, "no SRV records");
+                    Vec::new()
+                }
+            };
+            for r in order_srv(records, rng) {
+                let target = r.target.trim_end_matches('.');
+                // RFC 2782: a target of "." means the service is not available there.
+                if target.is_empty() {
+                    continue;
+                }
+                match self.addresses(target, r.port, *t, host).await {
+                    Ok(found) => out.extend(found),
+                    Err(e) => tracing::debug!(error = %e, "SRV target without an address"),
+                }
+            }
+        }
+        if !out.is_empty() {
+            return Ok(out);
+        }
+        // §4.2: no SRV records: the name's A/AAAA records on the transport's default port.
+        let transport = transport.unwrap_or(Transport::Udp);
+        self.addresses(host, default_port(transport), transport, host)
+            .await
+    }
+
+    /// A and AAAA records of `name` as destinations on `port`.
+    async fn addresses(
+        &self,
+        name: &str,
+        port: u16,
+        transport: Transport,
+        resolved: &str,
+    ) -> Result<Vec<Destination>, ResolveError> {
+        let fqdn = format!("{}.", name.trim_end_matches('.'));
+        let lookup = self
+            .dns
+            .lookup_ip(fqdn.as_str())
+            .await
+            .map_err(|e| ResolveError::NotFound {
+                host: name.to_owned(),
+                reason: e.to_string(),
+            })?;
+        let out: Vec<Destination> = lookup
+            .iter()
+            .map(|ip| Destination {
+                transport,
+                addr: SocketAddr::new(ip, port),
+                server_name: Some(resolved.to_owned()),
+            })
+            .collect();
+        if out.is_empty() {
+            return Err(ResolveError::NotFound {
+                host: name.to_owned(),
+                reason: "no A or AAAA records".into(),
+            });
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use rand::rngs::StdRng;
+    use rand::SeedableRng;
+
+    fn rec(priority: u16, weight: u16, target: &str) -> SrvRecord {
+        SrvRecord {
+            priority,
+            weight,
+            port: 5060,
+            target: target.into(),
+        }
+    }
+
+    #[test]
+    fn priority_first_then_weight() {
+        let mut rng = StdRng::seed_from_u64(1);
+        let mut heavy_first = 0;
+        for _ in 0..1000 {
+            let out = order_srv(
+                vec![
+                    rec(20, 0, "backup"),
+                    rec(10, 10, "light"),
+                    rec(10, 90, "heavy"),
+                ],
+                &mut rng,
+            );
+            assert_eq!(out.len(), 3);
+            assert_eq!(out[2].target, "backup", "{out:?}");
+            if out[0].target == "heavy" {
+                heavy_first += 1;
+            }
+        }
+        // 90 % expected.
+        assert!((850..=950).contains(&heavy_first), "{heavy_first}");
+    }
+
+    #[test]
+    fn zero_weights_are_all_kept() {
+        let mut rng = StdRng::seed_from_u64(2);
+        let out = order_srv(
+            vec![rec(1, 0, "a"), rec(1, 0, "b"), rec(1, 5, "c")],
+            &mut rng,
+        );
+        let mut names: Vec<_> = out.iter().map(|r| r.target.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["a", "b", "c"]);
+    }
+
+    #[tokio::test]
+    async fn ip_literals_resolve_to_themselves() {
+        let r = Resolver::new(&["127.0.0.1:9".parse().unwrap()], ServerNames::default()).unwrap();
+        let d = r.resolve("192.0.2.1", None, None, false).await.unwrap();
+        assert_eq!(
+            d,
+            vec![Destination {
+                transport: Transport::Udp,
+                addr: "192.0.2.1:5060".parse().unwrap(),
+                server_name: None
+            }]
+        );
+        let d = r.resolve("[2001:db8::1]", Some(5080), Some(Transport::Tcp), false).await.unwrap();
+        assert_eq!(d[0].addr, "[2001:db8::1]:5080".parse().unwrap());
+        let d = r.resolve("192.0.2.1", None, None, true).await.unwrap();
+        assert_eq!(
+            (d[0].transport, d[0].addr.port()),
+            (Transport::Tls, 5061)
+        );
+        assert_eq!(d[0].peer().conn, None);
+    }
+}
