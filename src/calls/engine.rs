@@ -393,6 +393,8 @@ struct Call {
     time_limit: Option<Duration>,
     /// The trunk this call holds a slot on (released when it ends).
     trunk: Option<String>,
+    /// The rate of the trunk its outbound leg went through: what it costs once ended.
+    rate: Option<crate::trunks::cost::Rate>,
 }
 
 impl Call {
@@ -868,6 +870,17 @@ impl CallEngine {
             status: CallStatus::Ringing,
             started_at: wall,
         }));
+        let carrier = match (caller, &route) {
+            (Caller::Trunk { trunk_id, .. }, _) => Some(trunk_id.clone()),
+            (_, Route::Trunk(d)) => Some(d.trunk_id.clone()),
+            _ => None,
+        };
+        if let Some(trunk_id) = carrier {
+            self.emit(CallChange::CallTrunk {
+                call_id: call_id.to_string(),
+                trunk_id,
+            });
+        }
         let inbound = LegId::new(self.new_id(IdKind::Leg, now));
         self.emit(CallChange::CreateLeg(NewLeg {
             id: inbound.to_string(),
@@ -926,6 +939,7 @@ impl CallEngine {
                 ring_timeout: self.cfg.ring_timeout,
                 time_limit: None,
                 trunk: None,
+                rate: None,
             },
         );
         metrics::counter!("voxgate_calls_total").increment(1);
@@ -948,6 +962,9 @@ impl CallEngine {
             Route::Trunk(d) => {
                 let trunk = d.trunk_id.clone();
                 let limits = d.limits;
+                if let Some(call) = self.calls.get_mut(&call_id) {
+                    call.rate = d.rate.clone();
+                }
                 let (parties, forks) = trunk_fork(*d, &ip);
                 if let Some((offer_b, pending)) = forwarded {
                     let held = HeldDial {
@@ -2112,6 +2129,13 @@ impl CallEngine {
             hangup_cause: ending.cause.to_owned(),
             hangup_by: ending.by,
         });
+        if let (Some(rate), Some(_)) = (&call.rate, call.answered_at) {
+            self.emit(CallChange::CallCost {
+                call_id: call.id.to_string(),
+                cost_micros: rate.cost_micros(u64::try_from(duration).unwrap_or(0)),
+                currency: rate.currency.clone(),
+            });
+        }
         self.output.push_back(Output::Event(CallEvent::Ended {
             call: call.id.clone(),
             status: ending.status,
@@ -2461,7 +2485,10 @@ mod config_tests {
         let c = cfg(Some(5061));
         assert_eq!(
             c.via(Transport::Tls).value(&branch),
-            format!("SIP/2.0/TLS 192.0.2.7:5061;branch={};rport", branch.as_str())
+            format!(
+                "SIP/2.0/TLS 192.0.2.7:5061;branch={};rport",
+                branch.as_str()
+            )
         );
         assert_eq!(
             c.contact(Transport::Tls),
@@ -2469,7 +2496,10 @@ mod config_tests {
         );
         assert_eq!(
             c.via(Transport::Tcp).value(&branch),
-            format!("SIP/2.0/TCP 192.0.2.7:5060;branch={};rport", branch.as_str())
+            format!(
+                "SIP/2.0/TCP 192.0.2.7:5060;branch={};rport",
+                branch.as_str()
+            )
         );
         assert_eq!(c.contact(Transport::Udp), "sip:voxgate@192.0.2.7:5060");
         // No TLS listener: the shared port.

@@ -102,6 +102,8 @@ pub struct TrunkDial {
     /// Codecs the trunk accepts, in its preference order (empty: voxgate's own list).
     pub codecs: Vec<voxgate_sip::sdp::Codec>,
     pub limits: super::pacer::TrunkLimits,
+    /// What the call costs once answered (the trunk's `rate`).
+    pub rate: Option<crate::trunks::cost::Rate>,
 }
 
 /// Why a number cannot be dialled out.

@@ -1031,6 +1031,13 @@ fn with_carrier(sim: &mut Sim, first: Phone, second: Phone) {
                 voxgate_sip::sdp::Codec::pcma(),
             ],
             limits: super::pacer::TrunkLimits::default(),
+            // 1.2 cents a minute, per second after the first minute.
+            rate: Some(crate::trunks::cost::Rate {
+                per_minute_micros: 12_000,
+                currency: "USD".to_owned(),
+                increment_seconds: 1,
+                minimum_seconds: 60,
+            }),
         },
     );
 }
@@ -1162,6 +1169,29 @@ fn click_to_call_rings_the_agent_then_the_lead_and_bridges() {
         sim.ended(),
         [(CallStatus::Completed, "BYE".to_owned(), HangupBy::Callee)]
     );
+    // The call is the trunk's, and its 20 s bill at the minimum of 60 s.
+    let trunks: Vec<&str> = sim
+        .records
+        .iter()
+        .filter_map(|r| match r {
+            CallChange::CallTrunk { trunk_id, .. } => Some(trunk_id.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(trunks, ["trk_carrier"]);
+    let costs: Vec<(i64, &str)> = sim
+        .records
+        .iter()
+        .filter_map(|r| match r {
+            CallChange::CallCost {
+                cost_micros,
+                currency,
+                ..
+            } => Some((*cost_micros, currency.as_str())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(costs, [(12_000, "USD")]);
     sim.assert_clean();
 }
 

@@ -127,7 +127,8 @@ impl CallEngine {
                 lead: Some(Box::new(lead)),
                 ring_timeout: o.ring_timeout.unwrap_or(self.cfg.ring_timeout),
                 time_limit: o.time_limit,
-                trunk: Some(trunk),
+                trunk: Some(trunk.clone()),
+                rate: None,
             },
         );
         *self.active.entry(party.agent.clone()).or_default() += 1;
@@ -135,6 +136,10 @@ impl CallEngine {
         self.emit(CallChange::CallRinging {
             call_id: o.call.to_string(),
             at: wall,
+        });
+        self.emit(CallChange::CallTrunk {
+            call_id: o.call.to_string(),
+            trunk_id: trunk,
         });
         self.output.push_back(Output::Event(CallEvent::Ringing {
             call: o.call.clone(),
@@ -192,6 +197,7 @@ impl CallEngine {
         let Some(lead) = call.lead.take() else {
             return;
         };
+        call.rate = lead.rate.clone();
         let codecs: Vec<Codec> = call.sdp[0]
             .media
             .as_ref()
