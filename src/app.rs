@@ -126,6 +126,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let trunks = crate::trunks::TrunkDirectory::load(&store)
         .await
         .context("loading trunks and numbers")?;
+    let trunk_registrations = crate::sip::registration::RegistrationStates::default();
     let (events, _) = broadcast::channel(EVENT_CHANNEL_CAPACITY);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (calls, call_commands) = CallControl::channel();
@@ -136,6 +137,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         events: events.clone(),
         shutdown: shutdown_rx.clone(),
         calls: call_commands,
+        trunks: trunks.clone(),
+        registration_states: trunk_registrations.clone(),
     })
     .await
     .context("starting SIP")?;

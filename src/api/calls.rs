@@ -220,7 +220,11 @@ pub struct CallQuery {
     until: Option<DateTime<Utc>>,
 }
 
-pub(crate) fn parse_time(field: &str, v: &str, errors: &mut Vec<FieldError>) -> Option<DateTime<Utc>> {
+pub(crate) fn parse_time(
+    field: &str,
+    v: &str,
+    errors: &mut Vec<FieldError>,
+) -> Option<DateTime<Utc>> {
     match DateTime::parse_from_rfc3339(v.trim()) {
         Ok(t) => Some(t.with_timezone(&Utc)),
         Err(_) => {
@@ -423,7 +427,10 @@ async fn create_call(
 ) -> Result<(StatusCode, Json<CallView>), ApiError> {
     let mut errors = Vec::new();
     if body.agent.is_empty() || body.agent.len() > FILTER_MAX {
-        errors.push(FieldError::new("agent", "must be an agent's id or username"));
+        errors.push(FieldError::new(
+            "agent",
+            "must be an agent's id or username",
+        ));
     }
     check_e164("to", &body.to, &mut errors);
     if let Some(c) = &body.caller_id {
@@ -440,10 +447,16 @@ async fn create_call(
             ));
         }
     }
-    if body.ring_timeout_seconds.is_some_and(|s| !(1..=600).contains(&s)) {
+    if body
+        .ring_timeout_seconds
+        .is_some_and(|s| !(1..=600).contains(&s))
+    {
         errors.push(FieldError::new("ring_timeout_seconds", "must be 1-600"));
     }
-    if body.time_limit_seconds.is_some_and(|s| !(1..=86_400).contains(&s)) {
+    if body
+        .time_limit_seconds
+        .is_some_and(|s| !(1..=86_400).contains(&s))
+    {
         errors.push(FieldError::new("time_limit_seconds", "must be 1-86400"));
     }
     if !errors.is_empty() {
@@ -461,7 +474,9 @@ async fn create_call(
     };
     let trunk = body.trunk.clone().unwrap_or_default();
     if state.draining.load(std::sync::atomic::Ordering::Relaxed) {
-        return Err(ApiError::Unavailable("the gateway is shutting down".to_owned()));
+        return Err(ApiError::Unavailable(
+            "the gateway is shutting down".to_owned(),
+        ));
     }
     let id = crate::ids::new_id(crate::ids::IdKind::Call);
     let new = NewCall {
@@ -479,12 +494,16 @@ async fn create_call(
         .await?;
     let originate = Originate {
         call: CallId::new(id.clone()),
-        agent: agent.id,
+        agent: agent.username,
         to: body.to,
         trunk,
         caller_id: body.caller_id,
-        ring_timeout: body.ring_timeout_seconds.map(|s| Duration::from_secs(s.into())),
-        time_limit: body.time_limit_seconds.map(|s| Duration::from_secs(s.into())),
+        ring_timeout: body
+            .ring_timeout_seconds
+            .map(|s| Duration::from_secs(s.into())),
+        time_limit: body
+            .time_limit_seconds
+            .map(|s| Duration::from_secs(s.into())),
     };
     if state.calls.originate(originate).await.is_err() {
         // Never started: the record says so rather than staying queued.

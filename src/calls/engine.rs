@@ -1591,6 +1591,7 @@ impl CallEngine {
         // Click-to-call's first dial (the agent) answered: dial the lead next; the call is
         // answered when the lead is.
         let agent_answered = call.lead.is_some();
+        let mut limited = None;
         if agent_answered {
             if let Some(m) = &call.sdp[side_index(dial.side)].media {
                 // Nothing to relay to yet: the agent's remote, translated from itself.
@@ -1608,9 +1609,13 @@ impl CallEngine {
                 if let Some(limit) = call.time_limit {
                     if let Some(c) = self.channels.get_mut(origin) {
                         c.hangup_at = Some(now + limit);
+                        limited = Some(origin.clone());
                     }
                 }
             }
+        }
+        if let Some(origin) = limited {
+            self.arm(&origin);
         }
         for other in dial.forks.iter().filter(|l| *l != leg) {
             let Some(c) = self.channels.get_mut(other) else {

@@ -28,6 +28,8 @@ use crate::calls::record::{RecordSender, RecorderHealth};
 use crate::events::AppEvent;
 use crate::media::MediaEngine;
 use crate::registrar::{Registrar, Reply};
+use crate::sip::registration::{RegistrationStates, Registrations};
+use crate::trunks::runtime::{GatewayDirectory, TrunkTable};
 
 /// `Retry-After` of a 503 for a new call shed while call records back up (RFC 3261
 /// §21.5.4): long enough for a recovering database to work off a backlog.
@@ -77,6 +79,27 @@ pub struct Core {
     pub next_barrier: u64,
     /// Admission of new calls: `sip.max_cps` and the queue-delay limit.
     pub overload: Overload,
+    /// Trunks, their addresses and registrations (swapped in by `trunks::runtime::run`).
+    pub trunks: Arc<TrunkTable>,
+    pub trunk_updates: mpsc::UnboundedReceiver<Arc<TrunkTable>>,
+    /// voxgate's own registrations to carriers.
+    pub registrations: Registrations,
+    /// Their state, for the API.
+    pub registration_states: RegistrationStates,
+}
+
+/// The engine's directory over the core's registrar, connections and trunk table (a
+/// macro, so that the borrows stay on disjoint fields of the core).
+macro_rules! directory {
+    ($core:expr) => {
+        GatewayDirectory {
+            agents: AgentDirectory {
+                registrar: &mut $core.registrar,
+                conns: &$core.conn_by_addr,
+            },
+            trunks: &$core.trunks,
+        }
+    };
 }
 
 /// Datagrams read per wake-up at most, before the core looks at its other inputs.
@@ -107,10 +130,14 @@ impl Core {
         let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
         housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let timer = [self.layer.poll_timeout(), self.engine.poll_timeout()]
-                .into_iter()
-                .flatten()
-                .min();
+            let timer = [
+                self.layer.poll_timeout(),
+                self.engine.poll_timeout(),
+                self.registrations.poll_timeout(),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             let sleep = async {
                 match timer {
                     Some(at) => tokio::time::sleep_until(at.into()).await,
@@ -127,13 +154,12 @@ impl Core {
                 () = sleep => {
                     let now = Instant::now();
                     self.layer.handle_timeout(now);
-                    let mut directory = AgentDirectory {
-                        registrar: &mut self.registrar,
-                        conns: &self.conn_by_addr,
-                    };
+                    let mut directory = directory!(self);
                     self.engine
                         .handle_timeout(&mut self.layer, &mut directory, now);
+                    self.registrations.handle_timeout(&mut self.layer, now);
                 }
+                Some(table) = self.trunk_updates.recv() => self.on_trunks(table),
                 Some(cmd) = self.commands.recv() => self.on_command(cmd),
                 ev = events.recv() => self.on_event(ev),
                 Some(update) = self.agent_updates.recv() => self.on_agent_update(update),
@@ -269,8 +295,7 @@ impl Core {
                     addr: SocketAddr::from(([0, 0, 0, 0], 0)),
                     conn: None,
                 });
-                metrics::counter!("voxgate_sip_malformed_total", "transport" => label)
-                    .increment(1);
+                metrics::counter!("voxgate_sip_malformed_total", "transport" => label).increment(1);
             }
             Inbound::ConnectFailed { transport, addr } => {
                 // RFC 3263 §4.3 / RFC 3261 §8.1.3.1: the transactions waiting for this
@@ -397,10 +422,7 @@ impl Core {
                 self.respond(tx, &req, peer, &reply, now);
                 return;
             }
-            let mut directory = AgentDirectory {
-                registrar: &mut self.registrar,
-                conns: &self.conn_by_addr,
-            };
+            let mut directory = directory!(self);
             let answered = self.engine.on_invite(
                 &mut self.layer,
                 &mut directory,
@@ -527,10 +549,7 @@ impl Core {
     fn on_command(&mut self, cmd: CallCommand) {
         match cmd {
             CallCommand::Hangup { call_id, reply } => {
-                let mut directory = AgentDirectory {
-                    registrar: &mut self.registrar,
-                    conns: &self.conn_by_addr,
-                };
+                let mut directory = directory!(self);
                 let result = self.engine.handle_command(
                     &mut self.layer,
                     &mut directory,
@@ -540,10 +559,7 @@ impl Core {
                 let _ = reply.send(result);
             }
             CallCommand::Originate(o) => {
-                let mut directory = AgentDirectory {
-                    registrar: &mut self.registrar,
-                    conns: &self.conn_by_addr,
-                };
+                let mut directory = directory!(self);
                 let _ = self.engine.handle_command(
                     &mut self.layer,
                     &mut directory,
@@ -595,9 +611,22 @@ impl Core {
         }
     }
 
+    /// A new trunk table: the engine routes with it from now on, and the registrations to
+    /// carriers follow it.
+    fn on_trunks(&mut self, table: Arc<TrunkTable>) {
+        self.registrations
+            .set(table.registrations.clone(), &mut self.layer, Instant::now());
+        self.trunks = table;
+    }
+
     fn housekeeping(&mut self) {
         let now = Instant::now();
-        self.engine.set_clock(Clock::new(now, chrono::Utc::now()));
+        let clock = Clock::new(now, chrono::Utc::now());
+        self.engine.set_clock(clock);
+        let views = self.registrations.views(&clock, now);
+        if let Ok(mut states) = self.registration_states.write() {
+            *states = views;
+        }
         let removed = self.registrar.sweep(chrono::Utc::now());
         if removed > 0 {
             tracing::debug!(removed, "expired registrations swept");
@@ -628,15 +657,34 @@ impl Core {
         while let Some(ev) = self.layer.poll_event() {
             match ev {
                 TxEvent::Response { tx, msg } => {
-                    self.engine.on_response(&mut self.layer, tx, msg, now);
+                    let registration =
+                        self.registrations
+                            .on_response(&mut self.layer, tx, &msg, now);
+                    if !registration {
+                        self.engine.on_response(&mut self.layer, tx, msg, now);
+                    }
                 }
                 // RFC 3261 §8.1.3.1: a timeout is a 408, a transport failure a 503.
                 TxEvent::Timeout {
                     tx: TxId::Client(tx),
-                } => self.engine.on_client_failure(&mut self.layer, tx, 408, now),
+                } => {
+                    let registration =
+                        self.registrations
+                            .on_failure(&mut self.layer, tx, "timeout", now);
+                    if !registration {
+                        self.engine.on_client_failure(&mut self.layer, tx, 408, now);
+                    }
+                }
                 TxEvent::TransportError {
                     tx: TxId::Client(tx),
-                } => self.engine.on_client_failure(&mut self.layer, tx, 503, now),
+                } => {
+                    let registration =
+                        self.registrations
+                            .on_failure(&mut self.layer, tx, "transport error", now);
+                    if !registration {
+                        self.engine.on_client_failure(&mut self.layer, tx, 503, now);
+                    }
+                }
                 TxEvent::Terminated {
                     tx: TxId::Client(tx),
                 } => self.engine.on_client_terminated(tx),

@@ -49,6 +49,10 @@ pub struct SipStart {
     pub shutdown: watch::Receiver<bool>,
     /// Commands from the control API to the call engine.
     pub calls: mpsc::Receiver<CallCommand>,
+    /// Trunks and numbers (the API reloads them).
+    pub trunks: crate::trunks::TrunkDirectory,
+    /// Where the core publishes its registrations to carriers, for the API.
+    pub registration_states: registration::RegistrationStates,
 }
 
 pub struct SipHandle {
@@ -100,6 +104,8 @@ pub async fn start(args: SipStart) -> anyhow::Result<SipHandle> {
         events,
         shutdown,
         calls,
+        trunks,
+        registration_states,
     } = args;
     let sip = &config.sip;
 
@@ -217,8 +223,8 @@ pub async fn start(args: SipStart) -> anyhow::Result<SipHandle> {
         )));
     }
     let names = resolve::ServerNames::default();
-    let resolver = resolve::Resolver::new(&sip.dns_servers, names.clone())
-        .context("sip.dns_servers")?;
+    let resolver =
+        resolve::Resolver::new(&sip.dns_servers, names.clone()).context("sip.dns_servers")?;
     let connector = transport::Connector {
         core: inbound_tx.clone(),
         ids,
@@ -262,19 +268,45 @@ pub async fn start(args: SipStart) -> anyhow::Result<SipHandle> {
     )));
     let sip_port = udp_addr.or(tcp_addr).map_or(5060, |a| a.port());
     let media = Arc::new(media);
+    let engine_cfg = EngineConfig {
+        public_ip: config.sip.public_addr(),
+        sip_port,
+        tls_port: tls_addr.map(|a| a.port()),
+        sdp: SdpConfig::default(),
+        ring_timeout: Duration::from_secs(sip.ring_timeout_seconds),
+    };
     let engine = CallEngine::new(
-        EngineConfig {
-            public_ip: config.sip.public_addr(),
-            sip_port,
-            tls_port: tls_addr.map(|a| a.port()),
-            sdp: SdpConfig::default(),
-            ring_timeout: Duration::from_secs(sip.ring_timeout_seconds),
-        },
+        engine_cfg.clone(),
         Box::new(media.clone()),
         Clock::new(std::time::Instant::now(), chrono::Utc::now()),
         rand::random(),
     );
 
+    // The simulated carrier answers simulated trunks' calls on a loopback UDP port (the
+    // engine reaches it like any carrier, so it needs the UDP listener).
+    let simulated = match udp_addr {
+        Some(_) => {
+            let rules = crate::trunks::runtime::simulated_rules(trunks.clone());
+            let sim = simulated::SimulatedCarrier::start(
+                std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+                rules,
+            )
+            .await
+            .context("starting the simulated carrier")?;
+            tasks.push(sim.task);
+            Some(sim.addr)
+        }
+        None => None,
+    };
+    let (trunk_tx, trunk_updates) = mpsc::unbounded_channel();
+    tasks.push(tokio::spawn(crate::trunks::runtime::run(
+        trunks,
+        resolver.clone(),
+        simulated,
+        events.subscribe(),
+        trunk_tx,
+        shutdown.clone(),
+    )));
     let core = core::Core {
         udp,
         layer: TransactionLayer::new(TimerConfig::default()),
@@ -308,6 +340,10 @@ pub async fn start(args: SipStart) -> anyhow::Result<SipHandle> {
             Duration::from_millis(sip.overload_queue_delay_ms),
             std::time::Instant::now(),
         ),
+        trunks: Arc::new(crate::trunks::runtime::TrunkTable::default()),
+        trunk_updates,
+        registrations: registration::Registrations::new(engine_cfg, rand::random()),
+        registration_states,
     };
     drop(inbound_tx);
     let core = tokio::spawn(core.run(inbound_rx, events.subscribe(), shutdown));

@@ -27,6 +27,10 @@ use crate::calls::env::{Clock, Credentials};
 const FIRST_RETRY: Duration = Duration::from_secs(30);
 const MAX_RETRY: Duration = Duration::from_secs(600);
 
+/// Every trunk's registration state by trunk id, published by the SIP core each second
+/// for the API.
+pub type RegistrationStates = std::sync::Arc<std::sync::RwLock<HashMap<String, RegistrationView>>>;
+
 /// One trunk's registration, as the trunk's entry says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegistrationSpec {
@@ -513,6 +517,7 @@ mod tests {
         EngineConfig {
             public_ip: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
             sip_port: 5060,
+            tls_port: None,
             sdp: SdpConfig::default(),
             ring_timeout: Duration::from_secs(60),
         }

@@ -34,6 +34,8 @@ pub enum Outcome {
     NoAnswer,
     /// Rings for `after`, then 503 Service Unavailable.
     Fail { after: Duration },
+    /// 404 Not Found at once: a number the carrier does not serve.
+    NotFound,
 }
 
 /// Which outcome a call gets: asked with the trunk (the Request-URI's `trunk`
@@ -171,7 +173,9 @@ async fn on_request(
                 task: None,
                 answered: false,
             };
-            respond(socket, &call, 180, None).await;
+            if outcome != Outcome::NotFound {
+                respond(socket, &call, 180, None).await;
+            }
             let steps = steps.clone();
             let id = call_id.clone();
             call.task = Some(tokio::spawn(async move {
@@ -179,6 +183,7 @@ async fn on_request(
                     Outcome::Answer { after, .. } => (after, 200),
                     Outcome::Busy { after } => (after, 486),
                     Outcome::Fail { after } => (after, 503),
+                    Outcome::NotFound => (Duration::ZERO, 404),
                     Outcome::NoAnswer => return,
                 };
                 tokio::time::sleep(after).await;
@@ -399,6 +404,7 @@ fn reason(code: u16) -> &'static str {
         100 => "Trying",
         180 => "Ringing",
         200 => "OK",
+        404 => "Not Found",
         481 => "Call/Transaction Does Not Exist",
         486 => "Busy Here",
         487 => "Request Terminated",

@@ -11,6 +11,7 @@ pub mod cost;
 pub mod directory;
 pub mod number;
 pub mod presets;
+pub mod runtime;
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -55,7 +56,10 @@ impl std::str::FromStr for Provider {
     type Err = ();
 
     fn from_str(s: &str) -> Result<Self, ()> {
-        Provider::ALL.into_iter().find(|p| p.as_str() == s).ok_or(())
+        Provider::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or(())
     }
 }
 
