@@ -162,7 +162,11 @@ async fn srv_targets_in_priority_and_weight_order() {
         .unwrap();
     assert_eq!(
         d,
-        vec![dest(Transport::Tcp, "127.0.0.41:5080", Some("tcponly.test"))]
+        vec![dest(
+            Transport::Tcp,
+            "127.0.0.41:5080",
+            Some("tcponly.test")
+        )]
     );
 }
 
@@ -170,7 +174,10 @@ async fn srv_targets_in_priority_and_weight_order() {
 async fn without_srv_a_records_on_the_default_port() {
     let dns = Dnsmasq::start();
     let resolver = Resolver::new(&[dns.addr], ServerNames::default()).unwrap();
-    let d = resolver.resolve("plain.test", None, None, false).await.unwrap();
+    let d = resolver
+        .resolve("plain.test", None, None, false)
+        .await
+        .unwrap();
     assert_eq!(
         d,
         vec![dest(Transport::Udp, "127.0.0.21:5060", Some("plain.test"))]
@@ -183,7 +190,10 @@ async fn without_srv_a_records_on_the_default_port() {
         d,
         vec![dest(Transport::Tcp, "127.0.0.21:5060", Some("plain.test"))]
     );
-    let d = resolver.resolve("plain.test", None, None, true).await.unwrap();
+    let d = resolver
+        .resolve("plain.test", None, None, true)
+        .await
+        .unwrap();
     assert_eq!(
         d,
         vec![dest(Transport::Tls, "127.0.0.21:5061", Some("plain.test"))]
@@ -207,7 +217,11 @@ async fn an_explicit_port_skips_srv() {
         .unwrap();
     assert_eq!(
         d,
-        vec![dest(Transport::Udp, "127.0.0.10:5090", Some("carrier.test"))]
+        vec![dest(
+            Transport::Udp,
+            "127.0.0.10:5090",
+            Some("carrier.test")
+        )]
     );
     let d = resolver
         .resolve("carrier.test", Some(5091), Some(Transport::Tcp), false)
@@ -227,7 +241,8 @@ async fn an_explicit_port_skips_srv() {
         "dnsmasq logs its queries:\n{log}"
     );
     assert!(
-        !dns.log().contains("_sip._udp.carrier.test") && !dns.log().contains("_sip._tcp.carrier.test"),
+        !dns.log().contains("_sip._udp.carrier.test")
+            && !dns.log().contains("_sip._tcp.carrier.test"),
         "no SRV query with an explicit port:\n{}",
         dns.log()
     );

@@ -94,8 +94,21 @@ fn make_certs(dir: &Path) -> Certs {
     openssl(
         dir,
         &[
-            "x509", "-req", "-in", "leaf.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-            "-CAcreateserial", "-days", "2", "-extfile", "leaf.ext", "-out", "leaf.pem",
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "leaf.ext",
+            "-out",
+            "leaf.pem",
         ],
     );
     Certs {
@@ -117,7 +130,11 @@ async fn create_agent(gw: &Gateway, username: &str, password: &str) {
         .send()
         .await
         .expect("POST /v1/agents");
-    assert!(r.status().is_success(), "POST /v1/agents {username}: {}", r.status());
+    assert!(
+        r.status().is_success(),
+        "POST /v1/agents {username}: {}",
+        r.status()
+    );
 }
 
 /// Waits (bounded) for the agent to be `available`; returns the agent's JSON.
@@ -209,7 +226,10 @@ async fn agents_register_and_call_over_tls() {
     );
     for (phone, name) in [(&bob, "bob"), (&alice, "alice")] {
         let agent = wait_available(&gw, phone, name).await;
-        let regs = agent["registrations"].as_array().cloned().unwrap_or_default();
+        let regs = agent["registrations"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         assert!(
             !regs.is_empty() && regs.iter().all(|r| r["transport"] == json!("tls")),
             "{name} is not registered over TLS: {agent}"
@@ -223,7 +243,10 @@ async fn agents_register_and_call_over_tls() {
             .dial(&uri)
             .unwrap_or_else(|e| panic!("dial {uri}: {e}\n{}", context()));
         let first = alice
-            .wait_any_event(&["CALL_ESTABLISHED", "CALL_CLOSED"], Duration::from_secs(15))
+            .wait_any_event(
+                &["CALL_ESTABLISHED", "CALL_CLOSED"],
+                Duration::from_secs(15),
+            )
             .unwrap_or_else(|e| panic!("alice: no answer: {e}\n{}", context()));
         assert_eq!(
             first["type"],
@@ -286,7 +309,10 @@ impl SServer {
         // Listening once a plain TCP connect succeeds (bounded).
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "s_server not listening on {port}");
+            assert!(
+                Instant::now() < deadline,
+                "s_server not listening on {port}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         SServer { child, port, lines }
@@ -469,7 +495,11 @@ fn check_config_names_bad_tls_files() {
     let key = certs.key.to_str().unwrap();
     let listen = ("VOXGATE_SIP_LISTEN_TLS", "127.0.0.1:5061");
 
-    let (ok, err) = check_config(&[listen, ("VOXGATE_SIP_TLS_CERT", cert), ("VOXGATE_SIP_TLS_KEY", key)]);
+    let (ok, err) = check_config(&[
+        listen,
+        ("VOXGATE_SIP_TLS_CERT", cert),
+        ("VOXGATE_SIP_TLS_KEY", key),
+    ]);
     assert!(ok, "a good certificate and key: {err}");
 
     let (ok, err) = check_config(&[listen, ("VOXGATE_SIP_TLS_KEY", key)]);
@@ -496,7 +526,10 @@ fn check_config_names_bad_tls_files() {
     let (ok, err) = check_config(&[
         listen,
         ("VOXGATE_SIP_TLS_CERT", cert),
-        ("VOXGATE_SIP_TLS_KEY", dir.path().join("ca.key").to_str().unwrap()),
+        (
+            "VOXGATE_SIP_TLS_KEY",
+            dir.path().join("ca.key").to_str().unwrap(),
+        ),
     ]);
     assert!(!ok && err.contains("sip.tls_key"), "mismatched key: {err}");
 }

@@ -2461,7 +2461,10 @@ mod config_tests {
         let c = cfg(Some(5061));
         assert_eq!(
             c.via(Transport::Tls).value(&branch),
-            format!("SIP/2.0/TLS 192.0.2.7:5061;branch={};rport", branch.as_str())
+            format!(
+                "SIP/2.0/TLS 192.0.2.7:5061;branch={};rport",
+                branch.as_str()
+            )
         );
         assert_eq!(
             c.contact(Transport::Tls),
@@ -2469,7 +2472,10 @@ mod config_tests {
         );
         assert_eq!(
             c.via(Transport::Tcp).value(&branch),
-            format!("SIP/2.0/TCP 192.0.2.7:5060;branch={};rport", branch.as_str())
+            format!(
+                "SIP/2.0/TCP 192.0.2.7:5060;branch={};rport",
+                branch.as_str()
+            )
         );
         assert_eq!(c.contact(Transport::Udp), "sip:voxgate@192.0.2.7:5060");
         // No TLS listener: the shared port.

@@ -269,8 +269,7 @@ impl Core {
                     addr: SocketAddr::from(([0, 0, 0, 0], 0)),
                     conn: None,
                 });
-                metrics::counter!("voxgate_sip_malformed_total", "transport" => label)
-                    .increment(1);
+                metrics::counter!("voxgate_sip_malformed_total", "transport" => label).increment(1);
             }
             Inbound::ConnectFailed { transport, addr } => {
                 // RFC 3263 §4.3 / RFC 3261 §8.1.3.1: the transactions waiting for this

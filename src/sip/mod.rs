@@ -215,8 +215,8 @@ pub async fn start(args: SipStart) -> anyhow::Result<SipHandle> {
         )));
     }
     let names = resolve::ServerNames::default();
-    let resolver = resolve::Resolver::new(&sip.dns_servers, names.clone())
-        .context("sip.dns_servers")?;
+    let resolver =
+        resolve::Resolver::new(&sip.dns_servers, names.clone()).context("sip.dns_servers")?;
     let connector = transport::Connector {
         core: inbound_tx.clone(),
         ids,

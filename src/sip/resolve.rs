@@ -286,14 +286,14 @@ impl Resolver {
         resolved: &str,
     ) -> Result<Vec<Destination>, ResolveError> {
         let fqdn = format!("{}.", name.trim_end_matches('.'));
-        let lookup = self
-            .dns
-            .lookup_ip(fqdn.as_str())
-            .await
-            .map_err(|e| ResolveError::NotFound {
-                host: name.to_owned(),
-                reason: e.to_string(),
-            })?;
+        let lookup =
+            self.dns
+                .lookup_ip(fqdn.as_str())
+                .await
+                .map_err(|e| ResolveError::NotFound {
+                    host: name.to_owned(),
+                    reason: e.to_string(),
+                })?;
         let out: Vec<Destination> = lookup
             .iter()
             .map(|ip| Destination {
@@ -376,13 +376,13 @@ mod tests {
                 server_name: None
             }]
         );
-        let d = r.resolve("[2001:db8::1]", Some(5080), Some(Transport::Tcp), false).await.unwrap();
+        let d = r
+            .resolve("[2001:db8::1]", Some(5080), Some(Transport::Tcp), false)
+            .await
+            .unwrap();
         assert_eq!(d[0].addr, "[2001:db8::1]:5080".parse().unwrap());
         let d = r.resolve("192.0.2.1", None, None, true).await.unwrap();
-        assert_eq!(
-            (d[0].transport, d[0].addr.port()),
-            (Transport::Tls, 5061)
-        );
+        assert_eq!((d[0].transport, d[0].addr.port()), (Transport::Tls, 5061));
         assert_eq!(d[0].peer().conn, None);
     }
 }

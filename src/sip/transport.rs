@@ -184,10 +184,8 @@ impl Connector {
                 let _ = stream.set_nodelay(true);
                 match transport {
                     Transport::Tls => {
-                        let name = super::tls::server_name(
-                            this.names.get(&addr).as_deref(),
-                            addr.ip(),
-                        );
+                        let name =
+                            super::tls::server_name(this.names.get(&addr).as_deref(), addr.ip());
                         let tls = this.tls.connect(name, stream).await?;
                         Ok::<_, std::io::Error>(Stream::Tls(Box::new(tls)))
                     }
@@ -199,12 +197,18 @@ impl Connector {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
                     tracing::info!(%addr, ?transport, error = %e, "cannot open a SIP connection");
-                    let _ = this.core.send(Inbound::ConnectFailed { transport, addr }).await;
+                    let _ = this
+                        .core
+                        .send(Inbound::ConnectFailed { transport, addr })
+                        .await;
                     return;
                 }
                 Err(_) => {
                     tracing::info!(%addr, ?transport, "opening a SIP connection timed out");
-                    let _ = this.core.send(Inbound::ConnectFailed { transport, addr }).await;
+                    let _ = this
+                        .core
+                        .send(Inbound::ConnectFailed { transport, addr })
+                        .await;
                     return;
                 }
             };
