@@ -162,11 +162,9 @@ impl Resolver {
         let mut opts = ResolverOpts::default();
         opts.timeout = Duration::from_secs(2);
         opts.attempts = 2;
-        let builder = if dns_servers.is_empty() {
-            TokioResolver::builder_tokio().map_err(|e| ResolveError::Setup(e.to_string()))?
-        } else {
+        let explicit = |servers: &[SocketAddr]| {
             let mut group = NameServerConfigGroup::new();
-            for addr in dns_servers {
+            for addr in servers {
                 group.push(NameServerConfig::new(*addr, Protocol::Udp));
                 group.push(NameServerConfig::new(*addr, Protocol::Tcp));
             }
@@ -174,6 +172,19 @@ impl Resolver {
                 ResolverConfig::from_parts(None, Vec::new(), group),
                 TokioConnectionProvider::default(),
             )
+        };
+        let builder = if dns_servers.is_empty() {
+            match TokioResolver::builder_tokio() {
+                Ok(b) => b,
+                Err(e) => {
+                    // A host without a usable resolv.conf (some containers) still runs:
+                    // only trunk hosts given by name fail to resolve, each with this reason.
+                    tracing::warn!(error = %e, "no system DNS configuration; set sip.dns_servers to resolve trunk host names");
+                    explicit(&[])
+                }
+            }
+        } else {
+            explicit(dns_servers)
         };
         let dns = builder.with_options(opts).build();
         Ok(Resolver { dns, names })
