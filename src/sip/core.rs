@@ -20,7 +20,7 @@ use super::agents::{AgentLookup, AgentUpdate};
 use super::guard::{BanGuard, RateGuard};
 use super::overload::{Overload, Refusal};
 use super::persist::PersistOp;
-use super::streams::{Sent, Streams};
+use super::streams::{Delivery, Streams};
 use super::transport::{Connector, Inbound};
 use crate::calls::control::CallCommand;
 use crate::calls::engine::{CallEngine, Command, Output};
@@ -248,11 +248,7 @@ impl Core {
             }
             Inbound::Closed { conn } => self.streams.closed(conn),
             Inbound::Malformed { transport, .. } => {
-                let label = transport_label(&Peer {
-                    transport,
-                    addr: SocketAddr::from(([0, 0, 0, 0], 0)),
-                    conn: None,
-                });
+                let label = transport_name(transport);
                 metrics::counter!("voxgate_sip_malformed_total", "transport" => label).increment(1);
             }
             Inbound::ConnectFailed { transport, addr } => {
@@ -291,7 +287,7 @@ impl Core {
         let msg = match Message::parse(bytes) {
             Ok(m) => m,
             Err(e) => {
-                metrics::counter!("voxgate_sip_malformed_total", "transport" => transport_label(&peer))
+                metrics::counter!("voxgate_sip_malformed_total", "transport" => transport_name(peer.transport))
                     .increment(1);
                 tracing::debug!(from = %peer.addr, error = %e, "dropped unparseable SIP message");
                 return;
@@ -458,7 +454,7 @@ impl Core {
             Some(Method::Register) => {
                 let reply = self.registrar.handle_register(
                     req,
-                    transport_label(peer),
+                    transport_name(peer.transport),
                     peer.addr,
                     chrono::Utc::now(),
                     rand::random(),
@@ -643,12 +639,12 @@ impl Core {
                 }
                 _ => {
                     let sent = match self.streams.send(&t.to, t.bytes) {
-                        Sent::Dial(transport, addr) => {
+                        Delivery::Dial(transport, addr) => {
                             self.connector.connect(transport, addr);
                             true
                         }
-                        Sent::Sent | Sent::Waiting => true,
-                        Sent::Failed => false,
+                        Delivery::Sent | Delivery::Waiting => true,
+                        Delivery::Failed => false,
                     };
                     if !sent {
                         metrics::counter!("voxgate_sip_stream_send_failed_total").increment(1);
@@ -749,8 +745,8 @@ fn precheck(req: &Message) -> Option<Reply> {
     None
 }
 
-fn transport_label(peer: &Peer) -> &'static str {
-    match peer.transport {
+fn transport_name(transport: Transport) -> &'static str {
+    match transport {
         Transport::Udp => "udp",
         Transport::Tcp => "tcp",
         Transport::Tls => "tls",

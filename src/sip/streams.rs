@@ -1,6 +1,6 @@
 //! The core's table of stream connections (TCP and TLS): which are open, which address
 //! each reaches, and which are being opened with messages waiting for them. No I/O: the
-//! core opens a connection when [`Streams::send`] says [`Sent::Dial`], and reports back
+//! core opens a connection when [`Streams::send`] says [`Delivery::Dial`], and reports back
 //! with [`Streams::opened`] or [`Streams::connect_failed`].
 
 use std::collections::HashMap;
@@ -15,7 +15,7 @@ pub const DIAL_QUEUE: usize = 64;
 
 /// What became of a message given to [`Streams::send`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Sent {
+pub enum Delivery {
     /// Queued on an open connection.
     Sent,
     /// Waiting for a connection already being opened.
@@ -86,7 +86,7 @@ impl Streams {
     /// address and transport, else on a new one (RFC 3261 §18.1.1), which the message
     /// waits for. A connection the message names that is gone is a failure: a phone's
     /// connection cannot be opened again from our side.
-    pub fn send(&mut self, to: &Peer, bytes: Bytes) -> Sent {
+    pub fn send(&mut self, to: &Peer, bytes: Bytes) -> Delivery {
         let open = |c: &u64| {
             self.open
                 .get(c)
@@ -95,30 +95,30 @@ impl Streams {
         };
         let sent = |out: &mpsc::Sender<Bytes>, bytes| {
             if out.try_send(bytes).is_ok() {
-                Sent::Sent
+                Delivery::Sent
             } else {
-                Sent::Failed
+                Delivery::Failed
             }
         };
         if let Some(conn) = to.conn {
-            return open(&conn).map_or(Sent::Failed, |out| sent(out, bytes));
+            return open(&conn).map_or(Delivery::Failed, |out| sent(out, bytes));
         }
         if let Some(out) = self.by_addr.get(&to.addr).and_then(open) {
             return sent(out, bytes);
         }
         if !matches!(to.transport, Transport::Tcp | Transport::Tls) {
-            return Sent::Failed;
+            return Delivery::Failed;
         }
         let key = (to.transport, to.addr);
         match self.dialing.get_mut(&key) {
-            Some(queue) if queue.len() >= DIAL_QUEUE => Sent::Failed,
+            Some(queue) if queue.len() >= DIAL_QUEUE => Delivery::Failed,
             Some(queue) => {
                 queue.push(bytes);
-                Sent::Waiting
+                Delivery::Waiting
             }
             None => {
                 self.dialing.insert(key, vec![bytes]);
-                Sent::Dial(to.transport, to.addr)
+                Delivery::Dial(to.transport, to.addr)
             }
         }
     }
@@ -148,26 +148,26 @@ mod tests {
         let to = peer(Transport::Tls, "192.0.2.1:5061", None);
         assert_eq!(
             s.send(&to, b("INVITE")),
-            Sent::Dial(Transport::Tls, to.addr)
+            Delivery::Dial(Transport::Tls, to.addr)
         );
-        assert_eq!(s.send(&to, b("CANCEL")), Sent::Waiting);
+        assert_eq!(s.send(&to, b("CANCEL")), Delivery::Waiting);
         let (tx, mut rx) = mpsc::channel(8);
         s.opened(7, to.addr, Transport::Tls, tx);
         assert_eq!(rx.try_recv().unwrap(), b("INVITE"));
         assert_eq!(rx.try_recv().unwrap(), b("CANCEL"));
         // Reused by later requests to the same address.
-        assert_eq!(s.send(&to, b("BYE")), Sent::Sent);
+        assert_eq!(s.send(&to, b("BYE")), Delivery::Sent);
         assert_eq!(rx.try_recv().unwrap(), b("BYE"));
         // Not by another transport to the same address.
         assert_eq!(
             s.send(&peer(Transport::Tcp, "192.0.2.1:5061", None), b("X")),
-            Sent::Dial(Transport::Tcp, to.addr)
+            Delivery::Dial(Transport::Tcp, to.addr)
         );
         // Closed: the next request dials again.
         s.closed(7);
         assert_eq!(
             s.send(&to, b("INVITE")),
-            Sent::Dial(Transport::Tls, to.addr)
+            Delivery::Dial(Transport::Tls, to.addr)
         );
     }
 
@@ -175,13 +175,17 @@ mod tests {
     fn a_failed_connect_drops_what_waited_and_the_next_send_dials_again() {
         let mut s = Streams::default();
         let to = peer(Transport::Tcp, "192.0.2.2:5060", None);
-        assert!(matches!(s.send(&to, b("INVITE")), Sent::Dial(..)));
+        assert!(matches!(s.send(&to, b("INVITE")), Delivery::Dial(..)));
         s.connect_failed(Transport::Tcp, to.addr);
-        assert!(matches!(s.send(&to, b("INVITE")), Sent::Dial(..)));
+        assert!(matches!(s.send(&to, b("INVITE")), Delivery::Dial(..)));
         for _ in 1..DIAL_QUEUE {
-            assert_eq!(s.send(&to, b("X")), Sent::Waiting);
+            assert_eq!(s.send(&to, b("X")), Delivery::Waiting);
         }
-        assert_eq!(s.send(&to, b("X")), Sent::Failed, "the queue is bounded");
+        assert_eq!(
+            s.send(&to, b("X")),
+            Delivery::Failed,
+            "the queue is bounded"
+        );
     }
 
     #[test]
@@ -190,17 +194,17 @@ mod tests {
         let (tx, mut rx) = mpsc::channel(8);
         let phone = peer(Transport::Tls, "127.0.0.1:40000", Some(3));
         s.opened(3, phone.addr, Transport::Tls, tx);
-        assert_eq!(s.send(&phone, b("200")), Sent::Sent);
+        assert_eq!(s.send(&phone, b("200")), Delivery::Sent);
         assert_eq!(rx.try_recv().unwrap(), b("200"));
         s.closed(3);
-        assert_eq!(s.send(&phone, b("BYE")), Sent::Failed);
+        assert_eq!(s.send(&phone, b("BYE")), Delivery::Failed);
         assert_eq!(
             s.send(&peer(Transport::Udp, "127.0.0.1:5060", None), b("X")),
-            Sent::Failed
+            Delivery::Failed
         );
         assert_eq!(
             s.send(&peer(Transport::Ws, "127.0.0.1:5060", None), b("X")),
-            Sent::Failed
+            Delivery::Failed
         );
     }
 }
