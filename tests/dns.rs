@@ -50,6 +50,8 @@ impl Dnsmasq {
                 "--host-record=backup.carrier.test,127.0.0.13",
                 // No SRV at all.
                 "--host-record=plain.test,127.0.0.21",
+                // IPv6 only.
+                "--host-record=six.test,::1",
                 // TLS only, the target named differently from the domain.
                 "--srv-host=_sips._tcp.secure.test,edge7.provider.test,5063,0,0",
                 "--host-record=edge7.provider.test,127.0.0.31",
@@ -198,6 +200,15 @@ async fn without_srv_a_records_on_the_default_port() {
         d,
         vec![dest(Transport::Tls, "127.0.0.21:5061", Some("plain.test"))]
     );
+    // AAAA when there is no A record.
+    let d = resolver
+        .resolve("six.test", None, None, false)
+        .await
+        .unwrap();
+    assert_eq!(
+        d,
+        vec![dest(Transport::Udp, "[::1]:5060", Some("six.test"))]
+    );
     // A name that does not exist is an error, not an empty list.
     let e = resolver
         .resolve("missing.test", None, None, false)
@@ -273,4 +284,25 @@ async fn tls_destinations_carry_the_domain_name() {
         .await
         .unwrap();
     assert_eq!(d[0].transport, Transport::Tls);
+}
+
+#[tokio::test]
+async fn a_silent_dns_server_fails_the_lookup_in_bounded_time() {
+    // A UDP socket nobody reads: every query times out (and nothing listens on TCP).
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap();
+    let resolver = Resolver::new(&[addr], ServerNames::default()).unwrap();
+    let started = Instant::now();
+    let r = tokio::time::timeout(
+        Duration::from_secs(30),
+        resolver.resolve("carrier.test", None, None, false),
+    )
+    .await
+    .expect("resolution hung");
+    assert!(r.is_err(), "{r:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        started.elapsed()
+    );
 }

@@ -25,8 +25,11 @@ use hickory_resolver::config::{
 use hickory_resolver::name_server::TokioConnectionProvider;
 use hickory_resolver::proto::xfer::Protocol;
 use hickory_resolver::TokioResolver;
-use rand::Rng;
+use rand::{Rng, SeedableRng};
 use voxgate_sip::transaction::{Peer, Transport};
+
+/// A whole resolution (several SRV, A and AAAA queries) ends within this.
+pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where to send: one entry of a resolution, in the order to try.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -204,9 +207,17 @@ impl Resolver {
         transport: Option<Transport>,
         secure: bool,
     ) -> Result<Vec<Destination>, ResolveError> {
-        let out = self
-            .resolve_with(host, port, transport, secure, &mut rand::rng())
-            .await?;
+        // The rng is made inside: `ThreadRng` is not `Send`.
+        let out = tokio::time::timeout(RESOLVE_TIMEOUT, async {
+            let mut rng = rand::rngs::StdRng::from_rng(&mut rand::rng());
+            self.resolve_with(host, port, transport, secure, &mut rng)
+                .await
+        })
+        .await
+        .map_err(|_| ResolveError::NotFound {
+            host: host.to_owned(),
+            reason: format!("no answer within {RESOLVE_TIMEOUT:?}"),
+        })??;
         for d in &out {
             if let (Transport::Tls, Some(name)) = (d.transport, &d.server_name) {
                 self.names.set(d.addr, name.clone());
@@ -262,9 +273,18 @@ impl Resolver {
                         target: srv.target().to_utf8(),
                     })
                     .collect(),
-                Err(e) => {
-                    tracing::debug!(%name, error = %e, "no SRV records");
+                Err(e) if e.is_no_records_found() || e.is_nx_domain() => {
+                    tracing::debug!(%name, "no SRV records");
                     Vec::new()
+                }
+                // The DNS failed (timeout, refused, SERVFAIL): "no SRV records" is not
+                // known, so falling back to A records would be a guess; and another
+                // query to a server that does not answer only adds its timeout.
+                Err(e) => {
+                    return Err(ResolveError::NotFound {
+                        host: host.to_owned(),
+                        reason: format!("SRV lookup of {name} failed: {e}"),
+                    })
                 }
             };
             for r in order_srv(records, rng) {
@@ -329,7 +349,6 @@ mod tests {
 
     use super::*;
     use rand::rngs::StdRng;
-    use rand::SeedableRng;
 
     fn rec(priority: u16, weight: u16, target: &str) -> SrvRecord {
         SrvRecord {
@@ -378,7 +397,13 @@ mod tests {
     #[tokio::test]
     async fn ip_literals_resolve_to_themselves() {
         let r = Resolver::new(&["127.0.0.1:9".parse().unwrap()], ServerNames::default()).unwrap();
-        let d = r.resolve("192.0.2.1", None, None, false).await.unwrap();
+        // The app spawns resolutions on tokio: the future must be Send.
+        fn assert_send<T: Send>(t: T) -> T {
+            t
+        }
+        let d = assert_send(r.resolve("192.0.2.1", None, None, false))
+            .await
+            .unwrap();
         assert_eq!(
             d,
             vec![Destination {
