@@ -65,6 +65,7 @@ impl Streams {
             },
         );
         self.by_addr.insert(from, conn);
+        metrics::gauge!("voxgate_sip_stream_connections").set(self.open.len() as f64);
     }
 
     pub fn closed(&mut self, conn: u64) {
@@ -73,6 +74,7 @@ impl Streams {
                 self.by_addr.remove(&o.from);
             }
         }
+        metrics::gauge!("voxgate_sip_stream_connections").set(self.open.len() as f64);
     }
 
     /// Opening a connection failed: what waited for it is dropped (its transactions get
