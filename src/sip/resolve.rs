@@ -126,6 +126,18 @@ pub fn order_srv(mut records: Vec<SrvRecord>, rng: &mut impl Rng) -> Vec<SrvReco
     out
 }
 
+/// A transport by its name in config and URIs (`udp`, `tcp`, `tls`, `ws`, `wss`; any case).
+pub fn transport_from_name(name: &str) -> Option<Transport> {
+    match name.to_ascii_lowercase().as_str() {
+        "udp" => Some(Transport::Udp),
+        "tcp" => Some(Transport::Tcp),
+        "tls" => Some(Transport::Tls),
+        "ws" => Some(Transport::Ws),
+        "wss" => Some(Transport::Wss),
+        _ => None,
+    }
+}
+
 /// The default port of a transport (RFC 3261 §19.1.2, RFC 3263 §4.2).
 fn default_port(transport: Transport) -> u16 {
     match transport {
@@ -380,6 +392,13 @@ mod tests {
         }
         // 90 % expected.
         assert!((850..=950).contains(&heavy_first), "{heavy_first}");
+    }
+
+    #[test]
+    fn transports_by_name() {
+        assert_eq!(transport_from_name("TLS"), Some(Transport::Tls));
+        assert_eq!(transport_from_name("udp"), Some(Transport::Udp));
+        assert_eq!(transport_from_name("sctp"), None);
     }
 
     #[test]
