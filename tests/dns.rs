@@ -55,6 +55,20 @@ impl Dnsmasq {
                 // TLS only, the target named differently from the domain.
                 "--srv-host=_sips._tcp.secure.test,edge7.provider.test,5063,0,0",
                 "--host-record=edge7.provider.test,127.0.0.31",
+                // NAPTR: TCP before UDP (without NAPTR, UDP comes first), TLS last, an
+                // unsupported service (SCTP) skipped.
+                "--naptr-record=naptr.test,5,50,s,SIP+D2S,,_sip._sctp.naptr.test",
+                "--naptr-record=naptr.test,10,50,s,SIP+D2T,,_sip._tcp.naptr.test",
+                "--naptr-record=naptr.test,20,50,s,SIP+D2U,,_sip._udp.naptr.test",
+                "--naptr-record=naptr.test,30,50,s,SIPS+D2T,,_sips._tcp.naptr.test",
+                "--srv-host=_sip._sctp.naptr.test,n0.naptr.test,5089,0,0",
+                "--srv-host=_sip._tcp.naptr.test,n1.naptr.test,5090,0,0",
+                "--srv-host=_sip._udp.naptr.test,n2.naptr.test,5091,0,0",
+                "--srv-host=_sips._tcp.naptr.test,n3.naptr.test,5092,0,0",
+                "--host-record=n0.naptr.test,127.0.0.50",
+                "--host-record=n1.naptr.test,127.0.0.51",
+                "--host-record=n2.naptr.test,127.0.0.52",
+                "--host-record=n3.naptr.test,127.0.0.53",
                 // TCP only.
                 "--srv-host=_sip._tcp.tcponly.test,tcp1.tcponly.test,5080,0,0",
                 "--host-record=tcp1.tcponly.test,127.0.0.41",
@@ -304,5 +318,41 @@ async fn a_silent_dns_server_fails_the_lookup_in_bounded_time() {
         started.elapsed() < Duration::from_secs(20),
         "took {:?}",
         started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn naptr_chooses_the_transports_and_their_order() {
+    let dns = Dnsmasq::start();
+    let resolver = Resolver::new(&[dns.addr], ServerNames::default()).unwrap();
+    let d = resolver
+        .resolve("naptr.test", None, None, false)
+        .await
+        .unwrap();
+    assert_eq!(
+        d,
+        vec![
+            dest(Transport::Tcp, "127.0.0.51:5090", Some("naptr.test")),
+            dest(Transport::Udp, "127.0.0.52:5091", Some("naptr.test")),
+            dest(Transport::Tls, "127.0.0.53:5092", Some("naptr.test")),
+        ]
+    );
+    // sips: only the SIPS+D2T record.
+    let d = resolver
+        .resolve("naptr.test", None, None, true)
+        .await
+        .unwrap();
+    assert_eq!(
+        d,
+        vec![dest(Transport::Tls, "127.0.0.53:5092", Some("naptr.test"))]
+    );
+    // A transport given: straight to its SRV name (§4.1: NAPTR only chooses a transport).
+    let d = resolver
+        .resolve("naptr.test", None, Some(Transport::Udp), false)
+        .await
+        .unwrap();
+    assert_eq!(
+        d,
+        vec![dest(Transport::Udp, "127.0.0.52:5091", Some("naptr.test"))]
     );
 }

@@ -3,13 +3,15 @@
 //!
 //! 1. An IP literal is its own destination (port: the given one, else 5060/5061).
 //! 2. A name with an explicit port: its A/AAAA records on that port (§4.2: no SRV).
-//! 3. Else SRV: `_sips._tcp` (secure or TLS), `_sip._tcp` (TCP), `_sip._udp` (UDP); with no
-//!    transport given, UDP, TCP and TLS in that order (§4.1 without NAPTR: the transports we
-//!    support). Records ordered by priority, then weighted at random within a priority
-//!    (RFC 2782), each target's A/AAAA records in turn.
-//! 4. No SRV records: the name's A/AAAA records on the default port (5060, TLS 5061).
+//! 3. No transport given: the name's NAPTR records (§4.1) for `SIP+D2U`, `SIP+D2T` and
+//!    `SIPS+D2T` (only `SIPS+D2T` for a `sips:` URI), in order and preference, each
+//!    leading to the SRV name it replaces the host with.
+//! 4. Else SRV: `_sips._tcp` (secure or TLS), `_sip._tcp` (TCP), `_sip._udp` (UDP); with no
+//!    transport given and no usable NAPTR, UDP, TCP and TLS in that order (§4.1: the
+//!    transports we support). Records ordered by priority, then weighted at random
+//!    within a priority (RFC 2782), each target's A/AAAA records in turn.
+//! 5. No SRV records: the name's A/AAAA records on the default port (5060, TLS 5061).
 //!
-//! NAPTR is not queried (RFC 3263 allows a client to skip it; carriers publish SRV).
 //! Destinations over TLS carry the name their certificate must show (RFC 5922 §4: the
 //! domain that was resolved, not the SRV target); [`ServerNames`] hands them to the
 //! connector that opens the connection.
@@ -23,6 +25,7 @@ use hickory_resolver::config::{
     NameServerConfig, NameServerConfigGroup, ResolverConfig, ResolverOpts,
 };
 use hickory_resolver::name_server::TokioConnectionProvider;
+use hickory_resolver::proto::rr::{RData, RecordType};
 use hickory_resolver::proto::xfer::Protocol;
 use hickory_resolver::TokioResolver;
 use rand::{Rng, SeedableRng};
@@ -247,6 +250,7 @@ impl Resolver {
         rng: &mut impl Rng,
     ) -> Result<Vec<Destination>, ResolveError> {
         let host = host.trim().trim_end_matches('.');
+        let requested = transport;
         let transport = if secure {
             Some(Transport::Tls)
         } else {
@@ -264,42 +268,30 @@ impl Resolver {
             }]);
         }
         if let Some(port) = port {
-            // §4.2: an explicit port means no SRV lookup.
+            // §4.2: an explicit port means no NAPTR or SRV lookup.
             let transport = transport.unwrap_or(Transport::Udp);
             return self.addresses(host, port, transport, host).await;
         }
-        let transports = match transport {
-            Some(t) => vec![t],
-            None => vec![Transport::Udp, Transport::Tcp, Transport::Tls],
+        let services: Vec<(Transport, String)> = if requested.is_none() {
+            self.naptr(host, secure).await?
+        } else {
+            Vec::new()
+        };
+        let services = if services.is_empty() {
+            let transports = match transport {
+                Some(t) => vec![t],
+                None => vec![Transport::Udp, Transport::Tcp, Transport::Tls],
+            };
+            transports
+                .into_iter()
+                .map(|t| Ok((t, format!("{}.{host}.", srv_prefix(t)?))))
+                .collect::<Result<Vec<_>, ResolveError>>()?
+        } else {
+            services
         };
         let mut out = Vec::new();
-        for t in &transports {
-            let name = format!("{}.{host}.", srv_prefix(*t)?);
-            let records = match self.dns.srv_lookup(name.as_str()).await {
-                Ok(lookup) => lookup
-                    .iter()
-                    .map(|srv| SrvRecord {
-                        priority: srv.priority(),
-                        weight: srv.weight(),
-                        port: srv.port(),
-                        target: srv.target().to_utf8(),
-                    })
-                    .collect(),
-                Err(e) if e.is_no_records_found() || e.is_nx_domain() => {
-                    tracing::debug!(%name, "no SRV records");
-                    Vec::new()
-                }
-                // The DNS failed (timeout, refused, SERVFAIL): "no SRV records" is not
-                // known, so falling back to A records would be a guess; and another
-                // query to a server that does not answer only adds its timeout.
-                Err(e) => {
-                    return Err(ResolveError::NotFound {
-                        host: host.to_owned(),
-                        reason: format!("SRV lookup of {name} failed: {e}"),
-                    })
-                }
-            };
-            for r in order_srv(records, rng) {
+        for (t, name) in &services {
+            for r in order_srv(self.srv(host, name).await?, rng) {
                 let target = r.target.trim_end_matches('.');
                 // RFC 2782: a target of "." means the service is not available there.
                 if target.is_empty() {
@@ -318,6 +310,80 @@ impl Resolver {
         let transport = transport.unwrap_or(Transport::Udp);
         self.addresses(host, default_port(transport), transport, host)
             .await
+    }
+
+    /// The SRV records of `name` (a service of `host`); empty when the DNS says there are
+    /// none. A DNS failure (timeout, refused, SERVFAIL) is an error: "no SRV records" is
+    /// then not known, falling back to A records would be a guess, and another query to a
+    /// server that does not answer only adds its timeout.
+    async fn srv(&self, host: &str, name: &str) -> Result<Vec<SrvRecord>, ResolveError> {
+        match self.dns.srv_lookup(name).await {
+            Ok(lookup) => Ok(lookup
+                .iter()
+                .map(|srv| SrvRecord {
+                    priority: srv.priority(),
+                    weight: srv.weight(),
+                    port: srv.port(),
+                    target: srv.target().to_utf8(),
+                })
+                .collect()),
+            Err(e) if e.is_no_records_found() || e.is_nx_domain() => {
+                tracing::debug!(%name, "no SRV records");
+                Ok(Vec::new())
+            }
+            Err(e) => Err(ResolveError::NotFound {
+                host: host.to_owned(),
+                reason: format!("SRV lookup of {name} failed: {e}"),
+            }),
+        }
+    }
+
+    /// RFC 3263 §4.1: the NAPTR records of `host` that lead to SIP over a transport we
+    /// support (`SIPS+D2T` only when `secure`), by order then preference, as (transport,
+    /// SRV name). Only `s` records are followed (their replacement is an SRV name);
+    /// regexp rewriting is not used for SIP.
+    async fn naptr(
+        &self,
+        host: &str,
+        secure: bool,
+    ) -> Result<Vec<(Transport, String)>, ResolveError> {
+        let name = format!("{host}.");
+        let lookup = match self.dns.lookup(name.as_str(), RecordType::NAPTR).await {
+            Ok(l) => l,
+            Err(e) if e.is_no_records_found() || e.is_nx_domain() => return Ok(Vec::new()),
+            Err(e) => {
+                return Err(ResolveError::NotFound {
+                    host: host.to_owned(),
+                    reason: format!("NAPTR lookup failed: {e}"),
+                })
+            }
+        };
+        let mut found: Vec<(u16, u16, Transport, String)> = lookup
+            .iter()
+            .filter_map(|r| {
+                let RData::NAPTR(n) = r else { return None };
+                if !n.flags().eq_ignore_ascii_case(b"s") {
+                    return None;
+                }
+                let transport = match n.services().to_ascii_uppercase().as_slice() {
+                    b"SIP+D2U" => Transport::Udp,
+                    b"SIP+D2T" => Transport::Tcp,
+                    b"SIPS+D2T" => Transport::Tls,
+                    _ => return None,
+                };
+                if secure && transport != Transport::Tls {
+                    return None;
+                }
+                Some((
+                    n.order(),
+                    n.preference(),
+                    transport,
+                    n.replacement().to_utf8(),
+                ))
+            })
+            .collect();
+        found.sort_by_key(|(order, preference, ..)| (*order, *preference));
+        Ok(found.into_iter().map(|(_, _, t, name)| (t, name)).collect())
     }
 
     /// A and AAAA records of `name` as destinations on `port`.
