@@ -392,12 +392,20 @@ fn connector(
     ca: Option<&Path>,
     names: &ServerNames,
 ) -> (Connector, mpsc::Receiver<Inbound>, watch::Sender<bool>) {
+    connector_verifying(ca, true, names)
+}
+
+fn connector_verifying(
+    ca: Option<&Path>,
+    verify: bool,
+    names: &ServerNames,
+) -> (Connector, mpsc::Receiver<Inbound>, watch::Sender<bool>) {
     let (core, inbound) = mpsc::channel(64);
     let (stop, shutdown) = watch::channel(false);
     let c = Connector {
         core,
         ids: ConnIds::default(),
-        tls: tokio_rustls::TlsConnector::from(tls::client_config(ca, true).unwrap()),
+        tls: tokio_rustls::TlsConnector::from(tls::client_config(ca, verify).unwrap()),
         names: names.clone(),
         limits: StreamLimits {
             max_connections: 16,
@@ -502,6 +510,14 @@ Call-ID: tls-test-1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
         ),
         "an untrusted CA must fail the connection"
     );
+    // sip.tls_verify = false: the same misnamed, untrusted certificate is accepted.
+    let (lax, mut lax_inbound, _stop3) = connector_verifying(None, false, &names);
+    names.set(addr, "carrier.example".into());
+    lax.connect(Transport::Tls, addr);
+    assert!(
+        matches!(next(&mut lax_inbound).await, Inbound::Opened { .. }),
+        "tls_verify = false accepts any certificate"
+    );
     drop(server);
 
     // Nothing listening: refused, reported at once.
@@ -571,6 +587,10 @@ fn check_config_names_bad_tls_files() {
         ("VOXGATE_SIP_TLS_KEY", not_pem.to_str().unwrap()),
     ]);
     assert!(!ok && err.contains("sip.tls_key"), "key not PEM: {err}");
+    let (ok, err) = check_config(&[("VOXGATE_SIP_TLS_CA", not_pem.to_str().unwrap())]);
+    assert!(!ok && err.contains("sip.tls_ca"), "CA not PEM: {err}");
+    let (ok, err) = check_config(&[("VOXGATE_SIP_TLS_CA", certs.ca.to_str().unwrap())]);
+    assert!(ok, "a good CA: {err}");
     // The key of another certificate.
     let (ok, err) = check_config(&[
         listen,
