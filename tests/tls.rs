@@ -294,6 +294,11 @@ async fn agents_register_and_call_over_tls() {
             started.elapsed()
         );
     });
+    let log = gw.log();
+    assert!(
+        !log.contains("cannot open a SIP connection"),
+        "voxgate tried to open a connection to the dead phone:\n{log}"
+    );
     alice.stop();
 }
 
