@@ -296,7 +296,7 @@ async fn click_to_call_rings_the_agent_then_dials_the_lead_through_a_challenging
         "{}",
         invites[1].raw
     );
-    assert_digest(&invites[1], CARRIER_USER, CARRIER_PASS);
+    assert_digest(invites[1], CARRIER_USER, CARRIER_PASS);
     // The agent's phone was rung first and shown the lead's number.
     let phone = phone.finish().await;
     phone.assert_success();

@@ -270,8 +270,62 @@ async fn agents_register_and_call_over_tls() {
         check_heard(&bob, &alice_wav, &bob_wav, "over TLS: bob hears alice");
         check_heard(&alice, &bob_wav, &alice_wav, "over TLS: alice hears bob");
     });
+
+    // bob's phone dies (killed: no un-REGISTER). Its binding lives on, but the TLS
+    // connection it registered on is the only way to reach it: a call to bob is answered
+    // 480 at once, voxgate does not try to open a connection to the phone's source port.
+    drop(bob);
+    wait_metric(&gw, "voxgate_sip_stream_connections", 1.0).await;
+    tokio::task::block_in_place(|| {
+        let started = Instant::now();
+        alice
+            .dial(&uri)
+            .unwrap_or_else(|e| panic!("dial {uri}: {e}\n{}", context()));
+        let closed = alice
+            .wait_event_where(
+                "CALL_CLOSED",
+                |m| m["param"].as_str().is_some_and(|p| p.contains("480")),
+                Duration::from_secs(5),
+            )
+            .unwrap_or_else(|e| panic!("alice: no 480 for bob offline: {e}\n{}", context()));
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "480 after {:?}: {closed}",
+            started.elapsed()
+        );
+    });
+    let log = gw.log();
+    assert!(
+        !log.contains("cannot open a SIP connection"),
+        "voxgate tried to open a connection to the dead phone:\n{log}"
+    );
     alice.stop();
-    bob.stop();
+}
+
+/// Polls `/metrics` (bounded) until the gauge `name` reads `want`.
+async fn wait_metric(gw: &Gateway, name: &str, want: f64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut last = None;
+    while Instant::now() < deadline {
+        let text = gw
+            .client()
+            .get(gw.url("/metrics"))
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .unwrap_or_default();
+        last = text
+            .lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok());
+        if last == Some(want) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{name} is {last:?}, not {want}, after 10 s");
 }
 
 /// `openssl s_server` on a loopback port with the leaf: prints what it receives, sends
@@ -343,12 +397,20 @@ fn connector(
     ca: Option<&Path>,
     names: &ServerNames,
 ) -> (Connector, mpsc::Receiver<Inbound>, watch::Sender<bool>) {
+    connector_verifying(ca, true, names)
+}
+
+fn connector_verifying(
+    ca: Option<&Path>,
+    verify: bool,
+    names: &ServerNames,
+) -> (Connector, mpsc::Receiver<Inbound>, watch::Sender<bool>) {
     let (core, inbound) = mpsc::channel(64);
     let (stop, shutdown) = watch::channel(false);
     let c = Connector {
         core,
         ids: ConnIds::default(),
-        tls: tokio_rustls::TlsConnector::from(tls::client_config(ca, true).unwrap()),
+        tls: tokio_rustls::TlsConnector::from(tls::client_config(ca, verify).unwrap()),
         names: names.clone(),
         limits: StreamLimits {
             max_connections: 16,
@@ -453,6 +515,14 @@ Call-ID: tls-test-1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
         ),
         "an untrusted CA must fail the connection"
     );
+    // sip.tls_verify = false: the same misnamed, untrusted certificate is accepted.
+    let (lax, mut lax_inbound, _stop3) = connector_verifying(None, false, &names);
+    names.set(addr, "carrier.example".into());
+    lax.connect(Transport::Tls, addr);
+    assert!(
+        matches!(next(&mut lax_inbound).await, Inbound::Opened { .. }),
+        "tls_verify = false accepts any certificate"
+    );
     drop(server);
 
     // Nothing listening: refused, reported at once.
@@ -522,6 +592,10 @@ fn check_config_names_bad_tls_files() {
         ("VOXGATE_SIP_TLS_KEY", not_pem.to_str().unwrap()),
     ]);
     assert!(!ok && err.contains("sip.tls_key"), "key not PEM: {err}");
+    let (ok, err) = check_config(&[("VOXGATE_SIP_TLS_CA", not_pem.to_str().unwrap())]);
+    assert!(!ok && err.contains("sip.tls_ca"), "CA not PEM: {err}");
+    let (ok, err) = check_config(&[("VOXGATE_SIP_TLS_CA", certs.ca.to_str().unwrap())]);
+    assert!(ok, "a good CA: {err}");
     // The key of another certificate.
     let (ok, err) = check_config(&[
         listen,

@@ -190,20 +190,27 @@ impl Directory for AgentDirectory<'_> {
             .registrar
             .bindings(&agent.id)
             .iter()
-            .map(|b| {
+            .filter_map(|b| {
                 let transport = match b.transport.as_str() {
                     "tcp" => Transport::Tcp,
                     "tls" => Transport::Tls,
                     _ => Transport::Udp,
                 };
-                Target {
+                let conn = self.conns.get(&b.source).copied();
+                // A phone on a stream is reached over its own connection only: once that
+                // is gone (until it registers again) the binding cannot be rung, and the
+                // core must not try to open a connection to its ephemeral source port.
+                if transport.is_reliable() && conn.is_none() {
+                    return None;
+                }
+                Some(Target {
                     uri: b.contact.clone(),
                     peer: Peer {
                         transport,
                         addr: binding_target(b, transport),
-                        conn: self.conns.get(&b.source).copied(),
+                        conn,
                     },
-                }
+                })
             })
             .collect();
         if targets.is_empty() {

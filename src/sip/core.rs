@@ -3,7 +3,7 @@
 //! a channel. Every wake-up drains all ready datagrams before it yields (fewer wake-ups
 //! under load), then flushes what the transaction layer wants to send.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -20,6 +20,7 @@ use super::agents::{AgentLookup, AgentUpdate};
 use super::guard::{BanGuard, RateGuard};
 use super::overload::{Overload, Refusal};
 use super::persist::PersistOp;
+use super::streams::{Delivery, Streams};
 use super::transport::{Connector, Inbound};
 use crate::calls::control::CallCommand;
 use crate::calls::engine::{CallEngine, Command, Output};
@@ -53,14 +54,10 @@ pub struct Core {
     pub record_health: Arc<RecorderHealth>,
     pub max_message_bytes: usize,
     pub server_header: String,
-    pub conns: HashMap<u64, (SocketAddr, Transport, mpsc::Sender<Bytes>)>,
-    /// Stream connections by peer address, to reach a TCP- or TLS-registered phone and to
-    /// reuse a connection voxgate opened.
-    pub conn_by_addr: HashMap<SocketAddr, u64>,
+    /// Open stream connections, and the ones being opened.
+    pub streams: Streams,
     /// Opens TCP and TLS connections for requests that have none (RFC 3261 §18.1.1).
     pub connector: Connector,
-    /// Messages waiting for a connection being opened, by where it goes.
-    pub dialing: HashMap<(Transport, SocketAddr), Vec<Bytes>>,
     pub engine: CallEngine,
     /// The relay (for its gauges; the engine drives it).
     pub media: Arc<MediaEngine>,
@@ -95,7 +92,7 @@ macro_rules! directory {
         GatewayDirectory {
             agents: AgentDirectory {
                 registrar: &mut $core.registrar,
-                conns: &$core.conn_by_addr,
+                conns: &$core.streams.by_addr,
             },
             trunks: &$core.trunks,
         }
@@ -273,35 +270,18 @@ impl Core {
                 from,
                 transport,
             } => {
-                // A connection we opened: what waited for it goes first, in order.
-                for bytes in self.dialing.remove(&(transport, from)).unwrap_or_default() {
-                    if out.try_send(bytes).is_err() {
-                        metrics::counter!("voxgate_sip_stream_send_failed_total").increment(1);
-                    }
-                }
-                self.conns.insert(conn, (from, transport, out));
-                self.conn_by_addr.insert(from, conn);
+                self.streams.opened(conn, from, transport, out);
             }
-            Inbound::Closed { conn } => {
-                if let Some((from, _, _)) = self.conns.remove(&conn) {
-                    if self.conn_by_addr.get(&from) == Some(&conn) {
-                        self.conn_by_addr.remove(&from);
-                    }
-                }
-            }
+            Inbound::Closed { conn } => self.streams.closed(conn),
             Inbound::Malformed { transport, .. } => {
-                let label = transport_label(&Peer {
-                    transport,
-                    addr: SocketAddr::from(([0, 0, 0, 0], 0)),
-                    conn: None,
-                });
+                let label = transport_name(transport);
                 metrics::counter!("voxgate_sip_malformed_total", "transport" => label).increment(1);
             }
             Inbound::ConnectFailed { transport, addr } => {
                 // RFC 3263 §4.3 / RFC 3261 §8.1.3.1: the transactions waiting for this
                 // connection fail at the transport; the engine tries the next address or
                 // answers 503.
-                self.dialing.remove(&(transport, addr));
+                self.streams.connect_failed(transport, addr);
                 metrics::counter!("voxgate_sip_connect_failed_total").increment(1);
                 let peer = Peer {
                     transport,
@@ -333,7 +313,7 @@ impl Core {
         let msg = match Message::parse(bytes) {
             Ok(m) => m,
             Err(e) => {
-                metrics::counter!("voxgate_sip_malformed_total", "transport" => transport_label(&peer))
+                metrics::counter!("voxgate_sip_malformed_total", "transport" => transport_name(peer.transport))
                     .increment(1);
                 tracing::debug!(from = %peer.addr, error = %e, "dropped unparseable SIP message");
                 return;
@@ -497,7 +477,7 @@ impl Core {
             Some(Method::Register) => {
                 let reply = self.registrar.handle_register(
                     req,
-                    transport_label(peer),
+                    transport_name(peer.transport),
                     peer.addr,
                     chrono::Utc::now(),
                     rand::random(),
@@ -709,7 +689,15 @@ impl Core {
                     }
                 }
                 _ => {
-                    if !self.send_stream(&t.to, t.bytes) {
+                    let sent = match self.streams.send(&t.to, t.bytes) {
+                        Delivery::Dial(transport, addr) => {
+                            self.connector.connect(transport, addr);
+                            true
+                        }
+                        Delivery::Sent | Delivery::Waiting => true,
+                        Delivery::Failed => false,
+                    };
+                    if !sent {
                         metrics::counter!("voxgate_sip_stream_send_failed_total").increment(1);
                         self.layer.handle_transport_error(&t.to, Instant::now());
                         failed = true;
@@ -719,45 +707,7 @@ impl Core {
         }
         failed
     }
-
-    /// Sends on a stream: on the message's own connection when it has one (responses,
-    /// requests to a phone on its registration's connection), else on an open connection
-    /// to the same address and transport, else on a new one (RFC 3261 §18.1.1; the message
-    /// waits for it). False when it cannot be sent: the connection it names is gone (a
-    /// phone's connection cannot be opened from our side), or a queue is full.
-    fn send_stream(&mut self, to: &Peer, bytes: Bytes) -> bool {
-        let open = |c: &u64| {
-            self.conns
-                .get(c)
-                .filter(|(_, transport, _)| *transport == to.transport)
-        };
-        if let Some(conn) = to.conn {
-            return open(&conn).is_some_and(|(_, _, out)| out.try_send(bytes).is_ok());
-        }
-        if let Some((_, _, out)) = self.conn_by_addr.get(&to.addr).and_then(open) {
-            return out.try_send(bytes).is_ok();
-        }
-        if !matches!(to.transport, Transport::Tcp | Transport::Tls) {
-            return false;
-        }
-        let key = (to.transport, to.addr);
-        match self.dialing.get_mut(&key) {
-            Some(queue) if queue.len() >= DIAL_QUEUE => false,
-            Some(queue) => {
-                queue.push(bytes);
-                true
-            }
-            None => {
-                self.dialing.insert(key, vec![bytes]);
-                self.connector.connect(to.transport, to.addr);
-                true
-            }
-        }
-    }
 }
-
-/// Messages that may wait for one connection being opened.
-const DIAL_QUEUE: usize = 64;
 
 async fn udp_readable(udp: Option<Arc<UdpSocket>>) -> std::io::Result<()> {
     match udp {
@@ -846,8 +796,8 @@ fn precheck(req: &Message) -> Option<Reply> {
     None
 }
 
-fn transport_label(peer: &Peer) -> &'static str {
-    match peer.transport {
+fn transport_name(transport: Transport) -> &'static str {
+    match transport {
         Transport::Udp => "udp",
         Transport::Tcp => "tcp",
         Transport::Tls => "tls",

@@ -11,12 +11,12 @@ mod persist;
 pub mod registration;
 pub mod resolve;
 pub mod simulated;
+mod streams;
 pub mod tls;
 
 pub use persist::PersistOp;
 pub mod transport;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -322,10 +322,8 @@ pub async fn start(args: SipStart) -> anyhow::Result<SipHandle> {
         record_health: records,
         max_message_bytes: sip.max_message_bytes,
         server_header: format!("voxgate/{}", env!("CARGO_PKG_VERSION")),
-        conns: HashMap::new(),
-        conn_by_addr: HashMap::new(),
+        streams: streams::Streams::default(),
         connector,
-        dialing: HashMap::new(),
         engine,
         media,
         records: records_tx,

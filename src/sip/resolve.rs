@@ -3,13 +3,15 @@
 //!
 //! 1. An IP literal is its own destination (port: the given one, else 5060/5061).
 //! 2. A name with an explicit port: its A/AAAA records on that port (§4.2: no SRV).
-//! 3. Else SRV: `_sips._tcp` (secure or TLS), `_sip._tcp` (TCP), `_sip._udp` (UDP); with no
-//!    transport given, UDP, TCP and TLS in that order (§4.1 without NAPTR: the transports we
-//!    support). Records ordered by priority, then weighted at random within a priority
-//!    (RFC 2782), each target's A/AAAA records in turn.
-//! 4. No SRV records: the name's A/AAAA records on the default port (5060, TLS 5061).
+//! 3. No transport given: the name's NAPTR records (§4.1) for `SIP+D2U`, `SIP+D2T` and
+//!    `SIPS+D2T` (only `SIPS+D2T` for a `sips:` URI), in order and preference, each
+//!    leading to the SRV name it replaces the host with.
+//! 4. Else SRV: `_sips._tcp` (secure or TLS), `_sip._tcp` (TCP), `_sip._udp` (UDP); with no
+//!    transport given and no usable NAPTR, UDP, TCP and TLS in that order (§4.1: the
+//!    transports we support). Records ordered by priority, then weighted at random
+//!    within a priority (RFC 2782), each target's A/AAAA records in turn.
+//! 5. No SRV records: the name's A/AAAA records on the default port (5060, TLS 5061).
 //!
-//! NAPTR is not queried (RFC 3263 allows a client to skip it; carriers publish SRV).
 //! Destinations over TLS carry the name their certificate must show (RFC 5922 §4: the
 //! domain that was resolved, not the SRV target); [`ServerNames`] hands them to the
 //! connector that opens the connection.
@@ -23,10 +25,14 @@ use hickory_resolver::config::{
     NameServerConfig, NameServerConfigGroup, ResolverConfig, ResolverOpts,
 };
 use hickory_resolver::name_server::TokioConnectionProvider;
+use hickory_resolver::proto::rr::{RData, RecordType};
 use hickory_resolver::proto::xfer::Protocol;
 use hickory_resolver::TokioResolver;
-use rand::Rng;
+use rand::{Rng, SeedableRng};
 use voxgate_sip::transaction::{Peer, Transport};
+
+/// A whole resolution (several SRV, A and AAAA queries) ends within this.
+pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where to send: one entry of a resolution, in the order to try.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,6 +129,18 @@ pub fn order_srv(mut records: Vec<SrvRecord>, rng: &mut impl Rng) -> Vec<SrvReco
     out
 }
 
+/// A transport by its name in config and URIs (`udp`, `tcp`, `tls`, `ws`, `wss`; any case).
+pub fn transport_from_name(name: &str) -> Option<Transport> {
+    match name.to_ascii_lowercase().as_str() {
+        "udp" => Some(Transport::Udp),
+        "tcp" => Some(Transport::Tcp),
+        "tls" => Some(Transport::Tls),
+        "ws" => Some(Transport::Ws),
+        "wss" => Some(Transport::Wss),
+        _ => None,
+    }
+}
+
 /// The default port of a transport (RFC 3261 §19.1.2, RFC 3263 §4.2).
 fn default_port(transport: Transport) -> u16 {
     match transport {
@@ -139,13 +157,6 @@ fn srv_prefix(transport: Transport) -> Result<&'static str, ResolveError> {
         Transport::Tls => Ok("_sips._tcp"),
         t @ (Transport::Ws | Transport::Wss) => Err(ResolveError::Unsupported { transport: t }),
     }
-}
-
-/// A generator that may be held across an await on a multi-threaded runtime (the
-/// thread-local one may not).
-fn seeded() -> rand::rngs::StdRng {
-    use rand::SeedableRng;
-    rand::rngs::StdRng::from_rng(&mut rand::rng())
 }
 
 /// The resolver the app holds: cheap to clone, safe to share between tasks.
@@ -169,11 +180,9 @@ impl Resolver {
         let mut opts = ResolverOpts::default();
         opts.timeout = Duration::from_secs(2);
         opts.attempts = 2;
-        let builder = if dns_servers.is_empty() {
-            TokioResolver::builder_tokio().map_err(|e| ResolveError::Setup(e.to_string()))?
-        } else {
+        let explicit = |servers: &[SocketAddr]| {
             let mut group = NameServerConfigGroup::new();
-            for addr in dns_servers {
+            for addr in servers {
                 group.push(NameServerConfig::new(*addr, Protocol::Udp));
                 group.push(NameServerConfig::new(*addr, Protocol::Tcp));
             }
@@ -181,6 +190,19 @@ impl Resolver {
                 ResolverConfig::from_parts(None, Vec::new(), group),
                 TokioConnectionProvider::default(),
             )
+        };
+        let builder = if dns_servers.is_empty() {
+            match TokioResolver::builder_tokio() {
+                Ok(b) => b,
+                Err(e) => {
+                    // A host without a usable resolv.conf (some containers) still runs:
+                    // only trunk hosts given by name fail to resolve, each with this reason.
+                    tracing::warn!(error = %e, "no system DNS configuration; set sip.dns_servers to resolve trunk host names");
+                    explicit(&[])
+                }
+            }
+        } else {
+            explicit(dns_servers)
         };
         let dns = builder.with_options(opts).build();
         Ok(Resolver { dns, names })
@@ -200,9 +222,17 @@ impl Resolver {
         transport: Option<Transport>,
         secure: bool,
     ) -> Result<Vec<Destination>, ResolveError> {
-        let out = self
-            .resolve_with(host, port, transport, secure, &mut seeded())
-            .await?;
+        // The rng is made inside: `ThreadRng` is not `Send`.
+        let out = tokio::time::timeout(RESOLVE_TIMEOUT, async {
+            let mut rng = rand::rngs::StdRng::from_rng(&mut rand::rng());
+            self.resolve_with(host, port, transport, secure, &mut rng)
+                .await
+        })
+        .await
+        .map_err(|_| ResolveError::NotFound {
+            host: host.to_owned(),
+            reason: format!("no answer within {RESOLVE_TIMEOUT:?}"),
+        })??;
         for d in &out {
             if let (Transport::Tls, Some(name)) = (d.transport, &d.server_name) {
                 self.names.set(d.addr, name.clone());
@@ -220,6 +250,7 @@ impl Resolver {
         rng: &mut impl Rng,
     ) -> Result<Vec<Destination>, ResolveError> {
         let host = host.trim().trim_end_matches('.');
+        let requested = transport;
         let transport = if secure {
             Some(Transport::Tls)
         } else {
@@ -237,33 +268,30 @@ impl Resolver {
             }]);
         }
         if let Some(port) = port {
-            // §4.2: an explicit port means no SRV lookup.
+            // §4.2: an explicit port means no NAPTR or SRV lookup.
             let transport = transport.unwrap_or(Transport::Udp);
             return self.addresses(host, port, transport, host).await;
         }
-        let transports = match transport {
-            Some(t) => vec![t],
-            None => vec![Transport::Udp, Transport::Tcp, Transport::Tls],
+        let services: Vec<(Transport, String)> = if requested.is_none() {
+            self.naptr(host, secure).await?
+        } else {
+            Vec::new()
+        };
+        let services = if services.is_empty() {
+            let transports = match transport {
+                Some(t) => vec![t],
+                None => vec![Transport::Udp, Transport::Tcp, Transport::Tls],
+            };
+            transports
+                .into_iter()
+                .map(|t| Ok((t, format!("{}.{host}.", srv_prefix(t)?))))
+                .collect::<Result<Vec<_>, ResolveError>>()?
+        } else {
+            services
         };
         let mut out = Vec::new();
-        for t in &transports {
-            let name = format!("{}.{host}.", srv_prefix(*t)?);
-            let records = match self.dns.srv_lookup(name.as_str()).await {
-                Ok(lookup) => lookup
-                    .iter()
-                    .map(|srv| SrvRecord {
-                        priority: srv.priority(),
-                        weight: srv.weight(),
-                        port: srv.port(),
-                        target: srv.target().to_utf8(),
-                    })
-                    .collect(),
-                Err(e) => {
-                    tracing::debug!(%name, error = %e, "no SRV records");
-                    Vec::new()
-                }
-            };
-            for r in order_srv(records, rng) {
+        for (t, name) in &services {
+            for r in order_srv(self.srv(host, name).await?, rng) {
                 let target = r.target.trim_end_matches('.');
                 // RFC 2782: a target of "." means the service is not available there.
                 if target.is_empty() {
@@ -282,6 +310,80 @@ impl Resolver {
         let transport = transport.unwrap_or(Transport::Udp);
         self.addresses(host, default_port(transport), transport, host)
             .await
+    }
+
+    /// The SRV records of `name` (a service of `host`); empty when the DNS says there are
+    /// none. A DNS failure (timeout, refused, SERVFAIL) is an error: "no SRV records" is
+    /// then not known, falling back to A records would be a guess, and another query to a
+    /// server that does not answer only adds its timeout.
+    async fn srv(&self, host: &str, name: &str) -> Result<Vec<SrvRecord>, ResolveError> {
+        match self.dns.srv_lookup(name).await {
+            Ok(lookup) => Ok(lookup
+                .iter()
+                .map(|srv| SrvRecord {
+                    priority: srv.priority(),
+                    weight: srv.weight(),
+                    port: srv.port(),
+                    target: srv.target().to_utf8(),
+                })
+                .collect()),
+            Err(e) if e.is_no_records_found() || e.is_nx_domain() => {
+                tracing::debug!(%name, "no SRV records");
+                Ok(Vec::new())
+            }
+            Err(e) => Err(ResolveError::NotFound {
+                host: host.to_owned(),
+                reason: format!("SRV lookup of {name} failed: {e}"),
+            }),
+        }
+    }
+
+    /// RFC 3263 §4.1: the NAPTR records of `host` that lead to SIP over a transport we
+    /// support (`SIPS+D2T` only when `secure`), by order then preference, as (transport,
+    /// SRV name). Only `s` records are followed (their replacement is an SRV name);
+    /// regexp rewriting is not used for SIP.
+    async fn naptr(
+        &self,
+        host: &str,
+        secure: bool,
+    ) -> Result<Vec<(Transport, String)>, ResolveError> {
+        let name = format!("{host}.");
+        let lookup = match self.dns.lookup(name.as_str(), RecordType::NAPTR).await {
+            Ok(l) => l,
+            Err(e) if e.is_no_records_found() || e.is_nx_domain() => return Ok(Vec::new()),
+            Err(e) => {
+                return Err(ResolveError::NotFound {
+                    host: host.to_owned(),
+                    reason: format!("NAPTR lookup failed: {e}"),
+                })
+            }
+        };
+        let mut found: Vec<(u16, u16, Transport, String)> = lookup
+            .iter()
+            .filter_map(|r| {
+                let RData::NAPTR(n) = r else { return None };
+                if !n.flags().eq_ignore_ascii_case(b"s") {
+                    return None;
+                }
+                let transport = match n.services().to_ascii_uppercase().as_slice() {
+                    b"SIP+D2U" => Transport::Udp,
+                    b"SIP+D2T" => Transport::Tcp,
+                    b"SIPS+D2T" => Transport::Tls,
+                    _ => return None,
+                };
+                if secure && transport != Transport::Tls {
+                    return None;
+                }
+                Some((
+                    n.order(),
+                    n.preference(),
+                    transport,
+                    n.replacement().to_utf8(),
+                ))
+            })
+            .collect();
+        found.sort_by_key(|(order, preference, ..)| (*order, *preference));
+        Ok(found.into_iter().map(|(_, _, t, name)| (t, name)).collect())
     }
 
     /// A and AAAA records of `name` as destinations on `port`.
@@ -325,7 +427,6 @@ mod tests {
 
     use super::*;
     use rand::rngs::StdRng;
-    use rand::SeedableRng;
 
     fn rec(priority: u16, weight: u16, target: &str) -> SrvRecord {
         SrvRecord {
@@ -360,6 +461,13 @@ mod tests {
     }
 
     #[test]
+    fn transports_by_name() {
+        assert_eq!(transport_from_name("TLS"), Some(Transport::Tls));
+        assert_eq!(transport_from_name("udp"), Some(Transport::Udp));
+        assert_eq!(transport_from_name("sctp"), None);
+    }
+
+    #[test]
     fn zero_weights_are_all_kept() {
         let mut rng = StdRng::seed_from_u64(2);
         let out = order_srv(
@@ -374,7 +482,13 @@ mod tests {
     #[tokio::test]
     async fn ip_literals_resolve_to_themselves() {
         let r = Resolver::new(&["127.0.0.1:9".parse().unwrap()], ServerNames::default()).unwrap();
-        let d = r.resolve("192.0.2.1", None, None, false).await.unwrap();
+        // The app spawns resolutions on tokio: the future must be Send.
+        fn assert_send<T: Send>(t: T) -> T {
+            t
+        }
+        let d = assert_send(r.resolve("192.0.2.1", None, None, false))
+            .await
+            .unwrap();
         assert_eq!(
             d,
             vec![Destination {

@@ -260,6 +260,19 @@ impl Baresip {
         })
     }
 
+    /// Wait (bounded) for an event of this `type` that `want` accepts (counting every one
+    /// received since start).
+    pub fn wait_event_where(
+        &self,
+        kind: &str,
+        want: impl Fn(&Value) -> bool,
+        timeout: Duration,
+    ) -> Result<Value, String> {
+        self.wait_message(timeout, |m| {
+            m["event"] == json!(true) && m["type"] == json!(kind) && want(m)
+        })
+    }
+
     /// The first event of one of these types, whichever comes first.
     pub fn wait_any_event(&self, kinds: &[&str], timeout: Duration) -> Result<Value, String> {
         self.wait_message(timeout, |m| {
