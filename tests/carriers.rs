@@ -14,12 +14,13 @@ mod common;
 #[path = "common/sipp.rs"]
 mod sipp;
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use common::Gateway;
 use serde_json::{json, Value};
 use sipp::{free_port_on, free_udp_port, Sipp, SippProcess};
+use tokio::net::UdpSocket;
 
 const ALICE: (&str, &str) = ("alice", "alicepass1");
 const CARRIER_USER: &str = "acme";
@@ -306,4 +307,379 @@ async fn click_to_call_rings_the_agent_then_dials_the_lead_through_a_challenging
         "{}",
         rung[0].raw
     );
+}
+
+/// The port voxgate gave a leg in an SDP it sent (its address is 127.0.0.1 in tests).
+fn voxgate_port(sdp: &sipp::Sdp) -> SocketAddr {
+    let m = sdp.media.first().expect("an m= line");
+    SocketAddr::from((Ipv4Addr::LOCALHOST, m.port))
+}
+
+/// Sends `n` RTP packets (PCMU, 20 ms apart in timestamps) from `sock` to `to`, marked
+/// with `tag` in the first payload byte.
+async fn send_rtp(sock: &UdpSocket, to: SocketAddr, tag: u8, n: u16) {
+    for i in 0..n {
+        let mut pkt = vec![0x80, 0x00];
+        pkt.extend_from_slice(&i.to_be_bytes());
+        pkt.extend_from_slice(&(u32::from(i) * 160).to_be_bytes());
+        pkt.extend_from_slice(&u32::from(tag).to_be_bytes());
+        pkt.extend(std::iter::repeat_n(tag, 160));
+        sock.send_to(&pkt, to).await.unwrap();
+        tokio::time::sleep(ms(5)).await;
+    }
+}
+
+/// Counts RTP packets carrying `tag` that arrive on `sock` within `within`.
+async fn count_rtp(sock: &UdpSocket, tag: u8, want: usize, within: Duration) -> usize {
+    let until = tokio::time::Instant::now() + within;
+    let mut buf = [0u8; 2048];
+    let mut n = 0;
+    while n < want {
+        match tokio::time::timeout_at(until, sock.recv_from(&mut buf)).await {
+            Ok(Ok((len, _))) if len > 12 && buf[12] == tag => n += 1,
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    n
+}
+
+/// Checks RTP flows both ways between two test sockets through voxgate's two legs.
+async fn assert_rtp_both_ways(
+    a: &UdpSocket,
+    to_a_side: SocketAddr,
+    b: &UdpSocket,
+    to_b_side: SocketAddr,
+) {
+    const N: u16 = 30;
+    send_rtp(a, to_a_side, 0xA1, N).await;
+    send_rtp(b, to_b_side, 0xB2, N).await;
+    let at_b = count_rtp(b, 0xA1, N.into(), secs(3)).await;
+    let at_a = count_rtp(a, 0xB2, N.into(), secs(3)).await;
+    // The first packet of each direction may be the one that latches the relay.
+    assert!(
+        at_b >= usize::from(N) - 1,
+        "carrier -> agent: {at_b} of {N}"
+    );
+    assert!(
+        at_a >= usize::from(N) - 1,
+        "agent -> carrier: {at_a} of {N}"
+    );
+}
+
+/// One carrier preset's inbound call: the trunk admits 127.0.0.1, the number (written
+/// the carrier's way) reaches bob, who sees the lead's number, and RTP flows both ways.
+async fn inbound_call(
+    provider: &str,
+    extra: Value,
+    number: &str,
+    called: &str,
+    caller: &str,
+    shown: &str,
+) {
+    let gw = Gateway::start().await;
+    let bob = Phone::new(("bob", "bobpass123"));
+    bob.create_and_register(&gw).await;
+    let mut trunk = json!({
+        "name": provider,
+        "provider": provider,
+        "outbound": { "host": "127.0.0.1", "port": 5099 },
+        "inbound": { "allowed_cidrs": ["127.0.0.1/32"] },
+    });
+    if let (Some(t), Some(e)) = (trunk.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            t.insert(k.clone(), v.clone());
+        }
+    }
+    post_ok(&gw, "/v1/trunks", trunk).await;
+    post_ok(
+        &gw,
+        "/v1/numbers",
+        json!({ "number": number, "trunk": provider, "route": { "type": "agent", "target": "bob" } }),
+    )
+    .await;
+
+    let agent_rtp = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+    let carrier_rtp = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+    let mut phone = listen(
+        bob.answer("call_uas.xml")
+            .set("rtp", &agent_rtp.local_addr().unwrap().port().to_string()),
+        &gw,
+    )
+    .await;
+    let mut carrier = Sipp::new("carrier_uac.xml")
+        .service(called)
+        .set("from", caller)
+        .set("rtp", &carrier_rtp.local_addr().unwrap().port().to_string())
+        .duration(secs(3))
+        .timeout(secs(30))
+        .spawn(gw.sip_port);
+    carrier.wait_for_log("@@ANSWERED@@", secs(10)).await;
+    phone.wait_for_log("@@ANSWERED@@", secs(5)).await;
+
+    let invite = phone
+        .requests()
+        .into_iter()
+        .next()
+        .expect("bob's phone rang");
+    assert!(
+        invite.raw.contains(&format!("From: <sip:{shown}@")),
+        "{provider}: the agent must see the lead's number {shown}:\n{}",
+        invite.raw
+    );
+    let ok = carrier
+        .responses()
+        .into_iter()
+        .find(|r| r.status == 200)
+        .expect("200 to the carrier");
+    assert_rtp_both_ways(
+        &carrier_rtp,
+        voxgate_port(&ok.sdp()),
+        &agent_rtp,
+        voxgate_port(&invite.sdp()),
+    )
+    .await;
+    carrier.finish().await.assert_success();
+    phone.finish().await.assert_success();
+
+    let calls = get_json(&gw, "/v1/calls?status=completed").await;
+    let call = &calls["data"][0];
+    assert_eq!(call["direction"], "inbound", "{provider}: {call:#}");
+    assert!(
+        call["trunk"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("trk_")),
+        "{call:#}"
+    );
+}
+
+#[tokio::test]
+async fn inbound_twilio_e164_reaches_the_agent() {
+    inbound_call(
+        "twilio",
+        json!({}),
+        "+14155550123",
+        "+14155550123",
+        "+14155550111",
+        "+14155550111",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn inbound_plivo_digits_without_plus_reach_the_agent() {
+    // Plivo writes E.164 without the +.
+    inbound_call(
+        "plivo",
+        json!({}),
+        "+14155550124",
+        "14155550124",
+        "14155550112",
+        "+14155550112",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn inbound_exotel_national_number_reaches_the_agent() {
+    // Exotel's numbers are Indian: 0-prefixed national forms read with country 91.
+    inbound_call(
+        "exotel",
+        json!({ "outbound": { "host": "127.0.0.1", "port": 5099, "transport": "udp" } }),
+        "+919876543210",
+        "09876543210",
+        "09812345678",
+        "+919812345678",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn inbound_generic_trunk_reaches_the_agent() {
+    inbound_call(
+        "generic",
+        json!({}),
+        "+442071234567",
+        "+442071234567",
+        "+447700900123",
+        "+447700900123",
+    )
+    .await;
+}
+
+/// An INVITE for one of our numbers from a source no trunk admits gets 403 (and is
+/// counted); an unknown number from an admitted source gets 404.
+#[tokio::test]
+async fn inbound_from_an_unknown_source_is_403_and_an_unknown_number_404() {
+    let gw = Gateway::start().await;
+    let bob = Phone::new(("bob", "bobpass123"));
+    bob.create_and_register(&gw).await;
+    post_ok(
+        &gw,
+        "/v1/trunks",
+        json!({
+            "name": "carrier", "provider": "twilio",
+            "outbound": { "host": "127.0.0.1", "port": 5099 },
+            "inbound": { "allowed_cidrs": ["127.0.0.1/32"] },
+        }),
+    )
+    .await;
+    post_ok(
+        &gw,
+        "/v1/numbers",
+        json!({ "number": "+14155550123", "trunk": "carrier", "route": { "type": "agent", "target": "bob" } }),
+    )
+    .await;
+    let refused = |ip: &str, called: &str| {
+        Sipp::new("carrier_uac_reject.xml")
+            .local_ip(ip)
+            .local_port(free_port_on(ip.parse().unwrap()))
+            .service(called)
+            .set("from", "+14155550111")
+            .set("rtp", "40000")
+            .timeout(secs(15))
+            .run(gw.sip_port)
+    };
+    let run = refused("127.0.0.2", "+14155550123");
+    run.assert_success();
+    assert_eq!(
+        run.responses.last().map(|r| r.status),
+        Some(403),
+        "{}",
+        run.report()
+    );
+    let run = refused("127.0.0.1", "+14155550999");
+    run.assert_success();
+    assert_eq!(
+        run.responses.last().map(|r| r.status),
+        Some(404),
+        "{}",
+        run.report()
+    );
+    let metrics = gw
+        .client()
+        .get(gw.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("voxgate_sip_trunk_rejected_total") && l.ends_with(" 1")),
+        "{metrics}"
+    );
+}
+
+/// Starts a click-to-call for alice (whose phone answers at once) through `trunk` and
+/// returns its id.
+async fn click(gw: &Gateway, trunk: &str, extra: Value) -> String {
+    let mut body = json!({ "agent": "alice", "to": "+14155550100", "trunk": trunk });
+    if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            b.insert(k.clone(), v.clone());
+        }
+    }
+    let call = post_ok(gw, "/v1/calls", body).await;
+    call["id"].as_str().unwrap().to_owned()
+}
+
+/// Busy (486), no answer (ring timeout) and a hangup through the API while the lead
+/// rings (canceled): each ends with its status, and the agent is hung up.
+#[tokio::test]
+async fn click_to_call_busy_no_answer_and_canceled() {
+    let gw = Gateway::start().await;
+    let alice = Phone::new(ALICE);
+    alice.create_and_register(&gw).await;
+    let (busy_port, ring_port) = (
+        free_port_on(Ipv4Addr::LOCALHOST.into()),
+        free_port_on(Ipv4Addr::LOCALHOST.into()),
+    );
+    create_trunk(&gw, "busy", busy_port, json!({})).await;
+    create_trunk(&gw, "ringing", ring_port, json!({})).await;
+
+    // Busy.
+    let phone = listen(
+        alice
+            .answer("call_uas.xml")
+            .set("rtp", &free_udp_port().to_string()),
+        &gw,
+    )
+    .await;
+    let carrier = listen(
+        Sipp::new("call_uas_busy.xml")
+            .local_port(busy_port)
+            .timeout(secs(20)),
+        &gw,
+    )
+    .await;
+    let id = click(&gw, "busy", json!({})).await;
+    let call = final_call(&gw, &id, secs(15)).await;
+    assert_eq!(call["status"], "busy", "{call:#}");
+    carrier.finish().await.assert_success();
+    phone.finish().await.assert_success();
+
+    // No answer: the lead rings past ring_timeout_seconds.
+    let phone = listen(
+        alice
+            .answer("call_uas.xml")
+            .set("rtp", &free_udp_port().to_string()),
+        &gw,
+    )
+    .await;
+    let carrier = listen(
+        Sipp::new("call_uas_cancel.xml")
+            .local_port(ring_port)
+            .timeout(secs(20)),
+        &gw,
+    )
+    .await;
+    let id = click(&gw, "ringing", json!({ "ring_timeout_seconds": 2 })).await;
+    let call = final_call(&gw, &id, secs(15)).await;
+    assert_eq!(call["status"], "no-answer", "{call:#}");
+    carrier.finish().await.assert_success();
+    phone.finish().await.assert_success();
+
+    // Canceled through the API while the lead rings.
+    let phone = listen(
+        alice
+            .answer("call_uas.xml")
+            .set("rtp", &free_udp_port().to_string()),
+        &gw,
+    )
+    .await;
+    let carrier = listen(
+        Sipp::new("call_uas_cancel.xml")
+            .local_port(ring_port)
+            .timeout(secs(20)),
+        &gw,
+    )
+    .await;
+    let id = click(&gw, "ringing", json!({})).await;
+    let until = Instant::now() + secs(10);
+    loop {
+        let call = get_json(&gw, &format!("/v1/calls/{id}")).await;
+        let lead_ringing = call["legs"]
+            .as_array()
+            .is_some_and(|l| l.len() == 2 && l[1]["status"] == "ringing");
+        if lead_ringing {
+            break;
+        }
+        assert!(Instant::now() < until, "the lead never rang: {call:#}");
+        tokio::time::sleep(ms(50)).await;
+    }
+    let r = gw
+        .client()
+        .post(gw.url(&format!("/v1/calls/{id}/hangup")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 204);
+    let call = final_call(&gw, &id, secs(15)).await;
+    assert_eq!(call["status"], "canceled", "{call:#}");
+    assert_eq!(call["hangup_by"], "api", "{call:#}");
+    carrier.finish().await.assert_success();
+    phone.finish().await.assert_success();
 }
