@@ -492,6 +492,20 @@ impl Snapshot {
         })
     }
 
+    /// `Directory::dial_out` without DNS: `number` through `trunk` (id or name) to the
+    /// trunk's [`literal_targets`](Trunk::literal_targets). For a host name the targets
+    /// are empty: the caller fills them from the RFC 3263 resolver (an engine given none
+    /// reports the trunk unresolved).
+    pub fn dial_out(
+        &self,
+        trunk: &str,
+        number: &str,
+        caller_id: Option<&str>,
+    ) -> Result<TrunkDial, DialOutError> {
+        let t = self.trunk(trunk).ok_or(DialOutError::NoTrunk)?;
+        t.dial(number, caller_id, t.literal_targets().unwrap_or_default())
+    }
+
     /// The inbound number `called` as it arrived on `trunk` (national forms read with
     /// that trunk's country code first).
     pub fn number_on(&self, trunk: &Trunk, called: &str) -> Option<&NumberEntry> {
@@ -684,6 +698,14 @@ mod tests {
         assert_eq!(exotel.id, "trk_b");
         assert!(snap.number_on(exotel, "09876543210").is_some());
         assert_eq!(snap.trunk("trk_a").map(Trunk::name), Some("twilio"));
+        assert_eq!(
+            snap.dial_out("nope", "+14155550100", None),
+            Err(DialOutError::NoTrunk)
+        );
+        let d = snap
+            .dial_out("twilio", "+14155550100", None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(d.targets.is_empty(), "a host name is left to the resolver");
         assert!(snap.trunk("nope").is_none());
 
         assert_eq!(
