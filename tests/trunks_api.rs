@@ -50,11 +50,21 @@ async fn invalid_fields(resp: Response) -> Vec<String> {
 }
 
 async fn post(gw: &Gateway, path: &str, v: Value) -> Response {
-    gw.client().post(gw.url(path)).json(&v).send().await.unwrap()
+    gw.client()
+        .post(gw.url(path))
+        .json(&v)
+        .send()
+        .await
+        .unwrap()
 }
 
 async fn patch(gw: &Gateway, path: &str, v: Value) -> Response {
-    gw.client().patch(gw.url(path)).json(&v).send().await.unwrap()
+    gw.client()
+        .patch(gw.url(path))
+        .json(&v)
+        .send()
+        .await
+        .unwrap()
 }
 
 async fn get(gw: &Gateway, path: &str) -> Response {
@@ -103,8 +113,14 @@ async fn trunk_lifecycle_with_presets() {
     assert!(t["outbound"].get("password").is_none());
 
     // By id and by name.
-    assert_eq!(ok(get(&gw, &format!("/v1/trunks/{id}")).await, StatusCode::OK).await["name"], "twilio-us");
-    assert_eq!(ok(get(&gw, "/v1/trunks/twilio-us").await, StatusCode::OK).await["id"], id);
+    assert_eq!(
+        ok(get(&gw, &format!("/v1/trunks/{id}")).await, StatusCode::OK).await["name"],
+        "twilio-us"
+    );
+    assert_eq!(
+        ok(get(&gw, "/v1/trunks/twilio-us").await, StatusCode::OK).await["id"],
+        id
+    );
     let list = ok(get(&gw, "/v1/trunks").await, StatusCode::OK).await;
     assert_eq!(list["data"].as_array().unwrap().len(), 1);
     assert_eq!(list["next"], Value::Null);
@@ -125,10 +141,18 @@ async fn trunk_lifecycle_with_presets() {
     assert_eq!(p["outbound"]["host"], "example.pstn.twilio.com");
     assert_eq!(p["outbound"]["username"], "u");
     assert_eq!(p["caller_id"], Value::Null);
-    assert_eq!(p["inbound"]["allowed_cidrs"], json!(["54.172.60.0/30", "2001:db8::/32"]));
+    assert_eq!(
+        p["inbound"]["allowed_cidrs"],
+        json!(["54.172.60.0/30", "2001:db8::/32"])
+    );
     assert!(!p.to_string().contains("secret"), "{p}");
     let p = ok(
-        patch(&gw, &format!("/v1/trunks/{id}"), json!({"max_cps": null, "rate": null})).await,
+        patch(
+            &gw,
+            &format!("/v1/trunks/{id}"),
+            json!({"max_cps": null, "rate": null}),
+        )
+        .await,
         StatusCode::OK,
     )
     .await;
@@ -136,13 +160,21 @@ async fn trunk_lifecycle_with_presets() {
     assert_eq!(p["rate"], Value::Null);
     // Provider is immutable; unknown fields are named.
     assert_eq!(
-        invalid_fields(patch(&gw, "/v1/trunks/twilio-us", json!({"provider": "plivo"})).await).await,
+        invalid_fields(patch(&gw, "/v1/trunks/twilio-us", json!({"provider": "plivo"})).await)
+            .await,
         ["provider"]
     );
     assert_eq!(
-        invalid_fields(patch(&gw, "/v1/trunks/twilio-us", json!({"outbound": {"hots": "x"}})).await)
-            .await,
-        ["outbound"]
+        invalid_fields(
+            patch(
+                &gw,
+                "/v1/trunks/twilio-us",
+                json!({"outbound": {"hots": "x"}})
+            )
+            .await
+        )
+        .await,
+        ["outbound.hots"]
     );
     assert_eq!(
         invalid_fields(patch(&gw, "/v1/trunks/twilio-us", json!({"max_cps": -1})).await).await,
@@ -158,7 +190,11 @@ async fn trunk_lifecycle_with_presets() {
             .status(),
         StatusCode::NO_CONTENT
     );
-    problem(get(&gw, &format!("/v1/trunks/{id}")).await, StatusCode::NOT_FOUND).await;
+    problem(
+        get(&gw, &format!("/v1/trunks/{id}")).await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -204,10 +240,15 @@ async fn provider_presets() {
     assert_eq!(gen["default_outbound"], true);
 
     let sim = ok(
-        post(&gw, "/v1/trunks", json!({"name": "sim", "provider": "simulated",
+        post(
+            &gw,
+            "/v1/trunks",
+            json!({"name": "sim", "provider": "simulated",
             "simulate": [{"pattern": "+9198*", "outcome": "busy", "after_seconds": 2},
                          {"pattern": "*", "outcome": "answer", "play": "tone"}],
-            "default_outbound": true})).await,
+            "default_outbound": true}),
+        )
+        .await,
         StatusCode::CREATED,
     )
     .await;
@@ -226,17 +267,25 @@ async fn trunk_validation() {
         let gw = &gw;
         async move { invalid_fields(post(gw, "/v1/trunks", v).await).await }
     };
-    assert_eq!(bad(json!({"name": "t", "provider": "twilio"})).await, ["outbound.host"]);
+    assert_eq!(
+        bad(json!({"name": "t", "provider": "twilio"})).await,
+        ["outbound.host"]
+    );
     assert_eq!(bad(json!({"provider": "twilio"})).await, ["name"]);
-    assert_eq!(bad(json!({"name": "t", "provider": "vonage"})).await, ["provider"]);
+    assert_eq!(
+        bad(json!({"name": "t", "provider": "vonage"})).await,
+        ["provider"]
+    );
     assert_eq!(
         bad(json!({"name": "t", "provider": "generic", "outbound": {"host": "h.example"}, "colour": "red"}))
             .await,
-        ["."]
+        ["colour"]
     );
     assert_eq!(
-        bad(json!({"name": "t", "provider": "generic", "outbound": {"host": "h.example"},
-            "inbound": {"allowed_cidrs": ["10.0.0.0/8", "10.0.0.1/8", "300.1.1.1"]}}))
+        bad(
+            json!({"name": "t", "provider": "generic", "outbound": {"host": "h.example"},
+            "inbound": {"allowed_cidrs": ["10.0.0.0/8", "10.0.0.1/8", "300.1.1.1"]}})
+        )
         .await,
         ["inbound.allowed_cidrs[1]", "inbound.allowed_cidrs[2]"]
     );
@@ -253,8 +302,10 @@ async fn trunk_validation() {
         ["outbound.register", "codecs[0]", "caller_id", "rate.per_minute"]
     );
     assert_eq!(
-        bad(json!({"name": "t", "provider": "twilio", "outbound": {"host": "h.example"},
-            "simulate": [{"pattern": "*", "outcome": "answer"}]}))
+        bad(
+            json!({"name": "t", "provider": "twilio", "outbound": {"host": "h.example"},
+            "simulate": [{"pattern": "*", "outcome": "answer"}]})
+        )
         .await,
         ["simulate"]
     );
@@ -266,12 +317,22 @@ async fn trunk_validation() {
     );
     // Duplicate names conflict; nothing half-written stays.
     ok(
-        post(&gw, "/v1/trunks", json!({"name": "t", "provider": "generic", "outbound": {"host": "h.example"}})).await,
+        post(
+            &gw,
+            "/v1/trunks",
+            json!({"name": "t", "provider": "generic", "outbound": {"host": "h.example"}}),
+        )
+        .await,
         StatusCode::CREATED,
     )
     .await;
     problem(
-        post(&gw, "/v1/trunks", json!({"name": "t", "provider": "plivo", "outbound": {"host": "h.example"}})).await,
+        post(
+            &gw,
+            "/v1/trunks",
+            json!({"name": "t", "provider": "plivo", "outbound": {"host": "h.example"}}),
+        )
+        .await,
         StatusCode::CONFLICT,
     )
     .await;
@@ -283,7 +344,12 @@ async fn trunk_validation() {
 async fn numbers_route_to_agents() {
     let gw = Gateway::start().await;
     let alice = ok(
-        post(&gw, "/v1/agents", json!({"username": "alice", "password": "secret123"})).await,
+        post(
+            &gw,
+            "/v1/agents",
+            json!({"username": "alice", "password": "secret123"}),
+        )
+        .await,
         StatusCode::CREATED,
     )
     .await;
@@ -305,10 +371,24 @@ async fn numbers_route_to_agents() {
     assert_eq!(n["trunk"], trunk_id);
     assert_eq!(n["route"], json!({"type": "agent", "target": alice_id}));
 
-    assert_eq!(ok(get(&gw, "/v1/numbers/%2B919876543210").await, StatusCode::OK).await["number"], "+919876543210");
+    assert_eq!(
+        ok(
+            get(&gw, "/v1/numbers/%2B919876543210").await,
+            StatusCode::OK
+        )
+        .await["number"],
+        "+919876543210"
+    );
     // The national form finds it too (through the reloaded directory).
-    assert_eq!(ok(get(&gw, "/v1/numbers/09876543210").await, StatusCode::OK).await["number"], "+919876543210");
-    problem(get(&gw, "/v1/numbers/%2B14155550100").await, StatusCode::NOT_FOUND).await;
+    assert_eq!(
+        ok(get(&gw, "/v1/numbers/09876543210").await, StatusCode::OK).await["number"],
+        "+919876543210"
+    );
+    problem(
+        get(&gw, "/v1/numbers/%2B14155550100").await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
 
     problem(
         post(&gw, "/v1/numbers", json!({"number": "+919876543210", "trunk": trunk_id, "route": {"type": "agent", "target": alice_id}})).await,
@@ -346,35 +426,60 @@ async fn numbers_route_to_agents() {
 
     // A trunk with numbers cannot be deleted.
     problem(
-        gw.client().delete(gw.url("/v1/trunks/exotel")).send().await.unwrap(),
+        gw.client()
+            .delete(gw.url("/v1/trunks/exotel"))
+            .send()
+            .await
+            .unwrap(),
         StatusCode::CONFLICT,
     )
     .await;
 
     let bob = ok(
-        post(&gw, "/v1/agents", json!({"username": "bob", "password": "secret123"})).await,
+        post(
+            &gw,
+            "/v1/agents",
+            json!({"username": "bob", "password": "secret123"}),
+        )
+        .await,
         StatusCode::CREATED,
     )
     .await;
     let p = ok(
-        patch(&gw, "/v1/numbers/%2B919876543210", json!({"route": {"type": "agent", "target": "bob"}})).await,
+        patch(
+            &gw,
+            "/v1/numbers/%2B919876543210",
+            json!({"route": {"type": "agent", "target": "bob"}}),
+        )
+        .await,
         StatusCode::OK,
     )
     .await;
     assert_eq!(p["route"]["target"], bob["id"]);
     assert_eq!(
-        invalid_fields(patch(&gw, "/v1/numbers/%2B919876543210", json!({"number": "+1"})).await).await,
+        invalid_fields(patch(&gw, "/v1/numbers/%2B919876543210", json!({"number": "+1"})).await)
+            .await,
         ["number"]
     );
     let list = ok(get(&gw, "/v1/numbers").await, StatusCode::OK).await;
     assert_eq!(list["data"].as_array().unwrap().len(), 1);
 
     assert_eq!(
-        gw.client().delete(gw.url("/v1/numbers/%2B919876543210")).send().await.unwrap().status(),
+        gw.client()
+            .delete(gw.url("/v1/numbers/%2B919876543210"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
         StatusCode::NO_CONTENT
     );
     assert_eq!(
-        gw.client().delete(gw.url("/v1/trunks/exotel")).send().await.unwrap().status(),
+        gw.client()
+            .delete(gw.url("/v1/trunks/exotel"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
         StatusCode::NO_CONTENT
     );
 }
@@ -384,7 +489,13 @@ fn at(secs: i64) -> DateTime<Utc> {
 }
 
 /// A finished outbound call through `trunk`, priced.
-fn finished_call(trunk: &str, start: DateTime<Utc>, status: CallStatus, cause: &str, cost: i64) -> Vec<CallChange> {
+fn finished_call(
+    trunk: &str,
+    start: DateTime<Utc>,
+    status: CallStatus,
+    cause: &str,
+    cost: i64,
+) -> Vec<CallChange> {
     let c = NewCall {
         id: new_id(IdKind::Call),
         direction: CallDirection::Outbound,
@@ -439,9 +550,21 @@ async fn cdrs_csv_and_stats() {
     // needs quoting, and one still ringing (not a CDR).
     let mut changes = Vec::new();
     for i in 0..1200 {
-        changes.extend(finished_call(&trunk_id, at(i), CallStatus::Completed, "BYE", 750_000));
+        changes.extend(finished_call(
+            &trunk_id,
+            at(i),
+            CallStatus::Completed,
+            "BYE",
+            750_000,
+        ));
     }
-    changes.extend(finished_call(&trunk_id, at(5000), CallStatus::Busy, "486 Busy Here, \"really\"", 0));
+    changes.extend(finished_call(
+        &trunk_id,
+        at(5000),
+        CallStatus::Busy,
+        "486 Busy Here, \"really\"",
+        0,
+    ));
     let live = NewCall {
         id: new_id(IdKind::Call),
         direction: CallDirection::Outbound,
@@ -467,15 +590,43 @@ async fn cdrs_csv_and_stats() {
     assert!(page["next"].is_string());
     assert!(data.iter().all(|c| c["id"] != live.id.as_str()));
     // The call resource shows the same fields; the live call has none.
-    let one = ok(get(&gw, &format!("/v1/calls/{}", data[1]["id"].as_str().unwrap())).await, StatusCode::OK).await;
-    assert_eq!((one["cost"].as_str(), one["currency"].as_str()), (Some("0.75"), Some("INR")));
-    let l = ok(get(&gw, &format!("/v1/calls/{}", live.id)).await, StatusCode::OK).await;
-    assert_eq!((l["cost"].clone(), l["trunk"].clone()), (Value::Null, Value::Null));
+    let one = ok(
+        get(
+            &gw,
+            &format!("/v1/calls/{}", data[1]["id"].as_str().unwrap()),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(
+        (one["cost"].as_str(), one["currency"].as_str()),
+        (Some("0.75"), Some("INR"))
+    );
+    let l = ok(
+        get(&gw, &format!("/v1/calls/{}", live.id)).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(
+        (l["cost"].clone(), l["trunk"].clone()),
+        (Value::Null, Value::Null)
+    );
     // Filters.
-    let by_trunk = ok(get(&gw, "/v1/cdrs?trunk=exotel&limit=200").await, StatusCode::OK).await;
+    let by_trunk = ok(
+        get(&gw, "/v1/cdrs?trunk=exotel&limit=200").await,
+        StatusCode::OK,
+    )
+    .await;
     assert_eq!(by_trunk["data"].as_array().unwrap().len(), 200);
-    assert_eq!(invalid_fields(get(&gw, "/v1/cdrs?trunk=nope").await).await, ["trunk"]);
-    assert_eq!(invalid_fields(get(&gw, "/v1/cdrs?since=yesterday").await).await, ["since"]);
+    assert_eq!(
+        invalid_fields(get(&gw, "/v1/cdrs?trunk=nope").await).await,
+        ["trunk"]
+    );
+    assert_eq!(
+        invalid_fields(get(&gw, "/v1/cdrs?since=yesterday").await).await,
+        ["since"]
+    );
 
     // CSV, streamed.
     let r = gw
@@ -487,7 +638,10 @@ async fn cdrs_csv_and_stats() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.headers()["content-type"], "text/csv; charset=utf-8");
-    assert!(r.headers().get("content-length").is_none(), "streamed, not buffered");
+    assert!(
+        r.headers().get("content-length").is_none(),
+        "streamed, not buffered"
+    );
     let text = r.text().await.unwrap();
     let lines: Vec<&str> = text.split("\r\n").filter(|l| !l.is_empty()).collect();
     assert_eq!(
@@ -500,9 +654,15 @@ async fn cdrs_csv_and_stats() {
         "{}",
         lines[1]
     );
-    assert!(lines[2].ends_with(",60,BYE,callee,0.75,INR,0"), "{}", lines[2]);
-    let ids: std::collections::HashSet<&str> =
-        lines[1..].iter().map(|l| l.split(',').next().unwrap()).collect();
+    assert!(
+        lines[2].ends_with(",60,BYE,callee,0.75,INR,0"),
+        "{}",
+        lines[2]
+    );
+    let ids: std::collections::HashSet<&str> = lines[1..]
+        .iter()
+        .map(|l| l.split(',').next().unwrap())
+        .collect();
     assert_eq!(ids.len(), 1201, "no row twice across pages");
     // A window selects by start time.
     let r = gw
@@ -518,7 +678,10 @@ async fn cdrs_csv_and_stats() {
     let s = ok(get(&gw, "/v1/stats").await, StatusCode::OK).await;
     let t = &s["totals"];
     assert_eq!(t["calls"], 1202);
-    assert_eq!(t["by_status"], json!({"busy": 1, "completed": 1200, "ringing": 1}));
+    assert_eq!(
+        t["by_status"],
+        json!({"busy": 1, "completed": 1200, "ringing": 1})
+    );
     assert_eq!(t["answered"], 1200);
     assert_eq!(t["total_talk_seconds"], 72_000);
     assert_eq!(t["average_talk_seconds"], 60.0);
@@ -526,7 +689,11 @@ async fn cdrs_csv_and_stats() {
     let rate = t["answer_rate"].as_f64().unwrap();
     assert!((rate - 1200.0 / 1201.0).abs() < 1e-9, "{rate}");
     assert_eq!(s["groups"], json!([]));
-    let s = ok(get(&gw, "/v1/stats?group_by=trunk&until=2026-01-01T11:00:00Z").await, StatusCode::OK).await;
+    let s = ok(
+        get(&gw, "/v1/stats?group_by=trunk&until=2026-01-01T11:00:00Z").await,
+        StatusCode::OK,
+    )
+    .await;
     let groups = s["groups"].as_array().unwrap();
     assert_eq!(groups.len(), 1, "{s}");
     assert_eq!(groups[0]["key"], trunk_id.as_str());
@@ -534,10 +701,23 @@ async fn cdrs_csv_and_stats() {
     assert_eq!(groups[0]["calls"], 1200);
     let s = ok(get(&gw, "/v1/stats?group_by=day").await, StatusCode::OK).await;
     assert_eq!(s["groups"][0]["key"], "2026-01-01");
-    assert_eq!(invalid_fields(get(&gw, "/v1/stats?group_by=week").await).await, ["group_by"]);
-    assert_eq!(invalid_fields(get(&gw, "/v1/stats?group_by=campaign").await).await, ["group_by"]);
     assert_eq!(
-        invalid_fields(get(&gw, "/v1/stats?since=2026-01-02T00:00:00Z&until=2026-01-01T00:00:00Z").await).await,
+        invalid_fields(get(&gw, "/v1/stats?group_by=week").await).await,
+        ["group_by"]
+    );
+    assert_eq!(
+        invalid_fields(get(&gw, "/v1/stats?group_by=campaign").await).await,
+        ["group_by"]
+    );
+    assert_eq!(
+        invalid_fields(
+            get(
+                &gw,
+                "/v1/stats?since=2026-01-02T00:00:00Z&until=2026-01-01T00:00:00Z"
+            )
+            .await
+        )
+        .await,
         ["until"]
     );
 }
@@ -545,13 +725,36 @@ async fn cdrs_csv_and_stats() {
 #[tokio::test]
 async fn openapi_documents_the_routes() {
     let gw = Gateway::start().await;
-    let doc = ok(gw.anon_client().get(gw.url("/openapi.json")).send().await.unwrap(), StatusCode::OK).await;
-    for path in ["/v1/trunks", "/v1/trunks/{id}", "/v1/numbers", "/v1/numbers/{number}", "/v1/cdrs", "/v1/stats"] {
+    let doc = ok(
+        gw.anon_client()
+            .get(gw.url("/openapi.json"))
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::OK,
+    )
+    .await;
+    for path in [
+        "/v1/trunks",
+        "/v1/trunks/{id}",
+        "/v1/numbers",
+        "/v1/numbers/{number}",
+        "/v1/cdrs",
+        "/v1/stats",
+    ] {
         assert!(doc["paths"][path].is_object(), "{path} missing");
     }
     let create = &doc["components"]["schemas"]["OutboundSpec"]["properties"]["password"];
     assert_eq!(create["writeOnly"], true, "{create}");
     assert!(doc["paths"]["/v1/cdrs"]["get"]["responses"]["200"]["content"]["text/csv"].is_object());
     // Auth applies.
-    problem(gw.anon_client().get(gw.url("/v1/trunks")).send().await.unwrap(), StatusCode::UNAUTHORIZED).await;
+    problem(
+        gw.anon_client()
+            .get(gw.url("/v1/trunks"))
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
 }

@@ -222,10 +222,7 @@ mod tests {
         let page = store.list_trunks(1, None).await.unwrap();
         assert_eq!(page.data.len(), 1);
         assert_eq!(page.data[0].id, t.id);
-        let rest = store
-            .list_trunks(10, page.next.as_deref())
-            .await
-            .unwrap();
+        let rest = store.list_trunks(10, page.next.as_deref()).await.unwrap();
         assert_eq!(rest.data.len(), 1);
         assert_eq!(rest.data[0].id, b.id);
         assert!(rest.next.is_none());
@@ -249,13 +246,41 @@ mod tests {
         b.default_outbound = true;
         let b = store.create_trunk(&b).await.unwrap();
         // The newer flag cleared the older one.
-        assert!(!store.get_trunk(&a.id).await.unwrap().config.default_outbound);
-        assert!(store.get_trunk(&b.id).await.unwrap().config.default_outbound);
+        assert!(
+            !store
+                .get_trunk(&a.id)
+                .await
+                .unwrap()
+                .config
+                .default_outbound
+        );
+        assert!(
+            store
+                .get_trunk(&b.id)
+                .await
+                .unwrap()
+                .config
+                .default_outbound
+        );
         let mut a2 = a.config.clone();
         a2.default_outbound = true;
         store.update_trunk(&a.id, &a2).await.unwrap();
-        assert!(store.get_trunk(&a.id).await.unwrap().config.default_outbound);
-        assert!(!store.get_trunk(&b.id).await.unwrap().config.default_outbound);
+        assert!(
+            store
+                .get_trunk(&a.id)
+                .await
+                .unwrap()
+                .config
+                .default_outbound
+        );
+        assert!(
+            !store
+                .get_trunk(&b.id)
+                .await
+                .unwrap()
+                .config
+                .default_outbound
+        );
     }
 
     pub async fn numbers_crud_and_trunk_in_use(store: Store) {
@@ -329,7 +354,10 @@ mod tests {
         let s = d.snapshot();
         assert_eq!(s.trunk("ex").map(|t| t.id.as_str()), Some(t.id.as_str()));
         // The only trunk is the default.
-        assert_eq!(s.default_outbound().map(|t| t.id.as_str()), Some(t.id.as_str()));
+        assert_eq!(
+            s.default_outbound().map(|t| t.id.as_str()),
+            Some(t.id.as_str())
+        );
         assert_eq!(
             s.match_inbound("198.51.100.9".parse().unwrap())
                 .map(|t| t.id.as_str()),
@@ -540,7 +568,12 @@ mod tests {
             .call_stats(None, None, StatsGroupBy::Agent)
             .await
             .unwrap();
-        let find = |id: &str| by_agent.iter().find(|g| g.key.as_deref() == Some(id)).unwrap();
+        let find = |id: &str| {
+            by_agent
+                .iter()
+                .find(|g| g.key.as_deref() == Some(id))
+                .unwrap()
+        };
         assert_eq!(find(&alice).calls, 2);
         // bob placed c3 and the live call, and answered c4.
         assert_eq!((find(&bob).calls, find(&bob).answered), (3, 2));
@@ -549,14 +582,9 @@ mod tests {
             .call_stats(Some(at(0)), Some(at(48 * 3600)), StatsGroupBy::Day)
             .await
             .unwrap();
-        let days: Vec<(Option<&str>, i64)> = by_day
-            .iter()
-            .map(|g| (g.key.as_deref(), g.calls))
-            .collect();
-        assert_eq!(
-            days,
-            vec![(Some("2026-01-01"), 2), (Some("2026-01-02"), 3)]
-        );
+        let days: Vec<(Option<&str>, i64)> =
+            by_day.iter().map(|g| (g.key.as_deref(), g.calls)).collect();
+        assert_eq!(days, vec![(Some("2026-01-01"), 2), (Some("2026-01-02"), 3)]);
         // The window bounds started_at: [since, until).
         let first_day = store
             .call_stats(Some(at(0)), Some(at(100)), StatsGroupBy::None)

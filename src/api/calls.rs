@@ -153,7 +153,11 @@ pub struct CallQuery {
     until: Option<DateTime<Utc>>,
 }
 
-pub(crate) fn parse_time(field: &str, v: &str, errors: &mut Vec<FieldError>) -> Option<DateTime<Utc>> {
+pub(crate) fn parse_time(
+    field: &str,
+    v: &str,
+    errors: &mut Vec<FieldError>,
+) -> Option<DateTime<Utc>> {
     match DateTime::parse_from_rfc3339(v.trim()) {
         Ok(t) => Some(t.with_timezone(&Utc)),
         Err(_) => {

@@ -95,7 +95,13 @@ fn wants_csv(headers: &HeaderMap) -> bool {
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
         .find(|m| m == "text/csv" || m == "application/json")
         .is_some_and(|m| m == "text/csv")
 }
@@ -125,7 +131,9 @@ pub fn csv_line(out: &mut String, c: &Call) {
         fmt_time(c.started_at),
         opt_time(c.answered_at),
         opt_time(c.ended_at),
-        c.duration_seconds.map(|d| d.to_string()).unwrap_or_default(),
+        c.duration_seconds
+            .map(|d| d.to_string())
+            .unwrap_or_default(),
         c.hangup_cause.clone().unwrap_or_default(),
         c.hangup_by.clone().unwrap_or_default(),
         c.cost_micros.map(format_amount).unwrap_or_default(),

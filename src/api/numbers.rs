@@ -156,7 +156,11 @@ async fn find(state: &AppState, reference: &str) -> Result<NumberRow, ApiError> 
             Err(e) => return Err(e.into()),
         }
     }
-    let known = state.trunks.snapshot().number(reference).map(|e| e.number.clone());
+    let known = state
+        .trunks
+        .snapshot()
+        .number(reference)
+        .map(|e| e.number.clone());
     match known {
         Some(n) if Some(&n) != e164.as_ref() => match state.store.get_number(&n).await {
             Err(StoreError::NotFound) => Err(not_found()),

@@ -374,7 +374,10 @@ fn is_token(s: &str) -> bool {
 
 /// A host name (RFC 1123 labels) or an IP literal (IPv6 possibly in brackets).
 fn is_host(s: &str) -> bool {
-    if s.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok() {
+    if s.trim_matches(['[', ']'])
+        .parse::<std::net::IpAddr>()
+        .is_ok()
+    {
         return !s.starts_with('[') || s.ends_with(']');
     }
     !s.is_empty()
@@ -473,7 +476,11 @@ fn resolve(spec: CreateTrunk) -> Result<TrunkConfig, ApiError> {
         if !EXPIRES.contains(&e) {
             errors.push(FieldError::new(
                 "outbound.register_expires",
-                format!("must be from {} to {}, got {e}", EXPIRES.start(), EXPIRES.end()),
+                format!(
+                    "must be from {} to {}, got {e}",
+                    EXPIRES.start(),
+                    EXPIRES.end()
+                ),
             ));
         }
     }
@@ -673,10 +680,9 @@ fn resolve(spec: CreateTrunk) -> Result<TrunkConfig, ApiError> {
     for (n, r) in simulate.iter().enumerate() {
         let ok = !r.pattern.is_empty()
             && r.pattern.len() <= PATTERN_MAX
-            && r.pattern
-                .bytes()
-                .enumerate()
-                .all(|(i, b)| b.is_ascii_digit() || b == b'*' || b == b'?' || (b == b'+' && i == 0));
+            && r.pattern.bytes().enumerate().all(|(i, b)| {
+                b.is_ascii_digit() || b == b'*' || b == b'?' || (b == b'+' && i == 0)
+            });
         if !ok {
             errors.push(FieldError::new(
                 format!("simulate[{n}].pattern"),
@@ -937,7 +943,11 @@ mod tests {
         assert_eq!(c.caller_id.as_deref(), Some("+918000000001"));
         let rate = c.rate.unwrap_or_else(|| panic!("rate"));
         assert_eq!(
-            (rate.per_minute_micros, rate.currency.as_str(), rate.increment_seconds),
+            (
+                rate.per_minute_micros,
+                rate.currency.as_str(),
+                rate.increment_seconds
+            ),
             (500_000, "INR", 60)
         );
         let sim = resolve(spec(json!({"name": "sim", "provider": "simulated"})))
@@ -948,7 +958,10 @@ mod tests {
 
     #[test]
     fn validation_names_fields() {
-        assert_eq!(fields(json!({"name": "t", "provider": "twilio"})), ["outbound.host"]);
+        assert_eq!(
+            fields(json!({"name": "t", "provider": "twilio"})),
+            ["outbound.host"]
+        );
         assert_eq!(
             fields(json!({"name": "trk_x", "provider": "generic", "outbound": {"host": "a..b"}})),
             ["name", "outbound.host"]
@@ -982,7 +995,13 @@ mod tests {
     #[test]
     fn merge_patch() {
         let mut v = json!({"a": 1, "o": {"x": 1, "y": 2}, "keep": true});
-        merge(&mut v, json!({"a": null, "o": {"y": 3, "z": 4}, "n": "new"}));
-        assert_eq!(v, json!({"o": {"x": 1, "y": 3, "z": 4}, "keep": true, "n": "new"}));
+        merge(
+            &mut v,
+            json!({"a": null, "o": {"y": 3, "z": 4}, "n": "new"}),
+        );
+        assert_eq!(
+            v,
+            json!({"o": {"x": 1, "y": 3, "z": 4}, "keep": true, "n": "new"})
+        );
     }
 }

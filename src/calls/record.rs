@@ -161,7 +161,10 @@ pub enum CallChange {
     },
     /// The call goes out (or came in) through this trunk (its id). The trunk may have been
     /// deleted meanwhile: the call then keeps no trunk.
-    CallTrunk { call_id: String, trunk_id: String },
+    CallTrunk {
+        call_id: String,
+        trunk_id: String,
+    },
     /// What the call cost at its trunk's rate (`Trunk::cost`): integer micro-units of
     /// `currency` (ISO 4217). Sent once the call has ended; a later one replaces it.
     CallCost {

@@ -44,8 +44,7 @@ const TRUNK_COLUMNS: &str = "id, name, provider, outbound_host, outbound_port, \
      rate_per_minute_micros, rate_currency, rate_increment_seconds, rate_minimum_seconds, \
      simulate, default_outbound, created_at, updated_at";
 
-const NUMBER_COLUMNS: &str =
-    "number, trunk_id, route_type, route_target, created_at, updated_at";
+const NUMBER_COLUMNS: &str = "number, trunk_id, route_type, route_target, created_at, updated_at";
 
 fn json_column<T: serde::de::DeserializeOwned>(
     row: &AnyRow,

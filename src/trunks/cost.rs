@@ -87,7 +87,9 @@ pub fn parse_amount(s: &str) -> Result<i64, AmountError> {
     let frac_micros: i64 = if frac.is_empty() {
         0
     } else {
-        format!("{frac:0<6}").parse().map_err(|_| AmountError::Syntax)?
+        format!("{frac:0<6}")
+            .parse()
+            .map_err(|_| AmountError::Syntax)?
     };
     whole
         .checked_mul(MICROS)

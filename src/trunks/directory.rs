@@ -205,7 +205,10 @@ impl Trunk {
 
     /// Credentials voxgate answers the carrier's 401/407 with.
     pub fn credentials(&self) -> Option<Credentials> {
-        match (&self.config.outbound.username, &self.config.outbound.password) {
+        match (
+            &self.config.outbound.username,
+            &self.config.outbound.password,
+        ) {
             (Some(u), Some(p)) => Some(Credentials {
                 username: u.clone(),
                 password: p.clone(),
@@ -664,12 +667,14 @@ mod tests {
             ],
         );
         assert_eq!(
-            snap.match_inbound(ip("198.51.100.7")).map(|t| t.id.as_str()),
+            snap.match_inbound(ip("198.51.100.7"))
+                .map(|t| t.id.as_str()),
             Some("trk_a")
         );
         // The more specific network wins.
         assert_eq!(
-            snap.match_inbound(ip("198.51.100.200")).map(|t| t.id.as_str()),
+            snap.match_inbound(ip("198.51.100.200"))
+                .map(|t| t.id.as_str()),
             Some("trk_b")
         );
         assert_eq!(
@@ -682,7 +687,11 @@ mod tests {
             agent_id: "agt_alice".into(),
         };
         for called in ["+14155550100", "14155550100", "0014155550100"] {
-            assert_eq!(snap.number(called).map(|n| &n.route), Some(&alice), "{called}");
+            assert_eq!(
+                snap.number(called).map(|n| &n.route),
+                Some(&alice),
+                "{called}"
+            );
         }
         // National forms are read with the trunks' country codes.
         for called in ["09876543210", "9876543210", "+919876543210"] {
@@ -768,7 +777,10 @@ mod tests {
         let t = Trunk::new("trk_x".into(), c);
         let targets = t.literal_targets().unwrap_or_else(|| panic!("IP literal"));
         assert_eq!(targets.len(), 1);
-        assert_eq!(targets[0].addr, "203.0.113.5:5070".parse().unwrap_or_else(|e| panic!("{e}")));
+        assert_eq!(
+            targets[0].addr,
+            "203.0.113.5:5070".parse().unwrap_or_else(|e| panic!("{e}"))
+        );
         assert_eq!(targets[0].transport, Transport::Tcp);
         let d = t
             .dial("+919876543210", None, targets.clone())

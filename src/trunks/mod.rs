@@ -55,7 +55,10 @@ impl std::str::FromStr for Provider {
     type Err = ();
 
     fn from_str(s: &str) -> Result<Self, ()> {
-        Provider::ALL.into_iter().find(|p| p.as_str() == s).ok_or(())
+        Provider::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or(())
     }
 }
 

@@ -46,7 +46,15 @@ impl fmt::Display for E164 {
 
 /// How a trunk writes numbers in its Request-URIs and From headers.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    utoipa::ToSchema,
 )]
 #[serde(rename_all = "snake_case")]
 pub enum NumberFormat {
@@ -202,7 +210,10 @@ mod tests {
             assert_eq!(e("0014155550100", cc).as_deref(), Ok("+14155550100"));
             assert_eq!(e("+919876543210", cc).as_deref(), Ok("+919876543210"));
             assert_eq!(e(" +1 (415) 555-0100 ", cc).as_deref(), Ok("+14155550100"));
-            assert_eq!(e("tel:+44.20.7946.0958", cc).as_deref(), Ok("+442079460958"));
+            assert_eq!(
+                e("tel:+44.20.7946.0958", cc).as_deref(),
+                Ok("+442079460958")
+            );
         }
     }
 
@@ -217,7 +228,10 @@ mod tests {
         assert_eq!(e("4155550100", us).as_deref(), Ok("+14155550100"));
         assert_eq!(e("14155550100", us).as_deref(), Ok("+14155550100"));
         // A country whose national length is unknown: the code decides.
-        assert_eq!(e("442079460958", Some("44")).as_deref(), Ok("+442079460958"));
+        assert_eq!(
+            e("442079460958", Some("44")).as_deref(),
+            Ok("+442079460958")
+        );
         assert_eq!(e("02079460958", Some("44")).as_deref(), Ok("+442079460958"));
         assert_eq!(e("2079460958", Some("44")).as_deref(), Ok("+442079460958"));
     }
