@@ -64,6 +64,7 @@ both!(
     numbers_crud_and_trunk_in_use,
     directory_loads_from_the_store,
     call_trunk_and_cost_grouped_and_in_order,
+    trunk_and_cost_batch_lands_as_if_applied_one_by_one,
     cdrs_are_finished_calls,
     stats_by_status_trunk_agent_day,
 );
@@ -431,6 +432,98 @@ mod tests {
         let got = store.get_call(&a.id).await.unwrap();
         assert_eq!(got.trunk_id, None);
         assert_eq!(got.cost_micros, Some(750_000));
+    }
+
+    /// Two calls created earlier, two in the batch; trunks and costs set, replaced, set on
+    /// an ended call, and on a call that does not exist.
+    fn scenario(t1: &str, t2: &str) -> (Vec<CallChange>, Vec<CallChange>, Vec<String>) {
+        let old1 = new_call(None, at(0));
+        let old2 = new_call(None, at(1));
+        let new1 = new_call(None, at(2));
+        let new2 = new_call(None, at(3));
+        let ghost = new_call(None, at(4));
+        let earlier = vec![
+            CallChange::CreateCall(old1.clone()),
+            CallChange::CreateCall(old2.clone()),
+            trunk_of(&old2, t1),
+            ended(&old2, CallStatus::Completed, 30, 29),
+        ];
+        let batch = vec![
+            trunk_of(&old1, t1),
+            CallChange::CreateCall(new1.clone()),
+            trunk_of(&new1, t1),
+            answered(&new1, 1),
+            trunk_of(&new1, t2),
+            CallChange::CreateCall(new2.clone()),
+            cost(&old2, 100, "USD"),
+            ended(&new1, CallStatus::Completed, 9, 8),
+            cost(&new1, 5, "INR"),
+            cost(&new1, 7, "USD"),
+            trunk_of(&ghost, t1),
+            cost(&ghost, 1, "USD"),
+            ended(&old1, CallStatus::Busy, 2, 0),
+            cost(&old1, 0, "INR"),
+        ];
+        let ids = [old1, old2, new1, new2].map(|c| c.id).to_vec();
+        (earlier, batch, ids)
+    }
+
+    pub async fn trunk_and_cost_batch_lands_as_if_applied_one_by_one(store: Store) {
+        let t1 = store.create_trunk(&config("t1")).await.unwrap().id;
+        let t2 = store.create_trunk(&config("t2")).await.unwrap().id;
+        let (earlier, batch, grouped) = scenario(&t1, &t2);
+        store.apply_call_changes(&earlier).await.unwrap();
+        store.apply_call_changes(&batch).await.unwrap();
+        let (earlier, batch, single) = scenario(&t1, &t2);
+        for change in earlier.iter().chain(&batch) {
+            store
+                .apply_call_changes(std::slice::from_ref(change))
+                .await
+                .unwrap();
+        }
+        let mut got = Vec::new();
+        for (g, s) in grouped.iter().zip(&single) {
+            let a = store.get_call(g).await.unwrap();
+            let b = store.get_call(s).await.unwrap();
+            let key = |c: &voxgate::store::Call| {
+                (
+                    c.trunk_id.clone(),
+                    c.cost_micros,
+                    c.currency.clone(),
+                    c.status,
+                    c.duration_seconds,
+                )
+            };
+            assert_eq!(key(&a), key(&b), "call {g} vs {s}");
+            got.push(key(&a));
+        }
+        assert_eq!(
+            got,
+            vec![
+                (
+                    Some(t1.clone()),
+                    Some(0),
+                    Some("INR".into()),
+                    CallStatus::Busy,
+                    Some(0)
+                ),
+                (
+                    Some(t1.clone()),
+                    Some(100),
+                    Some("USD".into()),
+                    CallStatus::Completed,
+                    Some(29)
+                ),
+                (
+                    Some(t2.clone()),
+                    Some(7),
+                    Some("USD".into()),
+                    CallStatus::Completed,
+                    Some(8)
+                ),
+                (None, None, None, CallStatus::Ringing, None),
+            ]
+        );
     }
 
     pub async fn cdrs_are_finished_calls(store: Store) {
