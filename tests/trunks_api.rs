@@ -463,6 +463,24 @@ async fn numbers_route_to_agents() {
     );
     let list = ok(get(&gw, "/v1/numbers").await, StatusCode::OK).await;
     assert_eq!(list["data"].as_array().unwrap().len(), 1);
+    let list = ok(get(&gw, "/v1/numbers?trunk=exotel").await, StatusCode::OK).await;
+    assert_eq!(list["data"].as_array().unwrap().len(), 1);
+    ok(
+        post(
+            &gw,
+            "/v1/trunks",
+            json!({"name": "other", "provider": "generic", "outbound": {"host": "h.example"}}),
+        )
+        .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let list = ok(get(&gw, "/v1/numbers?trunk=other").await, StatusCode::OK).await;
+    assert_eq!(list["data"], json!([]));
+    assert_eq!(
+        invalid_fields(get(&gw, "/v1/numbers?trunk=nope").await).await,
+        ["trunk"]
+    );
 
     assert_eq!(
         gw.client()
@@ -536,8 +554,16 @@ fn finished_call(
 }
 
 #[tokio::test]
-async fn cdrs_csv_and_stats() {
-    let gw = Gateway::start().await;
+async fn cdrs_csv_and_stats_sqlite() {
+    cdrs_csv_and_stats(Gateway::start().await).await;
+}
+
+#[tokio::test]
+async fn cdrs_csv_and_stats_postgres() {
+    cdrs_csv_and_stats(Gateway::start_pg().await).await;
+}
+
+async fn cdrs_csv_and_stats(gw: Gateway) {
     let trunk = ok(
         post(&gw, "/v1/trunks", json!({"name": "exotel", "provider": "exotel", "outbound": {"host": "sip.exotel.example"},
             "rate": {"per_minute": "0.75", "currency": "INR"}})).await,
