@@ -282,6 +282,15 @@ mod tests {
                 .config
                 .default_outbound
         );
+        // The database itself holds at most one flag.
+        let second = sqlx::query("UPDATE trunks SET default_outbound = 1 WHERE id = $1")
+            .bind(&b.id)
+            .execute(store.pool())
+            .await;
+        assert!(
+            matches!(&second, Err(sqlx::Error::Database(db)) if db.is_unique_violation()),
+            "{second:?}"
+        );
     }
 
     pub async fn numbers_crud_and_trunk_in_use(store: Store) {
