@@ -600,7 +600,9 @@ fn resolve(spec: CreateTrunk) -> Result<TrunkConfig, ApiError> {
     let country_code = spec
         .country_code
         .map(|c| c.trim().trim_start_matches('+').to_owned())
-        .or_else(|| p.country_code.map(str::to_owned));
+        .or_else(|| p.country_code.map(str::to_owned))
+        // India's national form implies India when nothing else is said.
+        .or_else(|| (number_format == NumberFormat::InNational).then(|| "91".to_owned()));
     if let Some(cc) = &country_code {
         if !is_country_code(cc) {
             errors.push(FieldError::new(
@@ -957,6 +959,12 @@ mod tests {
             ),
             (500_000, "INR", 60)
         );
+        let national = resolve(spec(json!({
+            "name": "in", "provider": "generic", "outbound": {"host": "h.example"},
+            "number_format": "in_national"
+        })))
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(national.country_code.as_deref(), Some("91"));
         let sim = resolve(spec(json!({"name": "sim", "provider": "simulated"})))
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(sim.simulate.len(), 1);
