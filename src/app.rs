@@ -27,6 +27,10 @@ const SETUP_BUCKETS: [f64; 14] = [
     0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0,
 ];
 
+/// How often the trunk directory is read again from the database, for changes made
+/// through other nodes (this node's own API reloads it at once).
+const TRUNK_RELOAD: Duration = Duration::from_secs(30);
+
 /// Name of the bootstrap key row created from `api.key`.
 const BOOTSTRAP_KEY_NAME: &str = "bootstrap (api.key)";
 
@@ -172,6 +176,28 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                 tokio::select! {
                     () = tokio::time::sleep(Duration::from_secs(5)) => handle.run_upkeep(),
                     _ = rx.wait_for(|v| *v) => break,
+                }
+            }
+        });
+    }
+
+    {
+        // This node reloads after its own API changes at once; this catches the changes
+        // other nodes sharing the database made.
+        let trunks = state.trunks.clone();
+        let store = store.clone();
+        let mut rx = shutdown_rx.clone();
+        tokio::spawn(async move {
+            loop {
+                let stop = tokio::select! {
+                    () = tokio::time::sleep(TRUNK_RELOAD) => false,
+                    _ = rx.wait_for(|v| *v) => true,
+                };
+                if stop {
+                    break;
+                }
+                if let Err(e) = trunks.reload(&store).await {
+                    tracing::warn!(error = %e, "reloading trunks and numbers failed");
                 }
             }
         });

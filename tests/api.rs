@@ -1038,6 +1038,9 @@ async fn calls_list_get_filter_and_paginate() {
         "hangup_cause",
         "hangup_by",
         "recording_ids",
+        "trunk",
+        "cost",
+        "currency",
         "metadata",
     ]
     .into_iter()

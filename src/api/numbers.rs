@@ -5,13 +5,13 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -68,6 +68,14 @@ pub struct PatchNumber {
     #[serde(default)]
     #[schema(ignore)]
     pub number: Option<serde_json::Value>,
+}
+
+/// The filter of `GET /v1/numbers`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct NumberListQuery {
+    /// Only the numbers of this trunk (id or name).
+    pub trunk: Option<String>,
 }
 
 /// A number as the API shows it.
@@ -213,7 +221,7 @@ async fn create_number(
 /// List numbers in text order.
 #[utoipa::path(
     get, path = "/v1/numbers", tag = "numbers",
-    params(PageQuery),
+    params(PageQuery, NumberListQuery),
     responses(
         (status = 200, description = "A page of numbers", body = NumberList),
         (status = 401, description = "Missing or bad API key", body = Problem, content_type = "application/problem+json"),
@@ -225,10 +233,15 @@ async fn list_numbers(
     _auth: Authed,
     State(state): State<Arc<AppState>>,
     page: Pagination,
+    Query(query): Query<NumberListQuery>,
 ) -> Result<Json<NumberList>, ApiError> {
+    let trunk = match &query.trunk {
+        Some(t) => Some(trunk_field(&state, t).await?.id),
+        None => None,
+    };
     let p = state
         .store
-        .list_numbers(None, page.limit, page.after.as_deref())
+        .list_numbers(trunk.as_deref(), page.limit, page.after.as_deref())
         .await?;
     Ok(Json(NumberList {
         data: p.data.into_iter().map(view).collect(),

@@ -374,11 +374,11 @@ fn is_token(s: &str) -> bool {
 
 /// A host name (RFC 1123 labels) or an IP literal (IPv6 possibly in brackets).
 fn is_host(s: &str) -> bool {
-    if s.trim_matches(['[', ']'])
-        .parse::<std::net::IpAddr>()
-        .is_ok()
-    {
-        return !s.starts_with('[') || s.ends_with(']');
+    if s.parse::<std::net::IpAddr>().is_ok() {
+        return true;
+    }
+    if let Some(inner) = s.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
+        return inner.parse::<std::net::Ipv6Addr>().is_ok();
     }
     !s.is_empty()
         && s.len() <= HOST_MAX
@@ -433,7 +433,14 @@ fn resolve(spec: CreateTrunk) -> Result<TrunkConfig, ApiError> {
 
     let o = spec.outbound.unwrap_or_default();
     let transport = o.transport.unwrap_or(p.transport);
-    let host = o.host.map(|h| h.trim().to_ascii_lowercase());
+    // An IPv6 literal is kept without brackets (the Request-URI adds them).
+    let host = o.host.map(|h| {
+        let h = h.trim().to_ascii_lowercase();
+        match h.trim_matches(['[', ']']).parse::<std::net::IpAddr>() {
+            Ok(ip) if is_host(&h) => ip.to_string(),
+            _ => h,
+        }
+    });
     match &host {
         Some(_) if simulated => errors.push(FieldError::new(
             "outbound.host",
@@ -593,7 +600,9 @@ fn resolve(spec: CreateTrunk) -> Result<TrunkConfig, ApiError> {
     let country_code = spec
         .country_code
         .map(|c| c.trim().trim_start_matches('+').to_owned())
-        .or_else(|| p.country_code.map(str::to_owned));
+        .or_else(|| p.country_code.map(str::to_owned))
+        // India's national form implies India when nothing else is said.
+        .or_else(|| (number_format == NumberFormat::InNational).then(|| "91".to_owned()));
     if let Some(cc) = &country_code {
         if !is_country_code(cc) {
             errors.push(FieldError::new(
@@ -950,9 +959,26 @@ mod tests {
             ),
             (500_000, "INR", 60)
         );
+        let national = resolve(spec(json!({
+            "name": "in", "provider": "generic", "outbound": {"host": "h.example"},
+            "number_format": "in_national"
+        })))
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(national.country_code.as_deref(), Some("91"));
         let sim = resolve(spec(json!({"name": "sim", "provider": "simulated"})))
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(sim.simulate.len(), 1);
+        let v6 = resolve(spec(json!({
+            "name": "v6", "provider": "generic", "outbound": {"host": "[2001:DB8::10]"}
+        })))
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(v6.outbound.host.as_deref(), Some("2001:db8::10"));
+        assert_eq!(
+            fields(
+                json!({"name": "v6", "provider": "generic", "outbound": {"host": "2001:db8::10]"}})
+            ),
+            ["outbound.host"]
+        );
         assert!(sim.outbound.host.is_none());
     }
 

@@ -229,6 +229,8 @@ impl Store {
     ///   call has already ended.
     /// - `LegStatus` sets the status and cause, `answered_at` (once) when `in-progress`,
     ///   `ended_at` (once) when final.
+    /// - `CallTrunk` sets the call's trunk (NULL if no such trunk: deleted meanwhile);
+    ///   `CallCost` sets `cost` and `currency` (the last one wins).
     /// - `CallEnded` sets the final fields, and closes the call's legs that are still open
     ///   (`in-progress` → `completed`, otherwise `canceled`) so no leg outlives its call.
     ///
@@ -704,7 +706,8 @@ struct CallEnd<'a> {
 /// A batch of [`CallChange`]s as a few grouped statements, in this order:
 ///
 /// 1. one multi-row INSERT of the calls, 2. one of the legs (creates first: an update
-///    later in the batch must find its row);
+///    later in the batch must find its row); then `CallTrunk` and `CallCost`, the last of
+///    each per call (nothing else in a batch writes those columns);
 /// 3. `CallAnswered`, one row per call (the first answer: `answered_at` is set once);
 /// 4. the `LegStatus` changes of each leg made before its call's end in this batch;
 /// 5. `CallEnded`, then 6. the closing of those calls' open legs;

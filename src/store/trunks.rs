@@ -206,7 +206,21 @@ async fn write_trunk(
         .bind(fmt_time(row.updated_at))
         .execute(&mut *conn)
         .await
-        .map_err(conflict_on("name"))?;
+        .map_err(|e| {
+            // Two trunks flagged default at once (concurrent requests on PostgreSQL): the
+            // partial unique index stops the second.
+            let on_default = matches!(&e, sqlx::Error::Database(db)
+                if db.is_unique_violation()
+                    && (db.constraint() == Some("trunks_one_default")
+                        || db.message().contains("default_outbound")));
+            if on_default {
+                StoreError::Conflict {
+                    field: "default_outbound",
+                }
+            } else {
+                conflict_on("name")(e)
+            }
+        })?;
     Ok(())
 }
 

@@ -11,8 +11,8 @@
 //! How the engine uses it (see docs/trunks.md, "Inbound admission"):
 //! - an INVITE from `source`: [`Snapshot::match_inbound`] gives the carrier's trunk (or
 //!   none: the caller must authenticate, with a trunk's inbound credentials
-//!   ([`Trunk::inbound_credentials`]) or as an agent); then [`Trunk::caller`] is the
-//!   [`Caller`];
+//!   ([`Snapshot::inbound_by_username`], [`Trunk::inbound_credentials`]) or as an agent);
+//!   then [`Trunk::caller`] is the [`Caller`];
 //! - the called number: [`Snapshot::number`] gives its route (unknown: 404);
 //! - a number out: [`Snapshot::trunk`] (click-to-call's `trunk`) or
 //!   [`Snapshot::default_outbound`] (an agent's softphone), the carrier's addresses
@@ -467,6 +467,16 @@ impl Snapshot {
         best.map(|(t, _)| t)
     }
 
+    /// The trunk whose inbound credentials have this username: a carrier that sends from
+    /// addresses no trunk allows authenticates with them (RFC 3261 §22; the engine checks
+    /// the digest against [`Trunk::inbound_credentials`]). The oldest trunk wins if two
+    /// share a username.
+    pub fn inbound_by_username(&self, username: &str) -> Option<&Trunk> {
+        self.trunks
+            .iter()
+            .find(|t| t.config.inbound.username.as_deref() == Some(username))
+    }
+
     /// A trunk by id or unique name.
     pub fn trunk(&self, id_or_name: &str) -> Option<&Trunk> {
         self.by_id
@@ -494,6 +504,20 @@ impl Snapshot {
                 .ok()
                 .and_then(|n| self.numbers.get(n.as_str()))
         })
+    }
+
+    /// `Directory::dial_out` without DNS: `number` through `trunk` (id or name) to the
+    /// trunk's [`literal_targets`](Trunk::literal_targets). For a host name the targets
+    /// are empty: the caller fills them from the RFC 3263 resolver (an engine given none
+    /// reports the trunk unresolved).
+    pub fn dial_out(
+        &self,
+        trunk: &str,
+        number: &str,
+        caller_id: Option<&str>,
+    ) -> Result<TrunkDial, DialOutError> {
+        let t = self.trunk(trunk).ok_or(DialOutError::NoTrunk)?;
+        t.dial(number, caller_id, t.literal_targets().unwrap_or_default())
     }
 
     /// The inbound number `called` as it arrived on `trunk` (national forms read with
@@ -669,6 +693,7 @@ mod tests {
             Some("trk_a")
         );
         assert!(snap.match_inbound(ip("127.0.0.2")).is_none());
+        assert!(snap.inbound_by_username("carrier").is_none());
 
         let alice = NumberRoute::Agent {
             agent_id: "agt_alice".into(),
@@ -694,6 +719,14 @@ mod tests {
         assert_eq!(exotel.id, "trk_b");
         assert!(snap.number_on(exotel, "09876543210").is_some());
         assert_eq!(snap.trunk("trk_a").map(Trunk::name), Some("twilio"));
+        assert_eq!(
+            snap.dial_out("nope", "+14155550100", None),
+            Err(DialOutError::NoTrunk)
+        );
+        let d = snap
+            .dial_out("twilio", "+14155550100", None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(d.targets.is_empty(), "a host name is left to the resolver");
         assert!(snap.trunk("nope").is_none());
 
         assert_eq!(
@@ -710,6 +743,36 @@ mod tests {
                 number: "anonymous".into()
             }
         );
+    }
+
+    #[test]
+    fn inbound_by_credentials() {
+        let mut a = config("a", Provider::Generic);
+        a.inbound.username = Some("carrier".into());
+        a.inbound.password = Some("pw".into());
+        let snap = Snapshot::build(
+            vec![
+                row("trk_0", config("z", Provider::Generic)),
+                row("trk_a", a),
+            ],
+            vec![],
+        );
+        let t = snap
+            .inbound_by_username("carrier")
+            .unwrap_or_else(|| panic!("by username"));
+        assert_eq!(t.id, "trk_a");
+        assert_eq!(
+            t.inbound_credentials(),
+            Some(Credentials {
+                username: "carrier".into(),
+                password: "pw".into()
+            })
+        );
+        assert!(snap.inbound_by_username("other").is_none());
+        assert!(snap
+            .trunk("z")
+            .and_then(Trunk::inbound_credentials)
+            .is_none());
     }
 
     #[test]

@@ -175,8 +175,8 @@ fn glob(pattern: &[u8], text: &[u8]) -> bool {
     pattern[p..].iter().all(|&c| c == b'*')
 }
 
-/// How voxgate reaches the carrier.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// How voxgate reaches the carrier. (`Debug` leaves the password out.)
+#[derive(Clone, PartialEq, Eq, Default)]
 pub struct Outbound {
     /// Host name or IP literal; `None` only for `simulated` trunks.
     pub host: Option<String>,
@@ -191,8 +191,8 @@ pub struct Outbound {
     pub register_expires: Option<u32>,
 }
 
-/// Who may send calls in on this trunk.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// Who may send calls in on this trunk. (`Debug` leaves the password out.)
+#[derive(Clone, PartialEq, Eq, Default)]
 pub struct Inbound {
     /// Source addresses admitted without credentials: `192.0.2.0/24`, `2001:db8::/32`, or a
     /// single address.
@@ -200,6 +200,30 @@ pub struct Inbound {
     /// Digest credentials a carrier may authenticate with instead.
     pub username: Option<String>,
     pub password: Option<String>,
+}
+
+impl std::fmt::Debug for Outbound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbound")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("transport", &self.transport)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("register", &self.register)
+            .field("register_expires", &self.register_expires)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for Inbound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inbound")
+            .field("allowed_cidrs", &self.allowed_cidrs)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .finish()
+    }
 }
 
 /// A trunk's settings, validated and with the provider's defaults filled in.
@@ -270,6 +294,22 @@ mod tests {
         assert!(rule("+91*0").matches("+919876543210"));
         assert!(rule("*3210").matches("+919876543210"));
         assert!(!rule("").matches("+1"));
+    }
+
+    #[test]
+    fn debug_hides_passwords() {
+        let o = Outbound {
+            username: Some("acct".into()),
+            password: Some("s3cret-out".into()),
+            ..Outbound::default()
+        };
+        let i = Inbound {
+            password: Some("s3cret-in".into()),
+            ..Inbound::default()
+        };
+        let text = format!("{o:?} {i:?}");
+        assert!(text.contains("acct") && text.contains("***"), "{text}");
+        assert!(!text.contains("s3cret"), "{text}");
     }
 
     #[test]
