@@ -164,6 +164,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         events,
         calls,
         trunks,
+        trunk_registrations,
         sip: Mutex::new(Some(sip)),
         draining: AtomicBool::new(false),
         metrics: metrics.clone(),

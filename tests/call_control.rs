@@ -45,6 +45,7 @@ async fn app(calls: CallControl) -> App {
         events,
         calls,
         trunks: voxgate::trunks::TrunkDirectory::default(),
+        trunk_registrations: Default::default(),
         sip: Mutex::new(None),
         draining: AtomicBool::new(false),
         metrics: None,

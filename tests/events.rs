@@ -37,6 +37,7 @@ async fn agent_changes_are_published_after_commit() {
         events,
         calls: voxgate::calls::control::CallControl::channel().0,
         trunks: voxgate::trunks::TrunkDirectory::default(),
+        trunk_registrations: Default::default(),
         sip: Mutex::new(None),
         draining: AtomicBool::new(false),
         metrics: None,

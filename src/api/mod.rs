@@ -46,6 +46,8 @@ pub struct AppState {
     /// Trunks and numbers in memory, for the call engine; reloaded by the API after it
     /// changes them.
     pub trunks: crate::trunks::TrunkDirectory,
+    /// voxgate's registrations to carriers, as the SIP core last published them.
+    pub trunk_registrations: crate::sip::registration::RegistrationStates,
     /// The running SIP side; taken out at shutdown to be joined.
     pub sip: Mutex<Option<SipHandle>>,
     /// Set when shutdown starts: `/readyz` turns 503 so load balancers drain us.

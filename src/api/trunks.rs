@@ -16,6 +16,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::sip::registration::RegistrationStates;
 use super::auth::Authed;
 use super::error::{parse_json, ApiError, ApiJson, FieldError, Problem};
 use super::pagination::{PageQuery, Pagination};
@@ -205,14 +206,7 @@ pub struct RateView {
     pub minimum_seconds: u32,
 }
 
-/// The state of registering to the carrier (read-only).
-#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
-pub struct RegistrationView {
-    /// `disabled` (the trunk does not register) or `unregistered` (it should; the
-    /// registration client reports more once it runs).
-    #[schema(example = "disabled")]
-    pub state: String,
-}
+pub use crate::sip::registration::RegistrationView;
 
 /// A trunk as the API shows it (never its passwords).
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
@@ -249,20 +243,25 @@ pub struct TrunkList {
     pub next: Option<String>,
 }
 
-fn view(t: TrunkRow) -> TrunkView {
+/// The trunk's registration as the SIP core last published it: `disabled` when the
+/// trunk does not register, `registering` until the core has reported on it.
+fn registration_view(id: &str, register: bool, states: &RegistrationStates) -> RegistrationView {
+    let reported = states.read().ok().and_then(|s| s.get(id).cloned());
+    match (register, reported) {
+        (false, _) => RegistrationView::state("disabled"),
+        (true, Some(v)) => v,
+        (true, None) => RegistrationView::state("registering"),
+    }
+}
+
+fn view(t: TrunkRow, registrations: &RegistrationStates) -> TrunkView {
     let c = t.config;
+    let registration = registration_view(&t.id, c.outbound.register, registrations);
     TrunkView {
         id: t.id,
         name: c.name,
         provider: c.provider,
-        registration: RegistrationView {
-            state: if c.outbound.register {
-                "unregistered"
-            } else {
-                "disabled"
-            }
-            .to_owned(),
-        },
+        registration,
         outbound: OutboundView {
             host: c.outbound.host,
             port: c.outbound.port,
@@ -791,7 +790,7 @@ async fn create_trunk(
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, location)],
-        Json(view(trunk)),
+        Json(view(trunk, &state.trunk_registrations)),
     ))
 }
 
@@ -816,7 +815,11 @@ async fn list_trunks(
         .list_trunks(page.limit, page.after.as_deref())
         .await?;
     Ok(Json(TrunkList {
-        data: p.data.into_iter().map(view).collect(),
+        data: p
+            .data
+            .into_iter()
+            .map(|t| view(t, &state.trunk_registrations))
+            .collect(),
         next: p.next,
     }))
 }
@@ -837,7 +840,7 @@ async fn get_trunk(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> Result<Json<TrunkView>, ApiError> {
-    Ok(Json(view(find(&state, &id).await?)))
+    Ok(Json(view(find(&state, &id).await?, &state.trunk_registrations)))
 }
 
 /// Change a trunk: a JSON merge patch of its settings.
@@ -882,7 +885,7 @@ async fn patch_trunk(
     let config = resolve(spec)?;
     let updated = state.store.update_trunk(&trunk.id, &config).await?;
     changed(&state).await;
-    Ok(Json(view(updated)))
+    Ok(Json(view(updated, &state.trunk_registrations)))
 }
 
 /// Delete a trunk that has no numbers (its calls keep their records).

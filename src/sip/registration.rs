@@ -47,9 +47,9 @@ pub struct RegistrationSpec {
 }
 
 /// A registration as the API shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct RegistrationView {
-    /// `registering`, `registered` or `failed`.
+    /// `disabled` (the trunk does not register), `registering`, `registered` or `failed`.
     #[schema(example = "registered")]
     pub state: String,
     /// When the registration runs out (registered).
@@ -60,6 +60,18 @@ pub struct RegistrationView {
     /// When the next attempt is due (failed).
     #[serde(with = "crate::api::time_format::option")]
     pub retry_at: Option<DateTime<Utc>>,
+}
+
+impl RegistrationView {
+    /// A view with only a state (`disabled`, `registering`).
+    pub fn state(state: &str) -> RegistrationView {
+        RegistrationView {
+            state: state.to_owned(),
+            expires_at: None,
+            last_error: None,
+            retry_at: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
