@@ -94,6 +94,8 @@ pub struct Registrar {
     verifier: auth::Verifier,
     /// Agents by username: the credential cache, kept whole from the store and its events.
     agents: HashMap<String, AgentAuth>,
+    /// Usernames by agent id (numbers route to agents by id).
+    usernames: HashMap<String, String>,
     /// Bindings by agent id.
     bindings: HashMap<String, Vec<Binding>>,
     persist: UnboundedSender<PersistOp>,
@@ -111,6 +113,7 @@ impl Registrar {
             cfg,
             verifier,
             agents: HashMap::new(),
+            usernames: HashMap::new(),
             bindings: HashMap::new(),
             persist,
             queued: 0,
@@ -130,6 +133,11 @@ impl Registrar {
             .into_iter()
             .map(|a| (a.username.clone(), a))
             .collect();
+        self.usernames = self
+            .agents
+            .values()
+            .map(|a| (a.id.clone(), a.username.clone()))
+            .collect();
         let known: std::collections::HashSet<&str> =
             self.agents.values().map(|a| a.id.as_str()).collect();
         self.bindings.retain(|id, _| known.contains(id.as_str()));
@@ -137,13 +145,19 @@ impl Registrar {
 
     /// Adds or refreshes one agent's credentials (after an API change).
     pub fn upsert_agent(&mut self, agent: AgentAuth) {
-        self.agents.retain(|_, a| a.id != agent.id);
+        if let Some(old) = self.usernames.remove(&agent.id) {
+            self.agents.remove(&old);
+        }
+        self.usernames
+            .insert(agent.id.clone(), agent.username.clone());
         self.agents.insert(agent.username.clone(), agent);
     }
 
     /// Forgets an agent and its bindings (the store cascades the rows itself).
     pub fn remove_agent(&mut self, agent_id: &str) {
-        self.agents.retain(|_, a| a.id != agent_id);
+        if let Some(username) = self.usernames.remove(agent_id) {
+            self.agents.remove(&username);
+        }
         self.bindings.remove(agent_id);
     }
 
@@ -278,6 +292,15 @@ impl Registrar {
     /// An agent's credentials and limits by username.
     pub fn agent(&self, username: &str) -> Option<&AgentAuth> {
         self.agents.get(username)
+    }
+
+    /// An agent by id or username.
+    pub fn find_agent(&self, reference: &str) -> Option<&AgentAuth> {
+        self.agents.get(reference).or_else(|| {
+            self.usernames
+                .get(reference)
+                .and_then(|u| self.agents.get(u))
+        })
     }
 
     /// Handles one REGISTER. `random` feeds a fresh nonce if a challenge is needed.

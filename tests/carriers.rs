@@ -442,7 +442,15 @@ async fn inbound_call(
     carrier.finish().await.assert_success();
     phone.finish().await.assert_success();
 
-    let calls = get_json(&gw, "/v1/calls?status=completed").await;
+    // Records trail the SIP messages a little.
+    let until = Instant::now() + secs(5);
+    let calls = loop {
+        let calls = get_json(&gw, "/v1/calls?status=completed").await;
+        if calls["data"][0].is_object() || Instant::now() > until {
+            break calls;
+        }
+        tokio::time::sleep(ms(50)).await;
+    };
     let call = &calls["data"][0];
     assert_eq!(call["direction"], "inbound", "{provider}: {call:#}");
     assert!(

@@ -16,12 +16,12 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::sip::registration::RegistrationStates;
 use super::auth::Authed;
 use super::error::{parse_json, ApiError, ApiJson, FieldError, Problem};
 use super::pagination::{PageQuery, Pagination};
 use super::{time_format, AppState};
 use crate::events::AppEvent;
+use crate::sip::registration::RegistrationStates;
 use crate::store::{StoreError, TrunkRow};
 use crate::trunks::cost::{format_amount, is_currency, parse_amount};
 use crate::trunks::directory::Cidr;
@@ -840,7 +840,10 @@ async fn get_trunk(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> Result<Json<TrunkView>, ApiError> {
-    Ok(Json(view(find(&state, &id).await?, &state.trunk_registrations)))
+    Ok(Json(view(
+        find(&state, &id).await?,
+        &state.trunk_registrations,
+    )))
 }
 
 /// Change a trunk: a JSON merge patch of its settings.

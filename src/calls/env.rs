@@ -183,7 +183,7 @@ impl Directory for AgentDirectory<'_> {
     }
 
     fn agent(&self, user: &str) -> Route {
-        let Some(agent) = self.registrar.agent(user) else {
+        let Some(agent) = self.registrar.find_agent(user) else {
             return Route::NotFound;
         };
         let targets: Vec<Target> = self
