@@ -115,15 +115,15 @@ fn md5_hex(s: &str) -> String {
     hex::encode(Md5::digest(s.as_bytes()))
 }
 
-/// Checks an INVITE's Proxy-Authorization against the carrier's password (RFC 7616
-/// §3.4.1, MD5 with qop=auth), as the carrier would.
-fn assert_digest(invite: &sipp::SipRequest, user: &str, password: &str) {
-    let header = invite
+/// Checks a request's Authorization or Proxy-Authorization against the carrier's
+/// password (RFC 7616 §3.4.1, MD5 with qop=auth), as the carrier would.
+fn assert_digest(req: &sipp::SipRequest, user: &str, password: &str) {
+    let header = req
         .headers
         .iter()
-        .find(|(n, _)| n == "proxy-authorization")
+        .find(|(n, _)| n == "proxy-authorization" || n == "authorization")
         .map(|(_, v)| v.clone())
-        .unwrap_or_else(|| panic!("no Proxy-Authorization:\n{}", invite.raw));
+        .unwrap_or_else(|| panic!("no credentials:\n{}", req.raw));
     let ch = sipp::DigestChallenge::parse(&header);
     let p = |name: &str| {
         ch.param(name)
@@ -132,7 +132,7 @@ fn assert_digest(invite: &sipp::SipRequest, user: &str, password: &str) {
     };
     assert_eq!(p("username"), user, "{header}");
     let ha1 = md5_hex(&format!("{user}:{}:{password}", p("realm")));
-    let ha2 = md5_hex(&format!("INVITE:{}", p("uri")));
+    let ha2 = md5_hex(&format!("{}:{}", req.method, p("uri")));
     let want = md5_hex(&format!(
         "{ha1}:{}:{}:{}:{}:{ha2}",
         p("nonce"),
@@ -166,6 +166,10 @@ impl Phone {
             json!({ "username": self.user, "password": self.password }),
         )
         .await;
+        self.register(gw);
+    }
+
+    fn register(&self, gw: &Gateway) {
         Sipp::new("register.xml")
             .local_port(self.port)
             .service(self.user)
@@ -689,5 +693,212 @@ async fn click_to_call_busy_no_answer_and_canceled() {
     assert_eq!(call["status"], "canceled", "{call:#}");
     assert_eq!(call["hangup_by"], "api", "{call:#}");
     carrier.finish().await.assert_success();
+    phone.finish().await.assert_success();
+}
+
+/// Times (seconds since midnight) at which SIPp received a call's first INVITE
+/// (`CSeq: 1 INVITE`), from its `-trace_msg` log.
+fn first_invite_times(messages: &str) -> Vec<f64> {
+    let mut out = Vec::new();
+    for block in messages.split("-----------------------------------------------") {
+        let block = block.trim_start();
+        let Some((stamp, rest)) = block.split_once('\n') else {
+            continue;
+        };
+        if !rest.contains("message received")
+            || !rest.contains("\nINVITE ")
+            || !rest.contains("CSeq: 1 INVITE")
+        {
+            continue;
+        }
+        // "2026-12-05 21:14:16.317736"
+        let Some(time) = stamp.split_whitespace().nth(1) else {
+            continue;
+        };
+        let parts: Vec<f64> = time.split(':').filter_map(|p| p.parse().ok()).collect();
+        if let [h, m, s] = parts[..] {
+            out.push(h * 3600.0 + m * 60.0 + s);
+        }
+    }
+    out
+}
+
+/// `max_cps: 2` and ten click-to-calls at once: the carrier sees the INVITEs at least
+/// ~500 ms apart, and every call completes.
+#[tokio::test]
+async fn max_cps_spaces_the_carriers_invites_and_every_call_completes() {
+    const CALLS: u32 = 10;
+    let gw = Gateway::start().await;
+    let alice = Phone::new(ALICE);
+    post_ok(
+        &gw,
+        "/v1/agents",
+        json!({ "username": alice.user, "password": alice.password, "max_concurrent_calls": CALLS }),
+    )
+    .await;
+    alice.register(&gw);
+    let carrier_port = free_port_on(Ipv4Addr::LOCALHOST.into());
+    create_trunk(&gw, "paced", carrier_port, json!({ "max_cps": 2 })).await;
+    let phone = listen(
+        alice
+            .answer("call_uas.xml")
+            .set("rtp", &free_udp_port().to_string())
+            .calls(CALLS)
+            .timeout(secs(60)),
+        &gw,
+    )
+    .await;
+    let carrier = listen(
+        Sipp::new("carrier_uas_auth.xml")
+            .local_port(carrier_port)
+            .set("user", CARRIER_USER)
+            .set("rtp", &free_udp_port().to_string())
+            .calls(CALLS)
+            .timeout(secs(60)),
+        &gw,
+    )
+    .await;
+    let mut ids = Vec::new();
+    for _ in 0..CALLS {
+        ids.push(click(&gw, "paced", json!({ "time_limit_seconds": 1 })).await);
+    }
+    for id in &ids {
+        let call = final_call(&gw, id, secs(40)).await;
+        assert_eq!(call["status"], "completed", "{call:#}");
+    }
+    let carrier = carrier.finish().await;
+    carrier.assert_success();
+    phone.finish().await.assert_success();
+    let times = first_invite_times(&carrier.messages);
+    assert_eq!(times.len(), CALLS as usize, "{}", carrier.report());
+    let gaps: Vec<f64> = times.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(
+        gaps.iter().all(|g| *g >= 0.45),
+        "INVITEs closer than max_cps 2 allows: gaps {gaps:?}"
+    );
+}
+
+/// A `generic` trunk with `outbound.register` registers to the carrier's registrar
+/// (answering its digest challenge), re-registers before the short lifetime it was
+/// granted runs out, and the API shows it registered.
+#[tokio::test]
+async fn generic_trunk_registers_to_the_carrier_and_re_registers() {
+    let gw = Gateway::start().await;
+    let registrar_port = free_port_on(Ipv4Addr::LOCALHOST.into());
+    let mut registrar = listen(
+        Sipp::new("carrier_registrar.xml")
+            .local_port(registrar_port)
+            .set("user", CARRIER_USER)
+            .timeout(secs(30)),
+        &gw,
+    )
+    .await;
+    create_trunk(
+        &gw,
+        "registering",
+        registrar_port,
+        json!({ "outbound": {
+            "host": "127.0.0.1", "port": registrar_port, "transport": "udp",
+            "username": CARRIER_USER, "password": CARRIER_PASS,
+            "register": true, "register_expires": 120,
+        } }),
+    )
+    .await;
+    registrar.wait_for_log("@@REGISTERED@@ 1", secs(10)).await;
+    // Granted 3 s: refreshed well before they run out.
+    registrar.wait_for_log("@@REGISTERED@@ 2", secs(5)).await;
+    let run = registrar.finish().await;
+    run.assert_success();
+    let registers = run.requests_with("REGISTER");
+    assert_eq!(registers.len(), 4, "{}", run.report());
+    for r in &registers {
+        assert_eq!(
+            r.uri,
+            format!("sip:127.0.0.1:{registrar_port}"),
+            "{}",
+            r.raw
+        );
+        assert!(
+            r.raw
+                .contains(&format!("<sip:{CARRIER_USER}@127.0.0.1:{registrar_port}>")),
+            "{}",
+            r.raw
+        );
+    }
+    let until = Instant::now() + secs(5);
+    loop {
+        let trunk = get_json(&gw, "/v1/trunks/registering").await;
+        if trunk["registration"]["state"] == "registered" {
+            assert!(trunk["registration"]["expires_at"].is_string(), "{trunk:#}");
+            break;
+        }
+        assert!(Instant::now() < until, "not shown registered: {trunk:#}");
+        tokio::time::sleep(ms(200)).await;
+    }
+}
+
+/// The `simulated` provider: a full click-to-call with no carrier at all. The lead
+/// "answers" after 1 s and sends a tone the agent's phone receives; a busy rule ends
+/// its call `busy`.
+#[tokio::test]
+async fn simulated_trunk_runs_a_click_to_call_without_a_carrier() {
+    let gw = Gateway::start().await;
+    let alice = Phone::new(ALICE);
+    alice.create_and_register(&gw).await;
+    post_ok(
+        &gw,
+        "/v1/trunks",
+        json!({
+            "name": "sim", "provider": "simulated",
+            "simulate": [
+                { "pattern": "+1212*", "outcome": "busy", "after_seconds": 1 },
+                { "pattern": "*", "outcome": "answer", "after_seconds": 1 },
+            ],
+        }),
+    )
+    .await;
+
+    let agent_rtp = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+    let phone = listen(
+        alice
+            .answer("call_uas.xml")
+            .set("rtp", &agent_rtp.local_addr().unwrap().port().to_string()),
+        &gw,
+    )
+    .await;
+    let id = click(&gw, "sim", json!({ "time_limit_seconds": 3 })).await;
+    if let Err(call) = wait_status(&gw, &id, "in-progress", secs(10)).await {
+        fail(&call, "never in-progress", vec![phone]);
+    }
+    // The tone arrives at the agent's phone through voxgate's relay: G.711 (PT 0),
+    // 160-byte payloads.
+    let mut buf = [0u8; 2048];
+    let mut tone = 0;
+    let until = tokio::time::Instant::now() + secs(2);
+    while let Ok(Ok((len, _))) = tokio::time::timeout_at(until, agent_rtp.recv_from(&mut buf)).await
+    {
+        if len == 172 && buf[1] & 0x7f == 0 {
+            tone += 1;
+        }
+    }
+    assert!(
+        tone >= 40,
+        "the simulated lead's tone: {tone} packets in 2 s"
+    );
+    let call = final_call(&gw, &id, secs(10)).await;
+    assert_eq!(call["status"], "completed", "{call:#}");
+    assert_eq!(call["hangup_cause"], "time limit", "{call:#}");
+    phone.finish().await.assert_success();
+
+    let phone = listen(
+        alice
+            .answer("call_uas.xml")
+            .set("rtp", &free_udp_port().to_string()),
+        &gw,
+    )
+    .await;
+    let id = click(&gw, "sim", json!({ "to": "+12125550100" })).await;
+    let call = final_call(&gw, &id, secs(10)).await;
+    assert_eq!(call["status"], "busy", "{call:#}");
     phone.finish().await.assert_success();
 }
