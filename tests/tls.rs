@@ -607,3 +607,143 @@ fn check_config_names_bad_tls_files() {
     ]);
     assert!(!ok && err.contains("sip.tls_key"), "mismatched key: {err}");
 }
+
+async fn post_json(gw: &Gateway, path: &str, body: Value) -> Value {
+    let r = gw
+        .client()
+        .post(gw.url(path))
+        .json(&body)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("POST {path}: {e}"));
+    let status = r.status();
+    let text = r.text().await.unwrap_or_default();
+    assert!(status.is_success(), "POST {path} {body}: {status} {text}");
+    serde_json::from_str(&text).unwrap_or(Value::Null)
+}
+
+/// Polls a call until its status is final.
+async fn final_status(gw: &Gateway, id: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let call: Value = gw
+            .client()
+            .get(gw.url(&format!("/v1/calls/{id}")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let status = call["status"].as_str().unwrap_or_default();
+        if !["queued", "ringing", "in-progress"].contains(&status) {
+            return call;
+        }
+        assert!(Instant::now() < deadline, "call {id} not ended: {call:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Click-to-call with TLS on both legs: the agent's baresip registers over TLS, the
+/// carrier is a baresip answering on TLS with a certificate voxgate checks against the
+/// test CA (`sip.tls_ca`); voxgate opens the trunk's TLS connection itself. Speech
+/// crosses both ways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn click_to_call_over_a_tls_trunk() {
+    let dir = tempdir("voxgate-tls-trunk-");
+    let certs = make_certs(dir.path());
+    // baresip serves the leaf (valid for 127.0.0.1) from one PEM with its key.
+    let combined = dir.path().join("carrier.pem");
+    let mut pem = std::fs::read(&certs.cert).unwrap();
+    pem.extend(std::fs::read(&certs.key).unwrap());
+    std::fs::write(&combined, pem).unwrap();
+    let tls_port = free_tcp_port();
+    let listen = format!("127.0.0.1:{tls_port}");
+    let gw = Gateway::start_with(
+        &[
+            ("VOXGATE_SIP_LISTEN_TLS", listen.as_str()),
+            ("VOXGATE_SIP_TLS_CERT", certs.cert.to_str().unwrap()),
+            ("VOXGATE_SIP_TLS_KEY", certs.key.to_str().unwrap()),
+            ("VOXGATE_SIP_TLS_CA", certs.ca.to_str().unwrap()),
+        ],
+        None,
+    )
+    .await;
+    create_agent(&gw, "alice", "alicepass1").await;
+    // The agent answers first and talks into the void until the lead answers: a long
+    // lead-in of silence keeps her sentence whole for the lead.
+    let alice_wav = speech_wav(dir.path(), "alice", SENTENCE_ALICE, 2.0, 1.5);
+    let lead_wav = speech_wav(dir.path(), "lead", SENTENCE_BOB, 0.5, 3.0);
+    let cafile = format!("sip_cafile\t\t{}\n", certs.ca.display());
+    let alice = Baresip::start_with(
+        &PhoneConfig {
+            name: "alice".into(),
+            aor: format!("sip:alice@127.0.0.1:{tls_port};transport=tls"),
+            password: Some("alicepass1".into()),
+            regint: 600,
+            source_wav: alice_wav.clone(),
+        },
+        &cafile,
+    );
+    let carrier = Baresip::start_with(
+        &PhoneConfig {
+            name: "carrier".into(),
+            aor: "sip:+14155550100@127.0.0.1".into(),
+            password: None,
+            regint: 0,
+            source_wav: lead_wav.clone(),
+        },
+        &format!("{cafile}sip_certificate\t{}\n", combined.display()),
+    );
+    wait_available(&gw, &alice, "alice").await;
+    post_json(
+        &gw,
+        "/v1/trunks",
+        json!({
+            "name": "tls-carrier", "provider": "generic",
+            "outbound": { "host": "127.0.0.1", "port": carrier.sip_port + 1, "transport": "tls" },
+        }),
+    )
+    .await;
+    let call = post_json(
+        &gw,
+        "/v1/calls",
+        json!({ "agent": "alice", "to": "+14155550100", "trunk": "tls-carrier" }),
+    )
+    .await;
+    let id = call["id"].as_str().unwrap().to_owned();
+    let context = || format!("----- voxgate log -----\n{}", gw.log());
+    tokio::task::block_in_place(|| {
+        for phone in [&alice, &carrier] {
+            phone
+                .wait_event("CALL_ESTABLISHED", Duration::from_secs(15))
+                .unwrap_or_else(|e| panic!("{}: no call: {e}\n{}", phone.name, context()));
+        }
+        for phone in [&alice, &carrier] {
+            phone
+                .wait_event("CALL_CLOSED", Duration::from_secs(20))
+                .unwrap_or_else(|e| panic!("{}: not closed: {e}\n{}", phone.name, context()));
+        }
+        check_heard(
+            &carrier,
+            &alice_wav,
+            &lead_wav,
+            "TLS trunk: the lead hears the agent",
+        );
+        check_heard(
+            &alice,
+            &lead_wav,
+            &alice_wav,
+            "TLS trunk: the agent hears the lead",
+        );
+    });
+    let call = final_status(&gw, &id).await;
+    assert_eq!(call["status"], "completed", "{call:#}");
+    let lead_leg = &call["legs"][1];
+    assert!(
+        lead_leg["uri"]
+            .as_str()
+            .is_some_and(|u| u.ends_with(";transport=tls")),
+        "{call:#}"
+    );
+}

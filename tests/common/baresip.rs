@@ -129,7 +129,15 @@ impl Baresip {
             .expect("temp dir");
         let rec_dir = dir.path().join("rec");
         std::fs::create_dir(&rec_dir).expect("rec dir");
-        let sip_port = free_udp_tcp_port();
+        // baresip listens for TLS on the SIP port + 1: that one must be free too.
+        let sip_port = (0..50)
+            .map(|_| free_udp_tcp_port())
+            .find(|p| {
+                p.checked_add(1).is_some_and(|tls| {
+                    std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, tls)).is_ok()
+                })
+            })
+            .expect("a free port whose next one is free too");
         let ctrl_port = free_tcp_port();
         std::fs::write(
             dir.path().join("config"),
