@@ -284,3 +284,82 @@ async fn call_through_voxgate_carries_speech_both_ways() {
     alice.stop();
     bob.stop();
 }
+
+/// An agent's baresip on the default configuration registers and dials a phone number:
+/// voxgate sends it out through the default trunk (the only one) to the carrier (a
+/// second baresip, the lead, reached by its address as a trunk's host), and speech
+/// crosses both ways. The call is an `outbound` call on that trunk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn softphone_dials_a_number_out_through_the_default_trunk() {
+    let gw = Gateway::start().await;
+    create_agent(&gw, "alice", "alicepass1").await;
+    let dir = workdir();
+    let (alice_wav, lead_wav) = sentences(dir.path());
+    let play_s = wav_seconds(&alice_wav).max(wav_seconds(&lead_wav));
+    let mut lead = Baresip::start(&PhoneConfig {
+        name: "lead".into(),
+        aor: "sip:+14155550100@127.0.0.1".into(),
+        password: None,
+        regint: 0,
+        source_wav: lead_wav.clone(),
+    });
+    let mut alice = Baresip::start(&PhoneConfig {
+        name: "alice".into(),
+        aor: format!("sip:alice@127.0.0.1:{}", gw.sip_port),
+        password: Some("alicepass1".into()),
+        regint: 600,
+        source_wav: alice_wav.clone(),
+    });
+    wait_available(&gw, &alice, "alice").await;
+    let r = gw
+        .client()
+        .post(gw.url("/v1/trunks"))
+        .json(&json!({
+            "name": "carrier", "provider": "generic",
+            "outbound": { "host": "127.0.0.1", "port": lead.sip_port },
+            "caller_id": "+14155550199",
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "POST /v1/trunks: {}", r.status());
+    // The trunk table reaches the SIP core right after the API's change.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let uri = format!("sip:+14155550100@127.0.0.1:{}", gw.sip_port);
+    let log = || format!("----- voxgate log -----\n{}", gw.log());
+    tokio::task::block_in_place(|| {
+        run_call(&mut alice, &mut lead, &uri, play_s, &log);
+        check_heard(
+            &lead,
+            &alice_wav,
+            &lead_wav,
+            "via a trunk: the lead hears alice",
+        );
+        check_heard(
+            &alice,
+            &lead_wav,
+            &alice_wav,
+            "via a trunk: alice hears the lead",
+        );
+    });
+    alice.stop();
+    lead.stop();
+    let calls: Value = gw
+        .client()
+        .get(gw.url("/v1/calls?status=completed"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let call = &calls["data"][0];
+    assert_eq!(call["direction"], "outbound", "{calls:#}");
+    assert!(
+        call["trunk"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("trk_")),
+        "{call:#}"
+    );
+}
