@@ -21,6 +21,9 @@ pub enum IdKind {
     Registration,
     Call,
     Leg,
+    Webhook,
+    Event,
+    Delivery,
 }
 
 impl IdKind {
@@ -31,6 +34,9 @@ impl IdKind {
             IdKind::Registration => "reg",
             IdKind::Call => "call",
             IdKind::Leg => "leg",
+            IdKind::Webhook => "whk",
+            IdKind::Event => "evt",
+            IdKind::Delivery => "dlv",
         }
     }
 

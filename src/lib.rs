@@ -15,3 +15,4 @@ pub mod media;
 pub mod registrar;
 pub mod sip;
 pub mod store;
+pub mod webhooks;

@@ -859,6 +859,8 @@ fn call(agent_id: Option<&str>, from: &str, to: &str, started_at: DateTime<Utc>)
         agent_id: agent_id.map(str::to_owned),
         status: CallStatus::Ringing,
         started_at,
+        status_callback: None,
+        metadata: None,
     }
 }
 

@@ -121,6 +121,8 @@ fn new_call(agent_id: Option<&str>, from: &str, to: &str, started_at: DateTime<U
         agent_id: agent_id.map(str::to_owned),
         status: CallStatus::Ringing,
         started_at,
+        status_callback: None,
+        metadata: None,
     }
 }
 

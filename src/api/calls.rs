@@ -93,6 +93,9 @@ pub struct CallView {
     /// Free JSON given when the call was created through the API.
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<serde_json::Value>,
+    /// The call's own webhook URL: it gets the call's `call.*` events, signed with
+    /// `webhooks.secret`.
+    pub status_callback: Option<String>,
 }
 
 /// A page of calls, newest first.
@@ -249,6 +252,7 @@ fn view(c: Call) -> CallView {
         hangup_by: c.hangup_by,
         recording_ids: Vec::new(),
         metadata: c.metadata,
+        status_callback: c.status_callback,
     }
 }
 

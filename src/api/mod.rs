@@ -10,6 +10,7 @@ pub mod docs;
 pub mod error;
 pub mod health;
 pub mod pagination;
+pub mod webhooks;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
@@ -61,7 +62,7 @@ impl AppState {
     info(
         title = "voxgate control API",
         description = "Control API of voxgate, a self-hosted SIP/RTP softswitch. Ids carry a type \
-                       prefix (agt_, call_, leg_, key_); a reference to a resource accepts its id or unique name. \
+                       prefix (agt_, call_, leg_, key_, whk_, evt_, dlv_); a reference to a resource accepts its id or unique name. \
                        Times are RFC 3339 UTC. Lists are cursor-paginated with ?limit=&after=."
     ),
     modifiers(&BearerScheme),
@@ -71,6 +72,7 @@ impl AppState {
         (name = "api-keys", description = "Keys for this API"),
         (name = "calls", description = "Call records and live call control"),
         (name = "health", description = "Liveness, readiness, metrics"),
+        (name = "webhooks", description = "Signed event deliveries to your URLs"),
         (name = "docs", description = "This document"),
     )
 )]
@@ -99,6 +101,7 @@ fn api_router() -> OpenApiRouter<Arc<AppState>> {
         .merge(api_keys::router())
         .merge(calls::router())
         .merge(health::router())
+        .merge(webhooks::router())
         .merge(docs::router())
 }
 

@@ -698,6 +698,8 @@ impl CallEngine {
             agent_id: caller.agent().map(|p| p.agent.to_string()),
             status: CallStatus::Ringing,
             started_at: wall,
+            status_callback: None,
+            metadata: None,
         }));
         self.emit(CallChange::CreateLeg(NewLeg {
             id: leg_id.clone(),
@@ -850,6 +852,8 @@ impl CallEngine {
                 .or_else(|| callee.as_ref().map(|c| c.agent.to_string())),
             status: CallStatus::Ringing,
             started_at: wall,
+            status_callback: None,
+            metadata: None,
         }));
         let inbound = LegId::new(self.new_id(IdKind::Leg, now));
         self.emit(CallChange::CreateLeg(NewLeg {
