@@ -1003,6 +1003,47 @@ mod tests {
     }
 
     #[test]
+    fn webhooks_section() {
+        let c = load("", &[]).unwrap();
+        assert_eq!(c.webhooks, WebhooksConfig::default());
+        assert_eq!(c.webhooks.timeout_seconds, 10);
+        assert_eq!(c.webhooks.retry_for_seconds, 86_400);
+        let c = load(
+            "[webhooks]\ntimeout_seconds = 3\n",
+            &[
+                ("VOXGATE_WEBHOOKS_RETRY_BASE_MS", "50"),
+                ("VOXGATE_WEBHOOKS_SECRET", "whsec_0123456789abcdef"),
+                ("VOXGATE_WEBHOOKS_RETRY_FOR_SECONDS", "600"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.webhooks.timeout_seconds, 3);
+        assert_eq!(c.webhooks.retry_base_ms, 50);
+        assert_eq!(c.webhooks.retry_for_seconds, 600);
+        assert_eq!(c.webhooks.secret.as_deref(), Some("whsec_0123456789abcdef"));
+        for (var, value, key) in [
+            (
+                "VOXGATE_WEBHOOKS_TIMEOUT_SECONDS",
+                "0",
+                "webhooks.timeout_seconds",
+            ),
+            (
+                "VOXGATE_WEBHOOKS_RETRY_BASE_MS",
+                "0",
+                "webhooks.retry_base_ms",
+            ),
+            (
+                "VOXGATE_WEBHOOKS_RETRY_FOR_SECONDS",
+                "0",
+                "webhooks.retry_for_seconds",
+            ),
+            ("VOXGATE_WEBHOOKS_SECRET", "short", "webhooks.secret"),
+        ] {
+            assert_eq!(err_key("", &[(var, value)]), key);
+        }
+    }
+
+    #[test]
     fn errors_name_the_key() {
         assert_eq!(
             err_key("[sip]\nlisten_upd = \"x\"\n", &[]),

@@ -12,8 +12,8 @@ use voxgate::calls::record::{
 use voxgate::ids::{new_id, IdKind};
 use voxgate::store::{
     fmt_time, AgentCallCounts, AgentPatch, AttemptResult, Backend, CallFilter, Credentials,
-    NewAgent, NewWebhook, NextStep, OutboxEvent, Presence, Registration, RegistrationChange,
-    Store, StoreError, WebhookPatch,
+    NewAgent, NewWebhook, NextStep, OutboxEvent, Presence, Registration, RegistrationChange, Store,
+    StoreError, WebhookPatch,
 };
 
 use common::PgDb;
@@ -1372,7 +1372,12 @@ mod tests {
         let types: Vec<&str> = rows.iter().map(|r| r.event_type.as_str()).collect();
         assert_eq!(
             types,
-            ["call.initiated", "call.ringing", "call.answered", "call.completed"]
+            [
+                "call.initiated",
+                "call.ringing",
+                "call.answered",
+                "call.completed"
+            ]
         );
         for r in &rows {
             assert_eq!(r.webhook_id.as_deref(), Some(h.id.as_str()));
@@ -1506,9 +1511,16 @@ mod tests {
         let types: Vec<&str> = rows.iter().map(|r| r.event_type.as_str()).collect();
         assert_eq!(
             types,
-            ["call.initiated", "call.ringing", "call.answered", "call.completed"]
+            [
+                "call.initiated",
+                "call.ringing",
+                "call.answered",
+                "call.completed"
+            ]
         );
-        assert!(rows.iter().all(|r| r.order_key.as_deref() == Some(q.id.as_str())));
+        assert!(rows
+            .iter()
+            .all(|r| r.order_key.as_deref() == Some(q.id.as_str())));
         assert_eq!(payload(&rows[3])["data"]["hangup_by"], "api");
 
         // agent.state_changed only for a real change, only when subscribed.
@@ -1566,7 +1578,9 @@ mod tests {
         assert_eq!(a.len(), 2, "{a:?}");
         assert!(a.iter().all(|e| e.event_type == "call.initiated"));
         assert!(a.iter().all(|e| e.url == "http://127.0.0.1:9/h"));
-        assert!(a.iter().all(|e| e.secret.as_deref() == Some("whsec_0123456789abcdef")));
+        assert!(a
+            .iter()
+            .all(|e| e.secret.as_deref() == Some("whsec_0123456789abcdef")));
         assert_eq!(a[0].webhook_id.as_deref(), Some(h.id.as_str()));
         // Leased, and the rest wait for them: another worker gets nothing.
         assert!(other
@@ -1576,7 +1590,10 @@ mod tests {
             .is_empty());
 
         // c1's first event delivered: c1's second is due, c2 still waits.
-        let e1 = a.iter().find(|e| e.order_key.as_deref() == Some(c1.id.as_str())).unwrap();
+        let e1 = a
+            .iter()
+            .find(|e| e.order_key.as_deref() == Some(c1.id.as_str()))
+            .unwrap();
         store
             .finish_webhook_attempt(e1, "A", &ok_result(), NextStep::Delivered)
             .await
@@ -1614,9 +1631,15 @@ mod tests {
 
         // A lease that expired (its worker died) is taken over; the old owner cannot
         // finish it any more.
-        let e2 = a.iter().find(|e| e.order_key.as_deref() == Some(c2.id.as_str())).unwrap();
+        let e2 = a
+            .iter()
+            .find(|e| e.order_key.as_deref() == Some(c2.id.as_str()))
+            .unwrap();
         let later = t + Duration::seconds(31);
-        let taken = other.claim_webhook_events("B", later, lease, 10).await.unwrap();
+        let taken = other
+            .claim_webhook_events("B", later, lease, 10)
+            .await
+            .unwrap();
         assert!(taken.iter().any(|e| e.id == e2.id), "{taken:?}");
         store
             .finish_webhook_attempt(e2, "A", &ok_result(), NextStep::Delivered)
@@ -1624,7 +1647,10 @@ mod tests {
             .unwrap();
         let rows = store.list_outbox().await.unwrap();
         let row = rows.iter().find(|r| r.id == e2.id).unwrap();
-        assert_eq!(row.state, "pending", "a stale owner does not move the event");
+        assert_eq!(
+            row.state, "pending",
+            "a stale owner does not move the event"
+        );
 
         // Giving up releases the chain too.
         let e2b = taken.iter().find(|e| e.id == e2.id).unwrap();
@@ -1637,13 +1663,17 @@ mod tests {
             .await
             .unwrap();
         assert!(
-            next.iter().any(|e| e.order_key.as_deref() == Some(c2.id.as_str())
-                && e.event_type == "call.ringing"),
+            next.iter()
+                .any(|e| e.order_key.as_deref() == Some(c2.id.as_str())
+                    && e.event_type == "call.ringing"),
             "{next:?}"
         );
         let rows = store.list_outbox().await.unwrap();
         assert_eq!(rows.iter().find(|r| r.id == e2.id).unwrap().state, "failed");
-        assert_eq!(rows.iter().find(|r| r.id == e1.id).unwrap().state, "delivered");
+        assert_eq!(
+            rows.iter().find(|r| r.id == e1.id).unwrap().state,
+            "delivered"
+        );
 
         // Every attempt is logged for the webhook (the stale owner's too: its request
         // was made), newest first, paginated.
@@ -1723,10 +1753,7 @@ mod tests {
         assert_eq!(store.get_webhook(&a.id).await.unwrap(), a);
         let page = store.list_webhooks(1, None).await.unwrap();
         assert_eq!(page.data, vec![a.clone()]);
-        let page = store
-            .list_webhooks(1, page.next.as_deref())
-            .await
-            .unwrap();
+        let page = store.list_webhooks(1, page.next.as_deref()).await.unwrap();
         assert_eq!(page.data, vec![b.clone()]);
         assert_eq!(page.next, None);
         let patched = store
@@ -1744,14 +1771,21 @@ mod tests {
         assert_eq!(patched.url, a.url);
         // The subscription cache follows the API's changes at once.
         let subs = store.subscriptions().await.unwrap();
-        assert!(!subs.iter().find(|s| s.webhook_id == a.id).unwrap().wants("call.ringing"));
+        assert!(!subs
+            .iter()
+            .find(|s| s.webhook_id == a.id)
+            .unwrap()
+            .wants("call.ringing"));
         store.enqueue_test_event(&b).await.unwrap();
         store.delete_webhook(&b.id).await.unwrap();
         assert!(matches!(
             store.delete_webhook(&b.id).await,
             Err(StoreError::NotFound)
         ));
-        assert!(store.list_outbox().await.unwrap().is_empty(), "events go with their webhook");
+        assert!(
+            store.list_outbox().await.unwrap().is_empty(),
+            "events go with their webhook"
+        );
         assert_eq!(store.subscriptions().await.unwrap().len(), 1);
         // The status_callback secret is generated once and kept.
         let (s1, g1) = store.status_callback_secret().await.unwrap();

@@ -213,7 +213,12 @@ impl Receiver {
                 Instant::now() < until,
                 "receiver: {what} not within {within:?}; got {:#?}",
                 got.iter()
-                    .map(|g| (g.path.as_str(), g.answered, g.body["type"].as_str(), g.body["data"]["id"].as_str()))
+                    .map(|g| (
+                        g.path.as_str(),
+                        g.answered,
+                        g.body["type"].as_str(),
+                        g.body["data"]["id"].as_str()
+                    ))
                     .collect::<Vec<_>>()
             );
             tokio::time::sleep(ms(50)).await;
@@ -238,14 +243,23 @@ async fn send(gw: &Gateway, method: &str, path: &str, body: Option<Value>) -> (u
         Some(b) => req.json(&b),
         None => req,
     };
-    let r = req.send().await.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+    let r = req
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
     let status = r.status().as_u16();
     let text = r.text().await.unwrap_or_default();
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
 async fn create_webhook(gw: &Gateway, url: &str, events: &[&str]) -> Value {
-    let (s, v) = send(gw, "POST", "/v1/webhooks", Some(json!({"url": url, "events": events}))).await;
+    let (s, v) = send(
+        gw,
+        "POST",
+        "/v1/webhooks",
+        Some(json!({"url": url, "events": events})),
+    )
+    .await;
     assert_eq!(s, 201, "{v:#}");
     v
 }
@@ -297,8 +311,15 @@ async fn start_phone(sipp: Sipp, gw: &Gateway) -> SippProcess {
     let port = p.port();
     let until = Instant::now() + secs(5);
     while std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
-        assert!(p.running(), "SIPp phone exited at start: {}", p.kill().report());
-        assert!(Instant::now() < until, "SIPp did not bind UDP {port} within 5 s");
+        assert!(
+            p.running(),
+            "SIPp phone exited at start: {}",
+            p.kill().report()
+        );
+        assert!(
+            Instant::now() < until,
+            "SIPp did not bind UDP {port} within 5 s"
+        );
         tokio::time::sleep(ms(20)).await;
     }
     p
@@ -339,7 +360,13 @@ async fn calls(gw: &Gateway, caller: &Phone, callee: &Phone, n: u32) {
 
 /// Ids of the calls with this status, from the API.
 async fn call_ids(gw: &Gateway, status: &str) -> Vec<String> {
-    let (s, v) = send(gw, "GET", &format!("/v1/calls?limit=200&status={status}"), None).await;
+    let (s, v) = send(
+        gw,
+        "GET",
+        &format!("/v1/calls?limit=200&status={status}"),
+        None,
+    )
+    .await;
     assert_eq!(s, 200, "{v:#}");
     v["data"]
         .as_array()
@@ -359,7 +386,11 @@ async fn wait_call_ids(gw: &Gateway, status: &str, n: usize) -> Vec<String> {
             assert_eq!(ids.len(), n, "{ids:?}");
             return ids;
         }
-        assert!(Instant::now() < until, "{} {status} calls, wanted {n}", ids.len());
+        assert!(
+            Instant::now() < until,
+            "{} {status} calls, wanted {n}",
+            ids.len()
+        );
         tokio::time::sleep(ms(50)).await;
     }
 }
@@ -396,11 +427,9 @@ fn assert_in_order(got: &[Got], path: &str, call: &str) {
 }
 
 fn all_arrived(got: &[Got], path: &str, calls: &[String]) -> bool {
-    calls.iter().all(|c| {
-        accepted(got, path, c)
-            .iter()
-            .any(|t| t == "call.completed")
-    })
+    calls
+        .iter()
+        .all(|c| accepted(got, path, c).iter().any(|t| t == "call.completed"))
 }
 
 // -------------------------------------------------------------------------------------
@@ -480,16 +509,27 @@ async fn calls_events_survive_failures_and_a_crash(pg: bool) {
     let all = wait_call_ids(&gw, "completed", 5).await;
     let until = Instant::now() + secs(20);
     loop {
-        let (_, d) = send(&gw, "GET", &format!("/v1/webhooks/{hook_id}/deliveries?limit=200"), None).await;
+        let (_, d) = send(
+            &gw,
+            "GET",
+            &format!("/v1/webhooks/{hook_id}/deliveries?limit=200"),
+            None,
+        )
+        .await;
         let refused = d["data"].as_array().unwrap().iter().any(|a| {
             a["status_code"].is_null()
                 && a["error"].is_string()
-                && a["at"].as_str().is_some_and(|t| t > down_at.to_rfc3339().as_str())
+                && a["at"]
+                    .as_str()
+                    .is_some_and(|t| t > down_at.to_rfc3339().as_str())
         });
         if refused {
             break;
         }
-        assert!(Instant::now() < until, "no failed attempt while the receiver is down: {d:#}");
+        assert!(
+            Instant::now() < until,
+            "no failed attempt while the receiver is down: {d:#}"
+        );
         tokio::time::sleep(ms(100)).await;
     }
 
@@ -512,8 +552,16 @@ async fn calls_events_survive_failures_and_a_crash(pg: bool) {
         assert_in_order(&got, "/hook", call);
     }
     for g in &got {
-        assert!(g.signature_ok, "bad signature {:?} on {:#}", g.signature, g.body);
-        assert_eq!(g.body["id"].as_str(), Some(g.event_id.as_str()), "Voxgate-Event-Id");
+        assert!(
+            g.signature_ok,
+            "bad signature {:?} on {:#}",
+            g.signature, g.body
+        );
+        assert_eq!(
+            g.body["id"].as_str(),
+            Some(g.event_id.as_str()),
+            "Voxgate-Event-Id"
+        );
         assert!(g.event_id.starts_with("evt_"));
     }
     // The first three deliveries were refused and retried.
@@ -533,8 +581,14 @@ async fn calls_events_survive_failures_and_a_crash(pg: bool) {
 
     // The status_callback: initiated then completed (closed by the restart), nothing
     // else, all signed with webhooks.secret (checked above).
-    let cb: Vec<&Got> = got.iter().filter(|g| g.path == "/cb" && g.answered < 300).collect();
-    let mut types: Vec<&str> = cb.iter().map(|g| g.body["type"].as_str().unwrap()).collect();
+    let cb: Vec<&Got> = got
+        .iter()
+        .filter(|g| g.path == "/cb" && g.answered < 300)
+        .collect();
+    let mut types: Vec<&str> = cb
+        .iter()
+        .map(|g| g.body["type"].as_str().unwrap())
+        .collect();
     types.dedup();
     assert_eq!(types, ["call.initiated", "call.completed"], "{cb:#?}");
     let last = &cb.last().unwrap().body["data"];
@@ -543,14 +597,33 @@ async fn calls_events_survive_failures_and_a_crash(pg: bool) {
     assert_eq!(last["metadata"]["lead"], "L-42");
     // The webhook subscribes to call.*, so it got that call's events too.
     let q: Vec<String> = accepted(&got, "/hook", &queued.id);
-    assert_eq!(q.first().map(String::as_str), Some("call.initiated"), "{q:?}");
-    assert_eq!(q.last().map(String::as_str), Some("call.completed"), "{q:?}");
+    assert_eq!(
+        q.first().map(String::as_str),
+        Some("call.initiated"),
+        "{q:?}"
+    );
+    assert_eq!(
+        q.last().map(String::as_str),
+        Some("call.completed"),
+        "{q:?}"
+    );
 
     // The delivery log shows the 500s.
-    let (_, d) = send(&gw, "GET", &format!("/v1/webhooks/{hook_id}/deliveries?limit=200"), None).await;
+    let (_, d) = send(
+        &gw,
+        "GET",
+        &format!("/v1/webhooks/{hook_id}/deliveries?limit=200"),
+        None,
+    )
+    .await;
     let log = d["data"].as_array().unwrap();
-    assert!(log.iter().filter(|a| a["status_code"] == 500).count() >= 3, "{d:#}");
-    assert!(log.iter().any(|a| a["status_code"] == 204 && a["error"].is_null()));
+    assert!(
+        log.iter().filter(|a| a["status_code"] == 500).count() >= 3,
+        "{d:#}"
+    );
+    assert!(log
+        .iter()
+        .any(|a| a["status_code"] == 204 && a["error"].is_null()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -574,8 +647,10 @@ async fn test_event_and_agent_state_changed() {
         &gw,
         "POST",
         "/v1/webhooks",
-        Some(json!({"url": rx.url("/h"), "events": ["agent.*"], "secret": secret,
-                    "description": "CRM"})),
+        Some(
+            json!({"url": rx.url("/h"), "events": ["agent.*"], "secret": secret,
+                    "description": "CRM"}),
+        ),
     )
     .await;
     assert_eq!(s, 201, "{hook:#}");
@@ -588,7 +663,9 @@ async fn test_event_and_agent_state_changed() {
     assert_eq!(s, 202, "{queued:#}");
     let event_id = queued["event_id"].as_str().unwrap().to_owned();
     let got = rx
-        .wait("the test event", secs(10), |g| g.iter().any(|g| g.event_id == event_id))
+        .wait("the test event", secs(10), |g| {
+            g.iter().any(|g| g.event_id == event_id)
+        })
         .await;
     let t = got.iter().find(|g| g.event_id == event_id).unwrap();
     assert!(t.signature_ok, "{t:?}");
@@ -598,14 +675,23 @@ async fn test_event_and_agent_state_changed() {
     assert!(t.body["created_at"].is_string());
 
     create_agent(&gw, ALICE).await;
-    let (s, _) = send(&gw, "POST", "/v1/agents/alice/status", Some(json!({"status": "away"}))).await;
+    let (s, _) = send(
+        &gw,
+        "POST",
+        "/v1/agents/alice/status",
+        Some(json!({"status": "away"})),
+    )
+    .await;
     assert_eq!(s, 200);
     let got = rx
         .wait("agent.state_changed", secs(10), |g| {
             g.iter().any(|g| g.body["type"] == "agent.state_changed")
         })
         .await;
-    let a = got.iter().find(|g| g.body["type"] == "agent.state_changed").unwrap();
+    let a = got
+        .iter()
+        .find(|g| g.body["type"] == "agent.state_changed")
+        .unwrap();
     assert!(a.signature_ok);
     assert_eq!(a.body["data"]["username"], "alice");
     assert_eq!(a.body["data"]["state"], "away");
@@ -620,7 +706,9 @@ async fn test_event_and_agent_state_changed() {
         if log.len() == 2 {
             assert_eq!(log[0]["event_type"], "agent.state_changed");
             assert_eq!(log[1]["event_id"], event_id.as_str());
-            assert!(log.iter().all(|a| a["status_code"] == 204 && a["attempt"] == 1));
+            assert!(log
+                .iter()
+                .all(|a| a["status_code"] == 204 && a["attempt"] == 1));
             assert!(log.iter().all(|a| a["url"] == rx.url("/h").as_str()));
             break;
         }
@@ -628,24 +716,51 @@ async fn test_event_and_agent_state_changed() {
         tokio::time::sleep(ms(50)).await;
     }
     // Signing with another secret would not have verified.
-    assert!(!verify("whsec_wrong_secret_0000000", &t.signature, &serde_json::to_vec(&t.body).unwrap()));
+    assert!(!verify(
+        "whsec_wrong_secret_0000000",
+        &t.signature,
+        &serde_json::to_vec(&t.body).unwrap()
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_api_validates_and_manages() {
     let gw = Gateway::start().await;
-    let field = |v: &Value| v["errors"][0]["field"].as_str().unwrap_or_default().to_owned();
+    let field = |v: &Value| {
+        v["errors"][0]["field"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
     for (body, want) in [
-        (json!({"url": "ftp://x.example/", "events": ["call.*"]}), "url"),
+        (
+            json!({"url": "ftp://x.example/", "events": ["call.*"]}),
+            "url",
+        ),
         (json!({"url": "not a url", "events": ["call.*"]}), "url"),
         (json!({"events": ["call.*"]}), "url"),
         (json!({"url": "https://x.example/", "events": []}), "events"),
         (json!({"url": "https://x.example/"}), "events"),
-        (json!({"url": "https://x.example/", "events": ["calls.*"]}), "events[0]"),
-        (json!({"url": "https://x.example/", "events": ["*", "call.exploded"]}), "events[1]"),
-        (json!({"url": "https://x.example/", "events": ["webhook.test"]}), "events[0]"),
-        (json!({"url": "https://x.example/", "events": ["*"], "secret": "short"}), "secret"),
-        (json!({"url": "https://x.example/", "events": ["*"], "colour": "red"}), "colour"),
+        (
+            json!({"url": "https://x.example/", "events": ["calls.*"]}),
+            "events[0]",
+        ),
+        (
+            json!({"url": "https://x.example/", "events": ["*", "call.exploded"]}),
+            "events[1]",
+        ),
+        (
+            json!({"url": "https://x.example/", "events": ["webhook.test"]}),
+            "events[0]",
+        ),
+        (
+            json!({"url": "https://x.example/", "events": ["*"], "secret": "short"}),
+            "secret",
+        ),
+        (
+            json!({"url": "https://x.example/", "events": ["*"], "colour": "red"}),
+            "colour",
+        ),
     ] {
         let (s, v) = send(&gw, "POST", "/v1/webhooks", Some(body.clone())).await;
         assert_eq!(s, 422, "{body} -> {v:#}");
@@ -666,21 +781,48 @@ async fn webhook_api_validates_and_manages() {
 
     let (s, got) = send(&gw, "GET", &format!("/v1/webhooks/{id}"), None).await;
     assert_eq!(s, 200);
-    assert!(got.get("secret").is_none(), "the secret is shown once: {got:#}");
+    assert!(
+        got.get("secret").is_none(),
+        "the secret is shown once: {got:#}"
+    );
     assert_eq!(got["url"], "https://a.example/h");
     let (_, page) = send(&gw, "GET", "/v1/webhooks?limit=1", None).await;
     assert_eq!(page["data"][0]["id"], id.as_str());
     assert!(page["data"][0].get("secret").is_none());
     let next = page["next"].as_str().unwrap().to_owned();
-    let (_, page) = send(&gw, "GET", &format!("/v1/webhooks?limit=1&after={next}"), None).await;
+    let (_, page) = send(
+        &gw,
+        "GET",
+        &format!("/v1/webhooks?limit=1&after={next}"),
+        None,
+    )
+    .await;
     assert_eq!(page["data"][0]["id"], b["id"]);
     assert!(page["next"].is_null());
 
-    let (s, v) = send(&gw, "PATCH", &format!("/v1/webhooks/{id}"), Some(json!({"secret": "x".repeat(20)}))).await;
+    let (s, v) = send(
+        &gw,
+        "PATCH",
+        &format!("/v1/webhooks/{id}"),
+        Some(json!({"secret": "x".repeat(20)})),
+    )
+    .await;
     assert_eq!((s, field(&v)), (422, "secret".to_owned()), "{v:#}");
-    let (s, v) = send(&gw, "PATCH", &format!("/v1/webhooks/{id}"), Some(json!({"events": ["nope"]}))).await;
+    let (s, v) = send(
+        &gw,
+        "PATCH",
+        &format!("/v1/webhooks/{id}"),
+        Some(json!({"events": ["nope"]})),
+    )
+    .await;
     assert_eq!((s, field(&v)), (422, "events[0]".to_owned()), "{v:#}");
-    let (s, v) = send(&gw, "PATCH", &format!("/v1/webhooks/{id}"), Some(json!({"url": "gopher://x"}))).await;
+    let (s, v) = send(
+        &gw,
+        "PATCH",
+        &format!("/v1/webhooks/{id}"),
+        Some(json!({"url": "gopher://x"})),
+    )
+    .await;
     assert_eq!((s, field(&v)), (422, "url".to_owned()), "{v:#}");
     let (s, v) = send(
         &gw,
@@ -690,7 +832,10 @@ async fn webhook_api_validates_and_manages() {
     )
     .await;
     assert_eq!(s, 200, "{v:#}");
-    assert_eq!(v["events"], json!(["agent.state_changed", "call.completed"]));
+    assert_eq!(
+        v["events"],
+        json!(["agent.state_changed", "call.completed"])
+    );
     assert_eq!(v["description"], "crm");
     assert_eq!(v["url"], "https://a.example/h");
 
@@ -706,7 +851,13 @@ async fn webhook_api_validates_and_manages() {
         assert_eq!(s, 404, "{method} {path}: {v:#}");
         assert_eq!(v["status"], 404);
     }
-    let (s, v) = send(&gw, "GET", &format!("/v1/webhooks/{id}/deliveries?limit=0"), None).await;
+    let (s, v) = send(
+        &gw,
+        "GET",
+        &format!("/v1/webhooks/{id}/deliveries?limit=0"),
+        None,
+    )
+    .await;
     assert_eq!((s, field(&v)), (422, "limit".to_owned()), "{v:#}");
     let (s, v) = send(&gw, "GET", &format!("/v1/webhooks/{id}/deliveries"), None).await;
     assert_eq!(s, 200);
@@ -717,7 +868,12 @@ async fn webhook_api_validates_and_manages() {
     let (s, _) = send(&gw, "GET", &format!("/v1/webhooks/{id}"), None).await;
     assert_eq!(s, 404);
 
-    let r = gw.anon_client().get(gw.url("/v1/webhooks")).send().await.unwrap();
+    let r = gw
+        .anon_client()
+        .get(gw.url("/v1/webhooks"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
 
     let (s, doc) = send(&gw, "GET", "/openapi.json", None).await;
@@ -728,7 +884,10 @@ async fn webhook_api_validates_and_manages() {
         "/v1/webhooks/{id}/deliveries",
         "/v1/webhooks/{id}/test",
     ] {
-        assert!(doc["paths"].get(path).is_some(), "{path} not in /openapi.json");
+        assert!(
+            doc["paths"].get(path).is_some(),
+            "{path} not in /openapi.json"
+        );
     }
     assert!(doc["components"]["schemas"].get("WebhookCreated").is_some());
 }

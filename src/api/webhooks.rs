@@ -158,7 +158,9 @@ pub fn check_callback_url(field: &str, url: &str) -> Result<(), FieldError> {
         return bad("must be at most 2048 characters");
     }
     match reqwest::Url::parse(url) {
-        Ok(u) if !matches!(u.scheme(), "http" | "https") => bad("must be an http:// or https:// URL"),
+        Ok(u) if !matches!(u.scheme(), "http" | "https") => {
+            bad("must be an http:// or https:// URL")
+        }
         Ok(u) if u.host_str().is_none_or(str::is_empty) => bad("must name a host"),
         Ok(u) if !u.username().is_empty() || u.password().is_some() => {
             bad("must not carry credentials")
@@ -376,10 +378,7 @@ async fn patch_webhook(
             errors.push(e);
         }
     }
-    let events = body
-        .events
-        .as_deref()
-        .map(|e| check_events(e, &mut errors));
+    let events = body.events.as_deref().map(|e| check_events(e, &mut errors));
     if let Some(d) = &body.description {
         check_description(d.as_deref(), &mut errors);
     }
@@ -391,7 +390,9 @@ async fn patch_webhook(
         events,
         description: body.description,
     };
-    Ok(Json(view(state.store.update_webhook(&hook.id, &patch).await?)))
+    Ok(Json(view(
+        state.store.update_webhook(&hook.id, &patch).await?,
+    )))
 }
 
 /// Delete a webhook with its undelivered events and its delivery log.

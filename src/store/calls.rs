@@ -244,9 +244,9 @@ impl Store {
         let any_sub = CALL_EVENT_TYPES
             .iter()
             .any(|t| subs.iter().any(|s| s.wants(t)));
-        let creates_callback = changes.iter().any(
-            |c| matches!(c, CallChange::CreateCall(n) if n.status_callback.is_some()),
-        );
+        let creates_callback = changes
+            .iter()
+            .any(|c| matches!(c, CallChange::CreateCall(n) if n.status_callback.is_some()));
         let events = if any_sub || creates_callback || self.hooks.callback_calls_open() {
             Some(plan_call_events(&mut tx, changes, subs, any_sub, &self.hooks).await?)
         } else {
@@ -261,7 +261,8 @@ impl Store {
         }
         tx.commit().await?;
         if let Some(ev) = events {
-            self.hooks.track_callbacks(&ev.callbacks_opened, &ev.callbacks_ended);
+            self.hooks
+                .track_callbacks(&ev.callbacks_opened, &ev.callbacks_ended);
             if !ev.outbox.is_empty() {
                 self.notify_webhooks();
             }
@@ -311,7 +312,8 @@ impl Store {
         outbox.write(&mut tx).await?;
         tx.commit().await?;
         if call.status_callback.is_some() && !call.status.is_final() {
-            self.hooks.track_callbacks(std::slice::from_ref(&call.id), &[]);
+            self.hooks
+                .track_callbacks(std::slice::from_ref(&call.id), &[]);
         }
         if !outbox.is_empty() {
             self.notify_webhooks();
@@ -647,8 +649,7 @@ async fn plan_call_events(
             CallChange::CallRinging { call_id, .. }
             | CallChange::CallAnswered { call_id, .. }
             | CallChange::CallEnded { call_id, .. } => {
-                if !created.contains(call_id.as_str())
-                    && (all_calls || hooks.has_callback(call_id))
+                if !created.contains(call_id.as_str()) && (all_calls || hooks.has_callback(call_id))
                 {
                     wanted.insert(call_id.as_str());
                 }

@@ -26,8 +26,8 @@ pub use calls::{call_event_data, AgentCallCounts, Call, CallFilter, Leg, GATEWAY
 pub use registrations::{Registration, RegistrationChange};
 pub use webhooks::{
     generate_webhook_secret, pattern_is_known, pattern_matches, AttemptResult, ClaimedEvent,
-    Delivery, NewWebhook, NextStep, OutboxEvent, Subscription, Webhook, WebhookPatch,
-    CALL_EVENTS, EVENT_TYPES, TEST_EVENT,
+    Delivery, NewWebhook, NextStep, OutboxEvent, Subscription, Webhook, WebhookPatch, CALL_EVENTS,
+    EVENT_TYPES, TEST_EVENT,
 };
 
 static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");

@@ -22,8 +22,8 @@ use sqlx::AnyConnection;
 use tokio::sync::Notify;
 
 use super::{
-    fmt_time, get_i64, get_opt_i64, get_opt_str, get_str, get_time, into_page, limit_plus_one,
-    now, Backend, Page, Store, StoreError,
+    fmt_time, get_i64, get_opt_i64, get_opt_str, get_str, get_time, into_page, limit_plus_one, now,
+    Backend, Page, Store, StoreError,
 };
 use crate::ids::{new_id, IdKind};
 
@@ -230,7 +230,10 @@ impl Hooks {
 
     /// Calls (of this process) with a status_callback that have not ended.
     pub(crate) fn callback_calls_open(&self) -> bool {
-        self.callback_calls.lock().map(|s| !s.is_empty()).unwrap_or(true)
+        self.callback_calls
+            .lock()
+            .map(|s| !s.is_empty())
+            .unwrap_or(true)
     }
 
     pub(crate) fn has_callback(&self, call_id: &str) -> bool {
@@ -306,7 +309,13 @@ impl Outbox {
     ) {
         let subs = Arc::clone(&self.subs);
         for s in subs.iter().filter(|s| s.wants(event_type)) {
-            self.push_to(event_type, order_key, data, Some(&s.webhook_id), &s.webhook_id);
+            self.push_to(
+                event_type,
+                order_key,
+                data,
+                Some(&s.webhook_id),
+                &s.webhook_id,
+            );
         }
         if let Some(url) = callback {
             self.push_to(event_type, order_key, data, None, url);
@@ -383,12 +392,11 @@ const ROWS_PER_STATEMENT: usize = 64;
 const WEBHOOK_COLUMNS: &str = "id, url, events, secret, description, created_at, updated_at";
 
 fn webhook_from_row(row: &AnyRow) -> Result<Webhook, StoreError> {
-    let events = serde_json::from_str(&get_str(row, "events")?).map_err(|e| {
-        StoreError::Corrupt {
+    let events =
+        serde_json::from_str(&get_str(row, "events")?).map_err(|e| StoreError::Corrupt {
             column: "events",
             reason: e.to_string(),
-        }
-    })?;
+        })?;
     Ok(Webhook {
         id: get_str(row, "id")?,
         url: get_str(row, "url")?,
@@ -626,7 +634,11 @@ impl Store {
             "message": "This is a test event from voxgate.",
         });
         outbox.push_to(TEST_EVENT, None, &data, Some(&hook.id), &hook.id);
-        let id = outbox.rows.first().map(|r| r.id.clone()).unwrap_or_default();
+        let id = outbox
+            .rows
+            .first()
+            .map(|r| r.id.clone())
+            .unwrap_or_default();
         let mut conn = self.pool.acquire().await?;
         outbox.write(&mut conn).await?;
         self.notify_webhooks();

@@ -183,7 +183,9 @@ pub async fn run(store: Store, cfg: DeliveryConfig, mut shutdown: watch::Receive
     }
     let drain = async { while in_flight.join_next().await.is_some() {} };
     if tokio::time::timeout(cfg.timeout, drain).await.is_err() {
-        tracing::info!("webhook deliveries cut off by shutdown; they are retried on the next start");
+        tracing::info!(
+            "webhook deliveries cut off by shutdown; they are retried on the next start"
+        );
     }
 }
 
@@ -234,8 +236,7 @@ async fn deliver(
                 .increment(1);
         }
         NextStep::RetryAt(at) => {
-            metrics::counter!("voxgate_webhook_deliveries_total", "result" => "retry")
-                .increment(1);
+            metrics::counter!("voxgate_webhook_deliveries_total", "result" => "retry").increment(1);
             tracing::debug!(event = %ev.id, url = %ev.url, error = ?error, retry_at = %at, "webhook delivery failed; will retry");
         }
         NextStep::Failed => {
@@ -282,7 +283,8 @@ mod tests {
         // The construction: HMAC over "<t>.<body>"; the HMAC itself is checked against
         // RFC 4231 below.
         let s = sign("whsec_test", 1_700_000_000, br#"{"a":1}"#);
-        let mut mac = Hmac::<Sha256>::new_from_slice(b"whsec_test").unwrap_or_else(|_| unreachable!());
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(b"whsec_test").unwrap_or_else(|_| unreachable!());
         mac.update(br#"1700000000.{"a":1}"#);
         let want = hex::encode(mac.finalize().into_bytes());
         assert_eq!(s, format!("t=1700000000,v1={want}"));
@@ -331,7 +333,10 @@ mod tests {
         );
         // 23.5 h in: the next try (1 h later, capped) would fall after the 24 h.
         let late = created + hour * 23 + chrono::Duration::minutes(30);
-        assert_eq!(after_failure(created, late, 20, &cfg, 1.0), NextStep::Failed);
+        assert_eq!(
+            after_failure(created, late, 20, &cfg, 1.0),
+            NextStep::Failed
+        );
         let ok = created + hour * 22;
         assert_eq!(
             after_failure(created, ok, 20, &cfg, 1.0),
