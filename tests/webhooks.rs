@@ -862,6 +862,12 @@ async fn webhook_api_validates_and_manages() {
     let (s, v) = send(&gw, "GET", &format!("/v1/webhooks/{id}/deliveries"), None).await;
     assert_eq!(s, 200);
     assert_eq!(v, json!({"data": [], "next": null}));
+    let test = format!("/v1/webhooks/{id}/test");
+    let (s, v) = send(&gw, "POST", &test, Some(json!({"x": 1}))).await;
+    assert_eq!((s, field(&v)), (422, "x".to_owned()), "{v:#}");
+    let (s, v) = send(&gw, "POST", &test, Some(json!({}))).await;
+    assert_eq!(s, 202, "{v:#}");
+    assert!(v["event_id"].as_str().unwrap().starts_with("evt_"));
 
     let (s, _) = send(&gw, "DELETE", &format!("/v1/webhooks/{id}"), None).await;
     assert_eq!(s, 204);

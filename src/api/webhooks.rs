@@ -40,7 +40,7 @@ const DESCRIPTION_MAX: usize = 256;
 pub struct WebhookView {
     #[schema(example = "whk_01JD3N5V8K2Q4R6T8W0Y2A4C6E")]
     pub id: String,
-    #[schema(example = "https://crm.example.com/voxgate")]
+    /// Where the events are POSTed (an absolute http or https URL).
     pub url: String,
     /// Event type patterns: `*`, `call.*`, `call.completed`, …
     #[schema(example = json!(["call.*", "agent.state_changed"]))]
@@ -118,8 +118,7 @@ pub struct TestQueued {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateWebhook {
-    /// `http://` or `https://` URL the events are POSTed to.
-    #[schema(example = "https://crm.example.com/voxgate")]
+    /// Absolute http or https URL the events are POSTed to, at most 2048 characters.
     pub url: String,
     /// Non-empty list of `*`, `<prefix>.*` (e.g. `call.*`) or event types.
     #[schema(example = json!(["call.*"]))]
@@ -129,6 +128,12 @@ pub struct CreateWebhook {
     pub secret: Option<String>,
     pub description: Option<String>,
 }
+
+/// Body of `POST /v1/webhooks/{id}/test`: optional, and has no fields yet (an empty body
+/// or `{}`).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TestWebhook {}
 
 /// Body of `PATCH /v1/webhooks/{id}`: only the fields present change. The secret cannot
 /// change (create a new webhook to rotate it).
@@ -452,10 +457,12 @@ async fn list_deliveries(
 #[utoipa::path(
     post, path = "/v1/webhooks/{id}/test", tag = "webhooks",
     params(("id" = String, Path, description = "Webhook id")),
+    request_body(content = Option<TestWebhook>, description = "Optional; no fields yet", content_type = "application/json"),
     responses(
         (status = 202, description = "Queued", body = TestQueued),
         (status = 401, description = "Missing or bad API key", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such webhook", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Unknown field", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -463,6 +470,7 @@ async fn test_webhook(
     _auth: Authed,
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
+    _body: Option<ApiJson<TestWebhook>>,
 ) -> Result<(StatusCode, Json<TestQueued>), ApiError> {
     let hook = find(&state, &id).await?;
     let event_id = state.store.enqueue_test_event(&hook).await?;
