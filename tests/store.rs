@@ -1694,6 +1694,24 @@ mod tests {
             .unwrap();
         assert_eq!(rest.data, vec![log.data[3].clone()]);
         assert_eq!(rest.next, None);
+
+        // Pruning removes finished events (and their log), never pending ones.
+        let pending = rows.iter().filter(|r| r.state == "pending").count();
+        assert_eq!(store.prune_webhook_events(at(0)).await.unwrap(), 0);
+        let pruned = store
+            .prune_webhook_events(voxgate::store::now() + Duration::seconds(1))
+            .await
+            .unwrap();
+        assert_eq!(pruned, 2);
+        let rows = store.list_outbox().await.unwrap();
+        assert_eq!(rows.len(), pending);
+        assert!(rows.iter().all(|r| r.state == "pending"));
+        let log = store
+            .list_webhook_deliveries(&h.id, 50, None)
+            .await
+            .unwrap();
+        assert_eq!(log.data.len(), 1, "{:?}", log.data);
+        assert_eq!(log.data[0].event_id, b[0].id);
         other.close().await;
     }
 

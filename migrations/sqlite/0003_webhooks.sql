@@ -38,6 +38,8 @@ CREATE TABLE webhook_events (
 CREATE INDEX webhook_events_due ON webhook_events (next_attempt_at) WHERE state = 'pending';
 CREATE INDEX webhook_events_chain ON webhook_events (target, order_key, id) WHERE state = 'pending';
 CREATE INDEX webhook_events_webhook ON webhook_events (webhook_id);
+-- Finished events, pruned after a retention period (src/webhooks/mod.rs).
+CREATE INDEX webhook_events_done ON webhook_events (updated_at) WHERE state <> 'pending';
 
 CREATE TABLE webhook_deliveries (
     id          TEXT NOT NULL PRIMARY KEY,       -- dlv_…

@@ -793,6 +793,31 @@ impl Store {
         Ok(())
     }
 
+    /// Delete delivered and failed events last changed before `before`, with their
+    /// delivery log; pending events are never deleted. Returns how many were deleted.
+    pub async fn prune_webhook_events(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        const CHUNK: i64 = 5000;
+        let before = fmt_time(before);
+        let mut total = 0;
+        loop {
+            // In chunks: one huge DELETE would hold SQLite's write lock (and the
+            // recorder) for long.
+            let n = sqlx::query(
+                "DELETE FROM webhook_events WHERE id IN (SELECT id FROM webhook_events \
+                 WHERE state <> 'pending' AND updated_at < $1 LIMIT $2)",
+            )
+            .bind(&before)
+            .bind(CHUNK)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+            total += n;
+            if n < u64::try_from(CHUNK).unwrap_or(0) {
+                return Ok(total);
+            }
+        }
+    }
+
     /// The outbox rows (all states) in id order, for tests and diagnostics.
     pub async fn list_outbox(&self) -> Result<Vec<OutboxEvent>, StoreError> {
         let rows = sqlx::query(&format!(

@@ -36,6 +36,10 @@ const POLL: Duration = Duration::from_secs(1);
 const MAX_IN_FLIGHT: usize = 32;
 /// A lease outlives the attempt's timeout by this much before another worker may retry.
 const LEASE_MARGIN: Duration = Duration::from_secs(30);
+/// Delivered and given-up events (and their delivery log) are kept this long.
+pub const RETENTION: Duration = Duration::from_secs(7 * 86_400);
+/// How often the worker prunes them.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 /// Install rustls' `ring` provider as the process default (reqwest is built without a
 /// provider of its own; see Cargo.toml). Idempotent.
@@ -132,9 +136,20 @@ pub async fn run(store: Store, cfg: DeliveryConfig, mut shutdown: watch::Receive
     let owner = format!("{}-{}", std::process::id(), crate::ids::new_ulid());
     let lease = cfg.timeout + LEASE_MARGIN;
     let mut in_flight: JoinSet<()> = JoinSet::new();
+    let mut next_prune = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         if *shutdown.borrow() {
             break;
+        }
+        if tokio::time::Instant::now() >= next_prune {
+            next_prune += PRUNE_EVERY;
+            let before =
+                crate::store::now() - chrono::Duration::from_std(RETENTION).unwrap_or_default();
+            match store.prune_webhook_events(before).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(events = n, "pruned finished webhook events"),
+                Err(e) => tracing::warn!(error = %e, "pruning webhook events failed"),
+            }
         }
         let free = MAX_IN_FLIGHT.saturating_sub(in_flight.len());
         let mut claimed = 0;
