@@ -225,10 +225,20 @@ async fn deliver(
         .send()
         .await;
     let (status_code, error) = match sent {
-        Ok(resp) => {
+        Ok(mut resp) => {
             let status = resp.status();
-            // Read (a little of) the body so the connection can be reused.
-            let _ = tokio::time::timeout(Duration::from_secs(1), resp.bytes()).await;
+            // Read a short answer through so the connection can be reused; never more
+            // than 64 KiB or 1 s of it (the receiver's answer is not ours to buffer).
+            let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                let mut read = 0usize;
+                while let Ok(Some(chunk)) = resp.chunk().await {
+                    read += chunk.len();
+                    if read > 64 * 1024 {
+                        break;
+                    }
+                }
+            })
+            .await;
             if status.is_success() {
                 (Some(status.as_u16()), None)
             } else {
