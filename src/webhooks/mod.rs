@@ -259,6 +259,7 @@ async fn deliver(
         NextStep::Delivered => {
             metrics::counter!("voxgate_webhook_deliveries_total", "result" => "delivered")
                 .increment(1);
+            tracing::debug!(event = %ev.id, url = %ev.url, status = ?status_code, duration_ms, "webhook delivered");
         }
         NextStep::RetryAt(at) => {
             metrics::counter!("voxgate_webhook_deliveries_total", "result" => "retry").increment(1);
