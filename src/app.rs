@@ -94,11 +94,42 @@ pub async fn bootstrap_api_keys(store: &Store, config: &Config) -> anyhow::Resul
     Ok(())
 }
 
+/// The key of status_callback signatures: `webhooks.secret`, else the one kept in the
+/// database, generated (and printed once on stdout, like the admin key) at first start.
+async fn status_callback_secret(store: &Store, config: &Config) -> anyhow::Result<String> {
+    if let Some(s) = &config.webhooks.secret {
+        return Ok(s.clone());
+    }
+    let (secret, generated) = store
+        .status_callback_secret()
+        .await
+        .context("reading the status_callback secret")?;
+    if generated {
+        let mut out = std::io::stdout().lock();
+        writeln!(
+            out,
+            "voxgate: generated webhooks secret (signs status_callback deliveries): {secret}"
+        )?;
+        writeln!(
+            out,
+            "voxgate: it is kept in the database; set webhooks.secret to choose your own"
+        )?;
+        out.flush()?;
+        tracing::info!("generated the status_callback secret (printed on stdout)");
+    }
+    Ok(secret)
+}
+
 /// `voxgate serve`.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
+    crate::webhooks::install_crypto_provider();
     let config = Arc::new(config);
     let store = open_store(&config).await?;
     bootstrap_api_keys(&store, &config).await?;
+    let webhook_config = crate::webhooks::DeliveryConfig::new(
+        &config.webhooks,
+        status_callback_secret(&store, &config).await?,
+    );
     // Calls are in the store from their first INVITE: any still open were left by a
     // previous run that ended without closing them (a crash), and no longer exist.
     let orphaned = store
@@ -134,6 +165,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let (events, _) = broadcast::channel(EVENT_CHANNEL_CAPACITY);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (calls, call_commands) = CallControl::channel();
+    // Started before anything can write events, so none waits for a poll.
+    let webhook_worker = tokio::spawn(crate::webhooks::run(
+        store.clone(),
+        webhook_config,
+        shutdown_rx.clone(),
+    ));
 
     let sip = crate::sip::start(crate::sip::SipStart {
         config: config.clone(),
@@ -242,6 +279,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     if let Some(sip) = sip {
         sip.join().await;
     }
+    // The worker drains its deliveries in flight (bounded by webhooks.timeout_seconds).
+    let _ = webhook_worker.await;
     store.close().await;
     tracing::info!("stopped");
 

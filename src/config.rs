@@ -29,6 +29,7 @@ pub struct Config {
     pub rtp: RtpConfig,
     pub api: ApiConfig,
     pub log: LogConfig,
+    pub webhooks: WebhooksConfig,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -134,6 +135,34 @@ pub struct ApiConfig {
     pub max_body_bytes: usize,
 }
 
+/// `[webhooks]`: delivery of signed webhooks (SPEC §5, docs/webhooks.md).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhooksConfig {
+    /// Key of the signatures of status_callback deliveries (webhooks have their own). When
+    /// absent, one is generated at first start and kept in the database.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    /// One delivery attempt may take this long.
+    pub timeout_seconds: u64,
+    /// The first retry waits this long; each further one twice as long (±25 % jitter),
+    /// at most an hour.
+    pub retry_base_ms: u64,
+    /// An event not delivered this long after it was created is given up (`failed`).
+    pub retry_for_seconds: u64,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        WebhooksConfig {
+            secret: None,
+            timeout_seconds: 10,
+            retry_base_ms: 5000,
+            retry_for_seconds: 86_400,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
@@ -165,6 +194,7 @@ impl Default for Config {
             rtp: RtpConfig::default(),
             api: ApiConfig::default(),
             log: LogConfig::default(),
+            webhooks: WebhooksConfig::default(),
         }
     }
 }
@@ -408,6 +438,10 @@ pub const KEYS: &[(&str, &str, Kind)] = &[
     ("api", "max_body_bytes", Kind::Int),
     ("log", "level", Kind::Str),
     ("log", "format", Kind::Str),
+    ("webhooks", "secret", Kind::Str),
+    ("webhooks", "timeout_seconds", Kind::Int),
+    ("webhooks", "retry_base_ms", Kind::Int),
+    ("webhooks", "retry_for_seconds", Kind::Int),
 ];
 
 /// A configuration error. `key` is always the dotted config key (`sip.min_expires`) or the
@@ -679,6 +713,33 @@ impl Config {
                 "must be at least 1024".into(),
             ));
         }
+        let w = &self.webhooks;
+        if let Some(k) = &w.secret {
+            if k.len() < 16 || k.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(invalid(
+                    "webhooks.secret",
+                    "must be at least 16 characters with no whitespace".into(),
+                ));
+            }
+        }
+        if !(1..=300).contains(&w.timeout_seconds) {
+            return Err(invalid(
+                "webhooks.timeout_seconds",
+                "must be between 1 and 300".into(),
+            ));
+        }
+        if !(1..=3_600_000).contains(&w.retry_base_ms) {
+            return Err(invalid(
+                "webhooks.retry_base_ms",
+                "must be between 1 and 3600000".into(),
+            ));
+        }
+        if !(1..=30 * 86_400).contains(&w.retry_for_seconds) {
+            return Err(invalid(
+                "webhooks.retry_for_seconds",
+                "must be between 1 and 2592000 (30 days)".into(),
+            ));
+        }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(invalid("log.level", e.to_string()));
         }
@@ -905,6 +966,7 @@ mod tests {
         c.sip.tls_cert = Some("c.pem".into());
         c.sip.tls_key = Some("k.pem".into());
         c.sip.tls_ca = Some("ca.pem".into());
+        c.webhooks.secret = Some("s".repeat(20));
         let v = toml::Value::try_from(&c).unwrap();
         let toml::Value::Table(t) = v else { panic!() };
         let mut seen = 0;
@@ -1013,6 +1075,47 @@ mod tests {
         let key = e.key().map(str::to_owned).unwrap_or_default();
         assert!(msg.contains(&key), "{msg} should name {key}");
         key
+    }
+
+    #[test]
+    fn webhooks_section() {
+        let c = load("", &[]).unwrap();
+        assert_eq!(c.webhooks, WebhooksConfig::default());
+        assert_eq!(c.webhooks.timeout_seconds, 10);
+        assert_eq!(c.webhooks.retry_for_seconds, 86_400);
+        let c = load(
+            "[webhooks]\ntimeout_seconds = 3\n",
+            &[
+                ("VOXGATE_WEBHOOKS_RETRY_BASE_MS", "50"),
+                ("VOXGATE_WEBHOOKS_SECRET", "whsec_0123456789abcdef"),
+                ("VOXGATE_WEBHOOKS_RETRY_FOR_SECONDS", "600"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.webhooks.timeout_seconds, 3);
+        assert_eq!(c.webhooks.retry_base_ms, 50);
+        assert_eq!(c.webhooks.retry_for_seconds, 600);
+        assert_eq!(c.webhooks.secret.as_deref(), Some("whsec_0123456789abcdef"));
+        for (var, value, key) in [
+            (
+                "VOXGATE_WEBHOOKS_TIMEOUT_SECONDS",
+                "0",
+                "webhooks.timeout_seconds",
+            ),
+            (
+                "VOXGATE_WEBHOOKS_RETRY_BASE_MS",
+                "0",
+                "webhooks.retry_base_ms",
+            ),
+            (
+                "VOXGATE_WEBHOOKS_RETRY_FOR_SECONDS",
+                "0",
+                "webhooks.retry_for_seconds",
+            ),
+            ("VOXGATE_WEBHOOKS_SECRET", "short", "webhooks.secret"),
+        ] {
+            assert_eq!(err_key("", &[(var, value)]), key);
+        }
     }
 
     #[test]

@@ -22,6 +22,9 @@ pub enum IdKind {
     Call,
     Leg,
     Trunk,
+    Webhook,
+    Event,
+    Delivery,
 }
 
 impl IdKind {
@@ -33,6 +36,9 @@ impl IdKind {
             IdKind::Call => "call",
             IdKind::Leg => "leg",
             IdKind::Trunk => "trk",
+            IdKind::Webhook => "whk",
+            IdKind::Event => "evt",
+            IdKind::Delivery => "dlv",
         }
     }
 

@@ -16,3 +16,4 @@ pub mod registrar;
 pub mod sip;
 pub mod store;
 pub mod trunks;
+pub mod webhooks;

@@ -646,6 +646,13 @@ async fn openapi_lists_every_route_and_docs_render_it() {
         ("GET", "/v1/calls/{id}"),
         ("POST", "/v1/calls/{id}/hangup"),
         ("DELETE", "/v1/api-keys/{id}"),
+        ("POST", "/v1/webhooks"),
+        ("GET", "/v1/webhooks"),
+        ("GET", "/v1/webhooks/{id}"),
+        ("PATCH", "/v1/webhooks/{id}"),
+        ("DELETE", "/v1/webhooks/{id}"),
+        ("GET", "/v1/webhooks/{id}/deliveries"),
+        ("POST", "/v1/webhooks/{id}/test"),
         ("GET", "/healthz"),
         ("GET", "/readyz"),
         ("GET", "/metrics"),
@@ -859,6 +866,8 @@ fn call(agent_id: Option<&str>, from: &str, to: &str, started_at: DateTime<Utc>)
         agent_id: agent_id.map(str::to_owned),
         status: CallStatus::Ringing,
         started_at,
+        status_callback: None,
+        metadata: None,
     }
 }
 
@@ -1042,6 +1051,7 @@ async fn calls_list_get_filter_and_paginate() {
         "cost",
         "currency",
         "metadata",
+        "status_callback",
     ]
     .into_iter()
     .collect();

@@ -95,6 +95,8 @@ impl App {
                 agent_id: None,
                 status: CallStatus::Ringing,
                 started_at: voxgate::store::now(),
+                status_callback: None,
+                metadata: None,
             })])
             .await
             .unwrap();

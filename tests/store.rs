@@ -11,8 +11,9 @@ use voxgate::calls::record::{
 };
 use voxgate::ids::{new_id, IdKind};
 use voxgate::store::{
-    fmt_time, AgentCallCounts, AgentPatch, Backend, CallFilter, Credentials, NewAgent, Presence,
-    Registration, RegistrationChange, Store, StoreError,
+    fmt_time, AgentCallCounts, AgentPatch, AttemptResult, Backend, CallFilter, Credentials,
+    NewAgent, NewWebhook, NextStep, OutboxEvent, Presence, Registration, RegistrationChange, Store,
+    StoreError, WebhookPatch,
 };
 
 use common::PgDb;
@@ -79,6 +80,11 @@ both!(
     calls_outlive_their_agents,
     recorder_applies_in_order_and_skips_a_bad_change,
     mixed_call_batch_lands_as_if_applied_one_by_one,
+    webhook_outbox_is_written_with_the_call_changes,
+    webhook_outbox_only_when_someone_listens,
+    webhook_claims_lease_and_keep_call_order,
+    webhook_claims_never_hand_one_event_to_two_workers,
+    webhook_crud_and_deliveries,
 );
 
 fn new_agent(username: &str) -> NewAgent {
@@ -121,6 +127,8 @@ fn new_call(agent_id: Option<&str>, from: &str, to: &str, started_at: DateTime<U
         agent_id: agent_id.map(str::to_owned),
         status: CallStatus::Ringing,
         started_at,
+        status_callback: None,
+        metadata: None,
     }
 }
 
@@ -1313,5 +1321,495 @@ mod tests {
             }
         }
         assert_eq!(n, 600);
+    }
+
+    // ---------------------------------------------------------------------------------
+    // Webhooks
+
+    fn hook(url: &str, events: &[&str]) -> NewWebhook {
+        NewWebhook {
+            url: url.to_owned(),
+            events: events.iter().map(|e| (*e).to_owned()).collect(),
+            secret: "whsec_0123456789abcdef".to_owned(),
+            description: None,
+        }
+    }
+
+    fn payload(e: &OutboxEvent) -> serde_json::Value {
+        serde_json::from_str(&e.payload).unwrap()
+    }
+
+    /// A call's whole life in one batch: created ringing, a leg, answered, ended.
+    fn call_life(c: &NewCall, t0: i64) -> Vec<CallChange> {
+        let leg = new_leg(c, LegDirection::Outbound, None, "sip:bob@x");
+        vec![
+            CallChange::CreateCall(c.clone()),
+            CallChange::CreateLeg(leg.clone()),
+            leg_status(&leg, CallStatus::InProgress, at(t0 + 1), None),
+            CallChange::CallAnswered {
+                call_id: c.id.clone(),
+                at: at(t0 + 1),
+            },
+            CallChange::CallEnded {
+                call_id: c.id.clone(),
+                status: CallStatus::Completed,
+                at: at(t0 + 5),
+                duration_seconds: 4,
+                hangup_cause: "BYE".into(),
+                hangup_by: HangupBy::Callee,
+            },
+        ]
+    }
+
+    pub async fn webhook_outbox_is_written_with_the_call_changes(store: Store, _url: String) {
+        let h = store
+            .create_webhook(&hook("http://127.0.0.1:9/h", &["call.*"]))
+            .await
+            .unwrap();
+        let c = new_call(None, "sip:alice@x", "sip:bob@x", at(0));
+        store.apply_call_changes(&call_life(&c, 0)).await.unwrap();
+        let rows = store.list_outbox().await.unwrap();
+        let types: Vec<&str> = rows.iter().map(|r| r.event_type.as_str()).collect();
+        assert_eq!(
+            types,
+            [
+                "call.initiated",
+                "call.ringing",
+                "call.answered",
+                "call.completed"
+            ]
+        );
+        for r in &rows {
+            assert_eq!(r.webhook_id.as_deref(), Some(h.id.as_str()));
+            assert_eq!(r.target, h.id);
+            assert_eq!(r.order_key.as_deref(), Some(c.id.as_str()));
+            assert_eq!(r.state, "pending");
+            let p = payload(r);
+            assert_eq!(p["id"], r.id.as_str());
+            assert!(r.id.starts_with("evt_"), "{}", r.id);
+            assert_eq!(p["type"], r.event_type.as_str());
+            assert!(p["created_at"].is_string());
+            assert_eq!(p["data"]["id"], c.id.as_str());
+            assert_eq!(p["data"]["from"], "sip:alice@x");
+        }
+        let done = payload(&rows[3]);
+        assert_eq!(done["data"]["status"], "completed");
+        assert_eq!(done["data"]["duration_seconds"], 4);
+        assert_eq!(done["data"]["hangup_cause"], "BYE");
+        assert_eq!(done["data"]["hangup_by"], "callee");
+        assert_eq!(done["data"]["answered_at"], fmt_time(at(1)).as_str());
+        assert_eq!(payload(&rows[2])["data"]["status"], "in-progress");
+        assert!(payload(&rows[0])["data"]["answered_at"].is_null());
+
+        // Same transaction: a batch the database rejects (a leg of an unknown call)
+        // leaves no event of the call it would have created.
+        let c2 = new_call(None, "sip:carol@x", "sip:bob@x", at(10));
+        let ghost = new_call(None, "sip:x@x", "sip:y@x", at(10));
+        let bad = vec![
+            CallChange::CreateCall(c2.clone()),
+            CallChange::CreateLeg(new_leg(&ghost, LegDirection::Inbound, None, "sip:x@x")),
+        ];
+        assert!(store.apply_call_changes(&bad).await.is_err());
+        assert_eq!(store.list_outbox().await.unwrap().len(), 4);
+        assert!(matches!(
+            store.get_call(&c2.id).await,
+            Err(StoreError::NotFound)
+        ));
+
+        // An answer or end repeated in a later batch is no new event.
+        store
+            .apply_call_changes(&[CallChange::CallEnded {
+                call_id: c.id.clone(),
+                status: CallStatus::Completed,
+                at: at(9),
+                duration_seconds: 8,
+                hangup_cause: "BYE".into(),
+                hangup_by: HangupBy::Caller,
+            }])
+            .await
+            .unwrap();
+        assert_eq!(store.list_outbox().await.unwrap().len(), 4);
+
+        // Calls closed at start-up report call.completed (gateway-restart).
+        let open = new_call(None, "sip:dave@x", "sip:bob@x", at(20));
+        store
+            .apply_call_changes(&[CallChange::CreateCall(open.clone())])
+            .await
+            .unwrap();
+        store.close_orphaned_calls(at(30)).await.unwrap();
+        let rows = store.list_outbox().await.unwrap();
+        let last = rows.last().unwrap();
+        assert_eq!(last.event_type, "call.completed");
+        assert_eq!(payload(last)["data"]["hangup_cause"], "gateway-restart");
+        assert_eq!(payload(last)["data"]["status"], "failed");
+    }
+
+    pub async fn webhook_outbox_only_when_someone_listens(store: Store, _url: String) {
+        // Nobody subscribes, no status_callback: calls write no outbox rows.
+        let c = new_call(None, "sip:alice@x", "sip:bob@x", at(0));
+        store.apply_call_changes(&call_life(&c, 0)).await.unwrap();
+        assert!(store.list_outbox().await.unwrap().is_empty());
+
+        // A click-to-call call created by the API with a status_callback: its events go
+        // to that URL (no webhook), the engine's later changes included.
+        let mut q = new_call(None, "sip:alice@x", "tel:+15550100", at(10));
+        q.status = CallStatus::Queued;
+        q.status_callback = Some("https://crm.example.com/cb".into());
+        q.metadata = Some(serde_json::json!({"lead": 42}));
+        let call = store.create_call(&q).await.unwrap();
+        assert_eq!(call.status, CallStatus::Queued);
+        assert_eq!(call.status_callback, q.status_callback);
+        assert_eq!(call.metadata, q.metadata);
+        assert!(matches!(
+            store.create_call(&q).await,
+            Err(StoreError::Conflict { .. })
+        ));
+        let got = store.get_call(&q.id).await.unwrap();
+        assert_eq!(got.metadata, q.metadata);
+        assert_eq!(got.status_callback, q.status_callback);
+        let rows = store.list_outbox().await.unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].event_type, "call.initiated");
+        assert_eq!(rows[0].webhook_id, None);
+        assert_eq!(rows[0].target, "https://crm.example.com/cb");
+        assert_eq!(payload(&rows[0])["data"]["status"], "queued");
+        assert_eq!(payload(&rows[0])["data"]["metadata"]["lead"], 42);
+        // Another, unrelated call in the same batches still writes nothing.
+        let other = new_call(None, "sip:x@x", "sip:y@x", at(11));
+        store
+            .apply_call_changes(&[
+                CallChange::CreateCall(other.clone()),
+                CallChange::CallRinging {
+                    call_id: q.id.clone(),
+                    at: at(11),
+                },
+            ])
+            .await
+            .unwrap();
+        store
+            .apply_call_changes(&[
+                CallChange::CallAnswered {
+                    call_id: q.id.clone(),
+                    at: at(12),
+                },
+                CallChange::CallAnswered {
+                    call_id: other.id.clone(),
+                    at: at(12),
+                },
+                CallChange::CallEnded {
+                    call_id: q.id.clone(),
+                    status: CallStatus::Completed,
+                    at: at(20),
+                    duration_seconds: 8,
+                    hangup_cause: "BYE".into(),
+                    hangup_by: HangupBy::Api,
+                },
+            ])
+            .await
+            .unwrap();
+        let rows = store.list_outbox().await.unwrap();
+        let types: Vec<&str> = rows.iter().map(|r| r.event_type.as_str()).collect();
+        assert_eq!(
+            types,
+            [
+                "call.initiated",
+                "call.ringing",
+                "call.answered",
+                "call.completed"
+            ]
+        );
+        assert!(rows
+            .iter()
+            .all(|r| r.order_key.as_deref() == Some(q.id.as_str())));
+        assert_eq!(payload(&rows[3])["data"]["hangup_by"], "api");
+
+        // agent.state_changed only for a real change, only when subscribed.
+        let a = store.create_agent(&new_agent("alice")).await.unwrap();
+        let away = AgentPatch {
+            presence: Some(Presence::Away),
+            ..AgentPatch::default()
+        };
+        store.update_agent(&a.id, &away).await.unwrap();
+        assert_eq!(store.list_outbox().await.unwrap().len(), 4);
+        store
+            .create_webhook(&hook("http://127.0.0.1:9/a", &["agent.*"]))
+            .await
+            .unwrap();
+        let back = AgentPatch {
+            presence: Some(Presence::Available),
+            ..AgentPatch::default()
+        };
+        store.update_agent(&a.id, &back).await.unwrap();
+        store.update_agent(&a.id, &back).await.unwrap();
+        let rows = store.list_outbox().await.unwrap();
+        assert_eq!(rows.len(), 5);
+        let p = payload(&rows[4]);
+        assert_eq!(p["type"], "agent.state_changed");
+        assert_eq!(p["data"]["id"], a.id.as_str());
+        assert_eq!(p["data"]["state"], "available");
+        assert_eq!(p["data"]["previous_state"], "away");
+    }
+
+    fn ok_result() -> AttemptResult {
+        AttemptResult {
+            status_code: Some(200),
+            error: None,
+            duration_ms: 3,
+            at: voxgate::store::now(),
+        }
+    }
+
+    pub async fn webhook_claims_lease_and_keep_call_order(store: Store, url: String) {
+        let other = Store::connect(&url, 2).await.unwrap();
+        let h = store
+            .create_webhook(&hook("http://127.0.0.1:9/h", &["call.*"]))
+            .await
+            .unwrap();
+        let c1 = new_call(None, "sip:a@x", "sip:b@x", at(0));
+        let c2 = new_call(None, "sip:c@x", "sip:d@x", at(0));
+        let mut batch = call_life(&c1, 0);
+        batch.extend(call_life(&c2, 0));
+        store.apply_call_changes(&batch).await.unwrap();
+        let lease = std::time::Duration::from_secs(30);
+        let t = voxgate::store::now();
+
+        // Only the first event of each call is due; both go to the first worker.
+        let a = store.claim_webhook_events("A", t, lease, 10).await.unwrap();
+        assert_eq!(a.len(), 2, "{a:?}");
+        assert!(a.iter().all(|e| e.event_type == "call.initiated"));
+        assert!(a.iter().all(|e| e.url == "http://127.0.0.1:9/h"));
+        assert!(a
+            .iter()
+            .all(|e| e.secret.as_deref() == Some("whsec_0123456789abcdef")));
+        assert_eq!(a[0].webhook_id.as_deref(), Some(h.id.as_str()));
+        // Leased, and the rest wait for them: another worker gets nothing.
+        assert!(other
+            .claim_webhook_events("B", t, lease, 10)
+            .await
+            .unwrap()
+            .is_empty());
+
+        // c1's first event delivered: c1's second is due, c2 still waits.
+        let e1 = a
+            .iter()
+            .find(|e| e.order_key.as_deref() == Some(c1.id.as_str()))
+            .unwrap();
+        store
+            .finish_webhook_attempt(e1, "A", &ok_result(), NextStep::Delivered)
+            .await
+            .unwrap();
+        let b = other.claim_webhook_events("B", t, lease, 10).await.unwrap();
+        assert_eq!(b.len(), 1, "{b:?}");
+        assert_eq!(b[0].event_type, "call.ringing");
+        assert_eq!(b[0].order_key.as_deref(), Some(c1.id.as_str()));
+
+        // A failed attempt with a retry time: not due before it, and its successors wait.
+        let fail = AttemptResult {
+            status_code: Some(500),
+            error: Some("HTTP 500".into()),
+            duration_ms: 5,
+            at: t,
+        };
+        let retry_at = t + Duration::seconds(20);
+        other
+            .finish_webhook_attempt(&b[0], "B", &fail, NextStep::RetryAt(retry_at))
+            .await
+            .unwrap();
+        assert!(store
+            .claim_webhook_events("A", t + Duration::seconds(1), lease, 10)
+            .await
+            .unwrap()
+            .is_empty());
+        let again = store
+            .claim_webhook_events("A", retry_at, lease, 10)
+            .await
+            .unwrap();
+        // c1's retried event; c2's first is still leased to A until t + 30 s.
+        assert_eq!(again.len(), 1, "{again:?}");
+        assert_eq!(again[0].id, b[0].id);
+        assert_eq!(again[0].attempts, 1);
+
+        // A lease that expired (its worker died) is taken over; the old owner cannot
+        // finish it any more.
+        let e2 = a
+            .iter()
+            .find(|e| e.order_key.as_deref() == Some(c2.id.as_str()))
+            .unwrap();
+        let later = t + Duration::seconds(31);
+        let taken = other
+            .claim_webhook_events("B", later, lease, 10)
+            .await
+            .unwrap();
+        assert!(taken.iter().any(|e| e.id == e2.id), "{taken:?}");
+        store
+            .finish_webhook_attempt(e2, "A", &ok_result(), NextStep::Delivered)
+            .await
+            .unwrap();
+        let rows = store.list_outbox().await.unwrap();
+        let row = rows.iter().find(|r| r.id == e2.id).unwrap();
+        assert_eq!(
+            row.state, "pending",
+            "a stale owner does not move the event"
+        );
+
+        // Giving up releases the chain too.
+        let e2b = taken.iter().find(|e| e.id == e2.id).unwrap();
+        other
+            .finish_webhook_attempt(e2b, "B", &fail, NextStep::Failed)
+            .await
+            .unwrap();
+        let next = other
+            .claim_webhook_events("B", later + Duration::seconds(31), lease, 10)
+            .await
+            .unwrap();
+        assert!(
+            next.iter()
+                .any(|e| e.order_key.as_deref() == Some(c2.id.as_str())
+                    && e.event_type == "call.ringing"),
+            "{next:?}"
+        );
+        let rows = store.list_outbox().await.unwrap();
+        assert_eq!(rows.iter().find(|r| r.id == e2.id).unwrap().state, "failed");
+        assert_eq!(
+            rows.iter().find(|r| r.id == e1.id).unwrap().state,
+            "delivered"
+        );
+
+        // Every attempt is logged for the webhook (the stale owner's too: its request
+        // was made), newest first, paginated.
+        let log = store
+            .list_webhook_deliveries(&h.id, 50, None)
+            .await
+            .unwrap();
+        assert_eq!(log.data.len(), 4, "{:?}", log.data);
+        assert!(log.data.windows(2).all(|w| w[0].id > w[1].id));
+        assert_eq!(log.data[3].status_code, Some(200));
+        assert_eq!(log.data[3].attempt, 1);
+        assert_eq!(log.data[2].error.as_deref(), Some("HTTP 500"));
+        let first = store.list_webhook_deliveries(&h.id, 3, None).await.unwrap();
+        assert_eq!(first.next.as_deref(), Some(log.data[2].id.as_str()));
+        let rest = store
+            .list_webhook_deliveries(&h.id, 3, first.next.as_deref())
+            .await
+            .unwrap();
+        assert_eq!(rest.data, vec![log.data[3].clone()]);
+        assert_eq!(rest.next, None);
+
+        // Pruning removes finished events (and their log), never pending ones.
+        let pending = rows.iter().filter(|r| r.state == "pending").count();
+        assert_eq!(store.prune_webhook_events(at(0)).await.unwrap(), 0);
+        let pruned = store
+            .prune_webhook_events(voxgate::store::now() + Duration::seconds(1))
+            .await
+            .unwrap();
+        assert_eq!(pruned, 2);
+        let rows = store.list_outbox().await.unwrap();
+        assert_eq!(rows.len(), pending);
+        assert!(rows.iter().all(|r| r.state == "pending"));
+        let log = store
+            .list_webhook_deliveries(&h.id, 50, None)
+            .await
+            .unwrap();
+        assert_eq!(log.data.len(), 1, "{:?}", log.data);
+        assert_eq!(log.data[0].event_id, b[0].id);
+        other.close().await;
+    }
+
+    pub async fn webhook_claims_never_hand_one_event_to_two_workers(store: Store, url: String) {
+        let h = store
+            .create_webhook(&hook("http://127.0.0.1:9/h", &["*"]))
+            .await
+            .unwrap();
+        let mut ids = Vec::new();
+        for _ in 0..60 {
+            ids.push(store.enqueue_test_event(&h).await.unwrap());
+        }
+        let mut workers = Vec::new();
+        for w in 0..4 {
+            let s = Store::connect(&url, 2).await.unwrap();
+            workers.push(tokio::spawn(async move {
+                let mut got = Vec::new();
+                let t = voxgate::store::now();
+                for _ in 0..40 {
+                    let batch = s
+                        .claim_webhook_events(
+                            &format!("w{w}"),
+                            t,
+                            std::time::Duration::from_secs(60),
+                            3,
+                        )
+                        .await
+                        .unwrap();
+                    got.extend(batch.into_iter().map(|e| e.id));
+                }
+                s.close().await;
+                got
+            }));
+        }
+        let mut all = Vec::new();
+        for w in workers {
+            all.extend(w.await.unwrap());
+        }
+        let n = all.len();
+        all.sort();
+        all.dedup();
+        assert_eq!(n, all.len(), "an event was leased twice");
+        ids.sort();
+        assert_eq!(all, ids, "every event leased once");
+    }
+
+    pub async fn webhook_crud_and_deliveries(store: Store, _url: String) {
+        let a = store
+            .create_webhook(&hook("https://a.example/h", &["call.*"]))
+            .await
+            .unwrap();
+        let b = store
+            .create_webhook(&hook("https://b.example/h", &["*"]))
+            .await
+            .unwrap();
+        assert!(a.id.starts_with("whk_"));
+        assert_eq!(store.get_webhook(&a.id).await.unwrap(), a);
+        let page = store.list_webhooks(1, None).await.unwrap();
+        assert_eq!(page.data, vec![a.clone()]);
+        let page = store.list_webhooks(1, page.next.as_deref()).await.unwrap();
+        assert_eq!(page.data, vec![b.clone()]);
+        assert_eq!(page.next, None);
+        let patched = store
+            .update_webhook(
+                &a.id,
+                &WebhookPatch {
+                    events: Some(vec!["agent.*".into()]),
+                    description: Some(Some("crm".into())),
+                    ..WebhookPatch::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(patched.events, ["agent.*"]);
+        assert_eq!(patched.url, a.url);
+        // The subscription cache follows the API's changes at once.
+        let subs = store.subscriptions().await.unwrap();
+        assert!(!subs
+            .iter()
+            .find(|s| s.webhook_id == a.id)
+            .unwrap()
+            .wants("call.ringing"));
+        store.enqueue_test_event(&b).await.unwrap();
+        store.delete_webhook(&b.id).await.unwrap();
+        assert!(matches!(
+            store.delete_webhook(&b.id).await,
+            Err(StoreError::NotFound)
+        ));
+        assert!(
+            store.list_outbox().await.unwrap().is_empty(),
+            "events go with their webhook"
+        );
+        assert_eq!(store.subscriptions().await.unwrap().len(), 1);
+        // The status_callback secret is generated once and kept.
+        let (s1, g1) = store.status_callback_secret().await.unwrap();
+        let (s2, g2) = store.status_callback_secret().await.unwrap();
+        assert!(g1 && !g2);
+        assert_eq!(s1, s2);
+        assert!(s1.len() >= 32);
     }
 }

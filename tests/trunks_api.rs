@@ -522,6 +522,8 @@ fn finished_call(
         agent_id: None,
         status: CallStatus::Ringing,
         started_at: start,
+        status_callback: None,
+        metadata: None,
     };
     let answered = status == CallStatus::Completed;
     let mut v = vec![
@@ -599,6 +601,8 @@ async fn cdrs_csv_and_stats(gw: Gateway) {
         agent_id: None,
         status: CallStatus::Ringing,
         started_at: at(6000),
+        status_callback: None,
+        metadata: None,
     };
     changes.push(CallChange::CreateCall(live.clone()));
     store.apply_call_changes(&changes).await.unwrap();

@@ -118,6 +118,8 @@ fn new_call(agent: Option<&str>, started_at: DateTime<Utc>) -> NewCall {
         agent_id: agent.map(str::to_owned),
         status: CallStatus::Ringing,
         started_at,
+        status_callback: None,
+        metadata: None,
     }
 }
 

@@ -105,6 +105,9 @@ pub struct CallView {
     /// Free JSON given when the call was created through the API.
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<serde_json::Value>,
+    /// The call's own webhook URL: it gets the call's `call.*` events, signed with
+    /// `webhooks.secret`.
+    pub status_callback: Option<String>,
 }
 
 /// A page of calls, newest first.
@@ -333,6 +336,7 @@ pub(crate) fn view(c: Call) -> CallView {
         cost: c.cost_micros.map(crate::trunks::cost::format_amount),
         currency: c.currency,
         metadata: c.metadata,
+        status_callback: c.status_callback,
     }
 }
 
@@ -487,6 +491,8 @@ async fn create_call(
         agent_id: Some(agent.id.clone()),
         status: CallStatus::Queued,
         started_at: crate::store::now(),
+        status_callback: body.status_callback.clone(),
+        metadata: body.metadata.clone(),
     };
     state
         .store

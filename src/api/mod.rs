@@ -14,6 +14,7 @@ pub mod numbers;
 pub mod pagination;
 pub mod stats;
 pub mod trunks;
+pub mod webhooks;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
@@ -70,7 +71,7 @@ impl AppState {
     info(
         title = "voxgate control API",
         description = "Control API of voxgate, a self-hosted SIP/RTP softswitch. Ids carry a type \
-                       prefix (agt_, call_, leg_, key_, trk_); a reference to a resource accepts its id or unique name. \
+                       prefix (agt_, call_, leg_, key_, trk_, whk_, evt_, dlv_); a reference to a resource accepts its id or unique name. \
                        Times are RFC 3339 UTC. Lists are cursor-paginated with ?limit=&after=."
     ),
     modifiers(&BearerScheme),
@@ -82,6 +83,7 @@ impl AppState {
         (name = "trunks", description = "Carrier trunks: provider presets, limits, rates"),
         (name = "numbers", description = "Inbound numbers and where their calls go"),
         (name = "health", description = "Liveness, readiness, metrics"),
+        (name = "webhooks", description = "Signed event deliveries to your URLs"),
         (name = "docs", description = "This document"),
     )
 )]
@@ -114,6 +116,7 @@ fn api_router() -> OpenApiRouter<Arc<AppState>> {
         .merge(trunks::router())
         .merge(numbers::router())
         .merge(health::router())
+        .merge(webhooks::router())
         .merge(docs::router())
 }
 

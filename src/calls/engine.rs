@@ -717,6 +717,8 @@ impl CallEngine {
             agent_id: caller.agent().map(|p| p.agent.to_string()),
             status: CallStatus::Ringing,
             started_at: wall,
+            status_callback: None,
+            metadata: None,
         }));
         self.emit(CallChange::CreateLeg(NewLeg {
             id: leg_id.clone(),
@@ -869,6 +871,8 @@ impl CallEngine {
                 .or_else(|| callee.as_ref().map(|c| c.agent.to_string())),
             status: CallStatus::Ringing,
             started_at: wall,
+            status_callback: None,
+            metadata: None,
         }));
         let carrier = match (caller, &route) {
             (Caller::Trunk { trunk_id, .. }, _) => Some(trunk_id.clone()),
@@ -2126,6 +2130,14 @@ impl CallEngine {
         let duration = call
             .answered_at
             .map_or(0, |a| (wall - a).num_seconds().max(0));
+        // The cost first: the call's end (and its `call.completed`) carries it.
+        if let (Some(rate), Some(_)) = (&call.rate, call.answered_at) {
+            self.emit(CallChange::CallCost {
+                call_id: call.id.to_string(),
+                cost_micros: rate.cost_micros(u64::try_from(duration).unwrap_or(0)),
+                currency: rate.currency.clone(),
+            });
+        }
         self.emit(CallChange::CallEnded {
             call_id: call.id.to_string(),
             status: ending.status,
@@ -2134,13 +2146,6 @@ impl CallEngine {
             hangup_cause: ending.cause.to_owned(),
             hangup_by: ending.by,
         });
-        if let (Some(rate), Some(_)) = (&call.rate, call.answered_at) {
-            self.emit(CallChange::CallCost {
-                call_id: call.id.to_string(),
-                cost_micros: rate.cost_micros(u64::try_from(duration).unwrap_or(0)),
-                currency: rate.currency.clone(),
-            });
-        }
         self.output.push_back(Output::Event(CallEvent::Ended {
             call: call.id.clone(),
             status: ending.status,

@@ -120,6 +120,11 @@ pub struct NewCall {
     pub agent_id: Option<String>,
     pub status: CallStatus,
     pub started_at: DateTime<Utc>,
+    /// The call's own webhook URL: it gets the call's `call.*` events, signed with
+    /// `webhooks.secret` (SPEC §5). `None` for calls the engine creates on its own.
+    pub status_callback: Option<String>,
+    /// Free JSON from the API caller, shown on the call and in its events.
+    pub metadata: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

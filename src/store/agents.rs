@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sqlx::any::AnyRow;
 
+use super::webhooks::Outbox;
 use super::{
     conflict_on, fmt_time, get_enum, get_i64, get_opt_str, get_str, get_time, into_page,
     limit_plus_one, now, Page, Registration, Store, StoreError,
@@ -166,6 +167,9 @@ fn skills_json(skills: &[String]) -> String {
     serde_json::to_string(skills).unwrap_or_else(|_| "[]".to_owned())
 }
 
+/// The event of an agent's presence change (`POST /v1/agents/{id}/status`).
+const AGENT_STATE_CHANGED: &str = "agent.state_changed";
+
 impl Store {
     pub async fn create_agent(&self, new: &NewAgent) -> Result<Agent, StoreError> {
         let t = now();
@@ -259,6 +263,8 @@ impl Store {
 
     /// Apply `patch` to the agent with this id, in one transaction.
     pub async fn update_agent(&self, id: &str, patch: &AgentPatch) -> Result<Agent, StoreError> {
+        // Before the transaction: a reload must not wait for a second connection inside it.
+        let subs = self.subscriptions().await?;
         let mut tx = self.pool.begin().await?;
         let row = sqlx::query(&format!("SELECT {AGENT_COLUMNS} FROM agents WHERE id = $1"))
             .bind(id)
@@ -269,6 +275,7 @@ impl Store {
         if patch.is_empty() {
             return Ok(agent);
         }
+        let previous = agent.presence;
         if let Some(d) = &patch.display_name {
             agent.display_name.clone_from(d);
         }
@@ -307,7 +314,23 @@ impl Store {
         .bind(&agent.id)
         .execute(&mut *tx)
         .await?;
+        // SPEC §5 agent.state_changed, in the same transaction as the change.
+        let mut outbox = Outbox::new(subs);
+        if agent.presence != previous && outbox.subscribed(AGENT_STATE_CHANGED) {
+            let data = serde_json::json!({
+                "id": agent.id,
+                "username": agent.username,
+                "state": agent.presence.as_str(),
+                "previous_state": previous.as_str(),
+                "changed_at": fmt_time(agent.updated_at),
+            });
+            outbox.push(AGENT_STATE_CHANGED, Some(&agent.id), &data, None);
+            outbox.write(&mut tx).await?;
+        }
         tx.commit().await?;
+        if !outbox.is_empty() {
+            self.notify_webhooks();
+        }
         Ok(agent)
     }
 

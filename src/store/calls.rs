@@ -7,11 +7,13 @@
 //! order reversed), and the cursor `after=<id>` means "older than that call".
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use sqlx::any::AnyRow;
 use sqlx::AnyConnection;
 
+use super::webhooks::{Outbox, Subscription};
 use super::{
     fmt_time, get_enum, get_opt_i64, get_opt_str, get_opt_time, get_str, get_time, into_page,
     limit_plus_one, now, Page, Store, StoreError,
@@ -51,6 +53,8 @@ pub struct Call {
     /// What the call cost, in micro-units of `currency` (set for priced trunk calls).
     pub cost_micros: Option<i64>,
     pub currency: Option<String>,
+    /// The call's own webhook URL (SPEC §5).
+    pub status_callback: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     /// In creation order.
@@ -106,7 +110,7 @@ pub struct AgentCallCounts {
 
 const CALL_COLUMNS: &str = "id, direction, from_uri, to_uri, agent_id, status, started_at, \
      answered_at, ended_at, duration_seconds, hangup_cause, hangup_by, metadata, trunk_id, cost, \
-     currency, created_at, updated_at";
+     currency, status_callback, created_at, updated_at";
 
 const LEG_COLUMNS: &str = "id, call_id, direction, agent_id, uri, sip_call_id, status, \
      started_at, answered_at, ended_at, hangup_cause";
@@ -137,6 +141,7 @@ fn call_from_row(row: &AnyRow) -> Result<Call, StoreError> {
         trunk_id: get_opt_str(row, "trunk_id")?,
         cost_micros: get_opt_i64(row, "cost")?,
         currency: get_opt_str(row, "currency")?,
+        status_callback: get_opt_str(row, "status_callback")?,
         created_at: get_time(row, "created_at")?,
         updated_at: get_time(row, "updated_at")?,
         legs: Vec::new(),
@@ -247,13 +252,88 @@ impl Store {
             return Ok(());
         }
         let t = fmt_time(now());
+        let subs = self.subscriptions().await?;
         let mut tx = self.pool.begin().await?;
+        // Outbox rows only when somebody listens: a webhook subscribed to call events, or
+        // calls with a status_callback. Otherwise this costs nothing per call.
+        let any_sub = CALL_EVENT_TYPES
+            .iter()
+            .any(|t| subs.iter().any(|s| s.wants(t)));
+        let creates_callback = changes
+            .iter()
+            .any(|c| matches!(c, CallChange::CreateCall(n) if n.status_callback.is_some()));
+        let events = if any_sub || creates_callback || self.hooks.callback_calls_open() {
+            Some(plan_call_events(&mut tx, changes, subs, any_sub, &self.hooks).await?)
+        } else {
+            None
+        };
         match GroupedBatch::plan(changes) {
             Some(batch) => batch.apply(&mut tx, &t).await?,
             None => apply_in_order(&mut tx, changes, &t).await?,
         }
+        if let Some(ev) = &events {
+            ev.outbox.write(&mut tx).await?;
+        }
         tx.commit().await?;
+        if let Some(ev) = events {
+            self.hooks
+                .track_callbacks(&ev.callbacks_opened, &ev.callbacks_ended);
+            if !ev.outbox.is_empty() {
+                self.notify_webhooks();
+            }
+        }
         Ok(())
+    }
+
+    /// Insert one call as given (e.g. a click-to-call `queued` call made by
+    /// `POST /v1/calls`), with its `call.initiated` event (and `call.ringing` if it starts
+    /// ringing) in the same transaction. The engine's later changes of the call go through
+    /// [`apply_call_changes`](Self::apply_call_changes) as usual. An existing id is a
+    /// conflict.
+    pub async fn create_call(&self, new: &NewCall) -> Result<Call, StoreError> {
+        let t = fmt_time(now());
+        let subs = self.subscriptions().await?;
+        let mut tx = self.pool.begin().await?;
+        let n = sqlx::query(
+            "INSERT INTO calls (id, direction, from_uri, to_uri, agent_id, status, \
+             started_at, created_at, updated_at, status_callback, metadata) \
+             VALUES ($1, $2, $3, $4, (SELECT id FROM agents WHERE id = $5), $6, $7, $8, $9, \
+             $10, $11) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&new.id)
+        .bind(new.direction.as_str())
+        .bind(&new.from)
+        .bind(&new.to)
+        .bind(&new.agent_id)
+        .bind(new.status.as_str())
+        .bind(fmt_time(new.started_at))
+        .bind(&t)
+        .bind(&t)
+        .bind(&new.status_callback)
+        .bind(metadata_text(new.metadata.as_ref()))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if n == 0 {
+            return Err(StoreError::Conflict { field: "id" });
+        }
+        let row = sqlx::query(&format!("SELECT {CALL_COLUMNS} FROM calls WHERE id = $1"))
+            .bind(&new.id)
+            .fetch_one(&mut *tx)
+            .await?;
+        let call = call_from_row(&row)?;
+        let mut outbox = Outbox::new(subs);
+        push_created(&mut outbox, &call);
+        outbox.write(&mut tx).await?;
+        tx.commit().await?;
+        if call.status_callback.is_some() && !call.status.is_final() {
+            self.hooks
+                .track_callbacks(std::slice::from_ref(&call.id), &[]);
+        }
+        if !outbox.is_empty() {
+            self.notify_webhooks();
+        }
+        Ok(call)
     }
 
     /// Close every call and leg left open by a previous run (a crash, or a stop that did
@@ -265,17 +345,27 @@ impl Store {
     /// nodes on one PostgreSQL this needs an owner column first.
     pub async fn close_orphaned_calls(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
         let at = fmt_time(now);
+        let subs = self.subscriptions().await?;
+        let mut outbox = Outbox::new(subs);
         let mut tx = self.pool.begin().await?;
         let rows = sqlx::query(&format!(
-            "SELECT id, answered_at FROM calls WHERE status IN {OPEN} ORDER BY id"
+            "SELECT {CALL_COLUMNS} FROM calls WHERE status IN {OPEN} ORDER BY id"
         ))
         .fetch_all(&mut *tx)
         .await?;
         let mut closed = 0;
         for row in &rows {
-            let id = get_str(row, "id")?;
-            let duration =
-                get_opt_time(row, "answered_at")?.map_or(0, |a| (now - a).num_seconds().max(0));
+            let mut call = call_from_row(row)?;
+            let id = call.id.clone();
+            let duration = call
+                .answered_at
+                .map_or(0, |a| (now - a).num_seconds().max(0));
+            call.status = CallStatus::Failed;
+            call.ended_at = Some(now);
+            call.duration_seconds = Some(duration);
+            call.hangup_cause = Some(GATEWAY_RESTART.to_owned());
+            call.hangup_by = Some("system".to_owned());
+            push_call_event(&mut outbox, "call.completed", &call);
             closed += sqlx::query(
                 "UPDATE calls SET status = $1, ended_at = $2, duration_seconds = $3, \
                  hangup_cause = $4, hangup_by = $5, updated_at = $6 WHERE id = $7",
@@ -300,7 +390,11 @@ impl Store {
         .bind(GATEWAY_RESTART)
         .execute(&mut *tx)
         .await?;
+        outbox.write(&mut tx).await?;
         tx.commit().await?;
+        if !outbox.is_empty() {
+            self.notify_webhooks();
+        }
         Ok(closed)
     }
 
@@ -475,6 +569,222 @@ impl Store {
     }
 }
 
+/// `call.*` event types, in the order a call goes through them.
+const CALL_EVENT_TYPES: [&str; 4] = super::webhooks::CALL_EVENTS;
+
+fn metadata_text(v: Option<&serde_json::Value>) -> Option<String> {
+    v.map(serde_json::Value::to_string)
+}
+
+/// A call as the `data` of its `call.*` events: the fields of the API's call resource
+/// (without legs), as they are at that event.
+pub fn call_event_data(c: &Call) -> serde_json::Value {
+    serde_json::json!({
+        "id": c.id,
+        "status": c.status.as_str(),
+        "direction": c.direction,
+        "from": c.from,
+        "to": c.to,
+        "agent": c.agent_id,
+        "started_at": fmt_time(c.started_at),
+        "answered_at": c.answered_at.map(fmt_time),
+        "ended_at": c.ended_at.map(fmt_time),
+        "duration_seconds": c.duration_seconds,
+        "hangup_cause": c.hangup_cause,
+        "hangup_by": c.hangup_by,
+        "metadata": c.metadata,
+        "status_callback": c.status_callback,
+        "trunk": c.trunk_id,
+        "cost": c.cost_micros.map(crate::trunks::cost::format_amount),
+        "currency": c.currency,
+    })
+}
+
+/// One `call.*` event of `call` for its subscribers and its status_callback.
+fn push_call_event(outbox: &mut Outbox, event_type: &str, call: &Call) {
+    if call.status_callback.is_none() && !outbox.subscribed(event_type) {
+        return;
+    }
+    outbox.push(
+        event_type,
+        Some(&call.id),
+        &call_event_data(call),
+        call.status_callback.as_deref(),
+    );
+}
+
+/// A new call's events: `call.initiated`, and `call.ringing` if it starts ringing.
+fn push_created(outbox: &mut Outbox, call: &Call) {
+    push_call_event(outbox, "call.initiated", call);
+    if call.status == CallStatus::Ringing {
+        push_call_event(outbox, "call.ringing", call);
+    }
+}
+
+fn call_from_new(n: &NewCall, t: DateTime<Utc>) -> Call {
+    Call {
+        id: n.id.clone(),
+        direction: n.direction.as_str().to_owned(),
+        from: n.from.clone(),
+        to: n.to.clone(),
+        agent_id: n.agent_id.clone(),
+        status: n.status,
+        started_at: n.started_at,
+        answered_at: None,
+        ended_at: None,
+        duration_seconds: None,
+        hangup_cause: None,
+        hangup_by: None,
+        metadata: n.metadata.clone(),
+        trunk_id: None,
+        cost_micros: None,
+        currency: None,
+        status_callback: n.status_callback.clone(),
+        created_at: t,
+        updated_at: t,
+        legs: Vec::new(),
+    }
+}
+
+/// The outbox rows of a batch, and the status_callback calls it opens and ends.
+struct CallEvents {
+    outbox: Outbox,
+    callbacks_opened: Vec<String>,
+    callbacks_ended: Vec<String>,
+}
+
+/// The `call.*` events of a batch, found by replaying it (in order, as
+/// [`apply_in_order`] would) over the calls' stored state, read in one query before the
+/// batch is applied: `call.initiated` (+ `call.ringing` for a call created ringing) for a
+/// new call, `call.ringing` when a `queued` call starts ringing, `call.answered` on the
+/// first answer of an open call, `call.completed` when an open call ends. With
+/// `all_calls` false (nobody subscribes), only calls with a status_callback are replayed.
+async fn plan_call_events(
+    conn: &mut AnyConnection,
+    changes: &[CallChange],
+    subs: Arc<Vec<Subscription>>,
+    all_calls: bool,
+    hooks: &super::webhooks::Hooks,
+) -> Result<CallEvents, StoreError> {
+    let t = now();
+    let mut created: HashSet<&str> = HashSet::new();
+    let mut wanted: BTreeSet<&str> = BTreeSet::new();
+    for c in changes {
+        match c {
+            CallChange::CreateCall(n) => {
+                created.insert(n.id.as_str());
+            }
+            CallChange::CallRinging { call_id, .. }
+            | CallChange::CallAnswered { call_id, .. }
+            | CallChange::CallEnded { call_id, .. } => {
+                if !created.contains(call_id.as_str()) && (all_calls || hooks.has_callback(call_id))
+                {
+                    wanted.insert(call_id.as_str());
+                }
+            }
+            CallChange::CreateLeg(_)
+            | CallChange::LegStatus { .. }
+            | CallChange::CallTrunk { .. }
+            | CallChange::CallCost { .. } => {}
+        }
+    }
+    let mut calls: HashMap<String, Call> = HashMap::new();
+    let wanted: Vec<&str> = wanted.into_iter().collect();
+    for chunk in wanted.chunks(ROWS_PER_STATEMENT * 8) {
+        let sql = format!(
+            "SELECT {CALL_COLUMNS} FROM calls WHERE id IN ({})",
+            placeholders(1, chunk.len())
+        );
+        let mut q = sqlx::query(&sql);
+        for id in chunk {
+            q = q.bind(*id);
+        }
+        for row in q.fetch_all(&mut *conn).await? {
+            let c = call_from_row(&row)?;
+            calls.insert(c.id.clone(), c);
+        }
+    }
+    let mut ev = CallEvents {
+        outbox: Outbox::new(subs),
+        callbacks_opened: Vec::new(),
+        callbacks_ended: Vec::new(),
+    };
+    for change in changes {
+        match change {
+            CallChange::CreateCall(n) => {
+                if calls.contains_key(&n.id) || !(all_calls || n.status_callback.is_some()) {
+                    continue;
+                }
+                let call = call_from_new(n, t);
+                push_created(&mut ev.outbox, &call);
+                if call.status_callback.is_some() {
+                    ev.callbacks_opened.push(call.id.clone());
+                }
+                calls.insert(call.id.clone(), call);
+            }
+            CallChange::CallRinging { call_id, .. } => {
+                if let Some(call) = calls.get_mut(call_id) {
+                    if call.status == CallStatus::Queued {
+                        call.status = CallStatus::Ringing;
+                        push_call_event(&mut ev.outbox, "call.ringing", call);
+                    }
+                }
+            }
+            CallChange::CallAnswered { call_id, at } => {
+                if let Some(call) = calls.get_mut(call_id) {
+                    if !call.status.is_final() {
+                        call.status = CallStatus::InProgress;
+                        if call.answered_at.is_none() {
+                            call.answered_at = Some(*at);
+                            push_call_event(&mut ev.outbox, "call.answered", call);
+                        }
+                    }
+                }
+            }
+            CallChange::CallEnded {
+                call_id,
+                status,
+                at,
+                duration_seconds,
+                hangup_cause,
+                hangup_by,
+            } => {
+                if let Some(call) = calls.get_mut(call_id) {
+                    if !call.status.is_final() {
+                        call.status = *status;
+                        call.ended_at = Some(*at);
+                        call.duration_seconds = Some(*duration_seconds);
+                        call.hangup_cause = Some(hangup_cause.clone());
+                        call.hangup_by = Some(hangup_by.as_str().to_owned());
+                        push_call_event(&mut ev.outbox, "call.completed", call);
+                        if call.status_callback.is_some() {
+                            ev.callbacks_ended.push(call.id.clone());
+                        }
+                    }
+                }
+            }
+            // What the events carry: the engine sends a call's cost before its end.
+            CallChange::CallTrunk { call_id, trunk_id } => {
+                if let Some(call) = calls.get_mut(call_id) {
+                    call.trunk_id = Some(trunk_id.clone());
+                }
+            }
+            CallChange::CallCost {
+                call_id,
+                cost_micros,
+                currency,
+            } => {
+                if let Some(call) = calls.get_mut(call_id) {
+                    call.cost_micros = Some(*cost_micros);
+                    call.currency = Some(currency.clone());
+                }
+            }
+            CallChange::CreateLeg(_) | CallChange::LegStatus { .. } => {}
+        }
+    }
+    Ok(ev)
+}
+
 /// The changes one statement each, in order: the exact semantics, for batches
 /// [`GroupedBatch`] cannot reproduce.
 async fn apply_in_order(
@@ -486,9 +796,9 @@ async fn apply_in_order(
         let affected = match change {
             CallChange::CreateCall(c) => sqlx::query(
                 "INSERT INTO calls (id, direction, from_uri, to_uri, agent_id, status, \
-                 started_at, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, (SELECT id FROM agents WHERE id = $5), $6, $7, $8, $9) \
-                 ON CONFLICT (id) DO NOTHING",
+                 started_at, created_at, updated_at, status_callback, metadata) \
+                 VALUES ($1, $2, $3, $4, (SELECT id FROM agents WHERE id = $5), $6, $7, $8, $9, \
+                 $10, $11) ON CONFLICT (id) DO NOTHING",
             )
             .bind(&c.id)
             .bind(c.direction.as_str())
@@ -499,6 +809,8 @@ async fn apply_in_order(
             .bind(fmt_time(c.started_at))
             .bind(t)
             .bind(t)
+            .bind(&c.status_callback)
+            .bind(metadata_text(c.metadata.as_ref()))
             .execute(&mut *conn)
             .await?
             .rows_affected(),
@@ -887,10 +1199,10 @@ impl<'a> GroupedBatch<'a> {
         for chunk in self.calls.chunks(ROWS_PER_STATEMENT) {
             let rows = (0..chunk.len())
                 .map(|r| {
-                    let p = r * 9;
+                    let p = r * 11;
                     format!(
                         "(${}, ${}, ${}, ${}, (SELECT id FROM agents WHERE id = ${}), ${}, ${}, \
-                         ${}, ${})",
+                         ${}, ${}, ${}, ${})",
                         p + 1,
                         p + 2,
                         p + 3,
@@ -899,14 +1211,17 @@ impl<'a> GroupedBatch<'a> {
                         p + 6,
                         p + 7,
                         p + 8,
-                        p + 9
+                        p + 9,
+                        p + 10,
+                        p + 11
                     )
                 })
                 .collect::<Vec<_>>()
                 .join(", ");
             let sql = format!(
                 "INSERT INTO calls (id, direction, from_uri, to_uri, agent_id, status, \
-                 started_at, created_at, updated_at) VALUES {rows} ON CONFLICT (id) DO NOTHING"
+                 started_at, created_at, updated_at, status_callback, metadata) VALUES {rows} \
+                 ON CONFLICT (id) DO NOTHING"
             );
             let mut q = sqlx::query(&sql);
             for c in chunk {
@@ -919,7 +1234,9 @@ impl<'a> GroupedBatch<'a> {
                     .bind(c.status.as_str())
                     .bind(fmt_time(c.started_at))
                     .bind(t)
-                    .bind(t);
+                    .bind(t)
+                    .bind(c.status_callback.as_deref())
+                    .bind(metadata_text(c.metadata.as_ref()));
             }
             q.execute(&mut *conn).await?;
         }

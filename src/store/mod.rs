@@ -12,6 +12,7 @@ mod calls;
 mod registrations;
 mod stats;
 mod trunks;
+mod webhooks;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -23,10 +24,15 @@ use sqlx::{AnyPool, Executor, Row};
 
 pub use agents::{Agent, AgentAuth, AgentPatch, Credentials, NewAgent, Presence};
 pub use api_keys::{generate_api_key, hash_api_key, ApiKey, API_KEY_PREFIX};
-pub use calls::{AgentCallCounts, Call, CallFilter, Leg, GATEWAY_RESTART};
+pub use calls::{call_event_data, AgentCallCounts, Call, CallFilter, Leg, GATEWAY_RESTART};
 pub use registrations::{Registration, RegistrationChange};
 pub use stats::{CostTotal, StatsGroup, StatsGroupBy, StatsRow};
 pub use trunks::{NumberRow, TrunkRow};
+pub use webhooks::{
+    generate_webhook_secret, pattern_is_known, pattern_matches, AttemptResult, ClaimedEvent,
+    Delivery, NewWebhook, NextStep, OutboxEvent, Subscription, Webhook, WebhookPatch, CALL_EVENTS,
+    EVENT_TYPES, TEST_EVENT,
+};
 
 static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES_MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
@@ -100,6 +106,8 @@ pub struct Page<T> {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// Webhook subscriptions cache and the delivery worker's wake-up, shared by clones.
+    hooks: std::sync::Arc<webhooks::Hooks>,
 }
 
 impl Store {
@@ -135,7 +143,11 @@ impl Store {
             })
             .connect(&url)
             .await?;
-        Ok(Store { pool, backend })
+        Ok(Store {
+            pool,
+            backend,
+            hooks: std::sync::Arc::default(),
+        })
     }
 
     /// Apply pending migrations (idempotent).

@@ -53,6 +53,13 @@ pub struct Gateway {
     tmp: Option<tempfile::TempDir>,
 }
 
+/// A reqwest client builder. reqwest is built with `rustls-no-provider` (see Cargo.toml),
+/// so the process's rustls provider must be installed before any client is built.
+pub fn client_builder() -> reqwest::ClientBuilder {
+    voxgate::webhooks::install_crypto_provider();
+    reqwest::Client::builder()
+}
+
 /// A loopback port free for TCP (now; it can be taken by the time the child binds).
 pub fn free_tcp_port() -> u16 {
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
@@ -216,7 +223,7 @@ impl Gateway {
 
     /// Poll `/readyz` until 200, the child exits, or the timeout.
     async fn wait_ready(&mut self) {
-        let client = reqwest::Client::builder()
+        let client = client_builder()
             .timeout(Duration::from_secs(2))
             .build()
             .expect("client");
@@ -301,7 +308,7 @@ impl Gateway {
             AUTHORIZATION,
             HeaderValue::from_str(&format!("Bearer {key}")).expect("header value"),
         );
-        reqwest::Client::builder()
+        client_builder()
             .default_headers(headers)
             .timeout(Duration::from_secs(10))
             .build()
@@ -310,7 +317,7 @@ impl Gateway {
 
     /// A client without credentials.
     pub fn anon_client(&self) -> reqwest::Client {
-        reqwest::Client::builder()
+        client_builder()
             .timeout(Duration::from_secs(10))
             .build()
             .expect("client")
