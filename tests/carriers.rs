@@ -11,6 +11,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+#[path = "common/receiver.rs"]
+mod receiver;
 #[path = "common/sipp.rs"]
 mod sipp;
 
@@ -18,6 +20,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use common::Gateway;
+use receiver::Receiver;
 use serde_json::{json, Value};
 use sipp::{free_port_on, free_udp_port, Sipp, SippProcess};
 use tokio::net::UdpSocket;
@@ -25,6 +28,8 @@ use tokio::net::UdpSocket;
 const ALICE: (&str, &str) = ("alice", "alicepass1");
 const CARRIER_USER: &str = "acme";
 const CARRIER_PASS: &str = "carrier-secret-1";
+/// `webhooks.secret`: signs status_callback deliveries.
+const CALLBACK_SECRET: &str = "whsec_carriers_test_secret";
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -229,7 +234,9 @@ async fn create_trunk(gw: &Gateway, name: &str, port: u16, extra: Value) -> Valu
 
 #[tokio::test]
 async fn click_to_call_rings_the_agent_then_dials_the_lead_through_a_challenging_carrier() {
-    let gw = Gateway::start().await;
+    let gw = Gateway::start_with(&[("VOXGATE_WEBHOOKS_SECRET", CALLBACK_SECRET)], None).await;
+    let receiver = Receiver::start().await;
+    receiver.secret("/status", CALLBACK_SECRET);
     let alice = Phone::new(ALICE);
     alice.create_and_register(&gw).await;
     let carrier_port = free_port_on(Ipv4Addr::LOCALHOST.into());
@@ -264,6 +271,7 @@ async fn click_to_call_rings_the_agent_then_dials_the_lead_through_a_challenging
             "caller_id": "+14155550199",
             "time_limit_seconds": 2,
             "metadata": { "lead": 42 },
+            "status_callback": receiver.url("/status"),
         }),
     )
     .await;
@@ -276,6 +284,40 @@ async fn click_to_call_rings_the_agent_then_dials_the_lead_through_a_challenging
     }
     let done = final_call(&gw, &id, secs(15)).await;
     assert_eq!(done["status"], "completed", "{done:#}");
+    assert_eq!(done["metadata"]["lead"], 42, "{done:#}");
+
+    // Every step arrived at the status_callback, signed, in order.
+    let got = receiver
+        .wait("the call's four events", secs(15), |g| g.len() >= 4)
+        .await;
+    let seen: Vec<(String, String)> = got
+        .iter()
+        .map(|g| {
+            assert!(g.signature_ok, "bad signature on {:#}", g.body);
+            assert_eq!(g.body["data"]["id"], id.as_str(), "{:#}", g.body);
+            (
+                g.body["type"].as_str().unwrap_or_default().to_owned(),
+                g.body["data"]["status"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            )
+        })
+        .collect();
+    let want = [
+        ("call.initiated", "queued"),
+        ("call.ringing", "ringing"),
+        ("call.answered", "in-progress"),
+        ("call.completed", "completed"),
+    ];
+    assert_eq!(
+        seen,
+        want.map(|(a, b)| (a.to_owned(), b.to_owned())),
+        "status_callback events"
+    );
+    let completed = &got[3].body["data"];
+    assert_eq!(completed["currency"], "USD", "{completed:#}");
+    assert!(completed["cost"].is_string(), "{completed:#}");
     let legs = done["legs"].as_array().unwrap();
     assert_eq!(legs.len(), 2, "the agent's leg and the lead's: {done:#}");
     assert!(done["duration_seconds"].as_i64().unwrap() >= 1, "{done:#}");
@@ -602,7 +644,33 @@ async fn click(gw: &Gateway, trunk: &str, extra: Value) -> String {
 /// rings (canceled): each ends with its status, and the agent is hung up.
 #[tokio::test]
 async fn click_to_call_busy_no_answer_and_canceled() {
-    let gw = Gateway::start().await;
+    let gw = Gateway::start_with(&[("VOXGATE_WEBHOOKS_SECRET", CALLBACK_SECRET)], None).await;
+    let receiver = Receiver::start().await;
+    for path in ["/busy", "/no-answer", "/canceled"] {
+        receiver.secret(path, CALLBACK_SECRET);
+    }
+    // The call's last event, at its own status_callback path, signed.
+    let completed = |path: &'static str, status: &'static str| {
+        let receiver = &receiver;
+        async move {
+            let got = receiver
+                .wait(path, secs(15), |g| {
+                    g.iter()
+                        .any(|g| g.path == path && g.body["type"] == "call.completed")
+                })
+                .await;
+            let last = got
+                .iter()
+                .rfind(|g| g.path == path && g.body["type"] == "call.completed")
+                .unwrap();
+            assert!(last.signature_ok, "{path}: bad signature");
+            assert_eq!(
+                last.body["data"]["status"], status,
+                "{path}: {:#}",
+                last.body
+            );
+        }
+    };
     let alice = Phone::new(ALICE);
     alice.create_and_register(&gw).await;
     let (busy_port, ring_port) = (
@@ -627,9 +695,15 @@ async fn click_to_call_busy_no_answer_and_canceled() {
         &gw,
     )
     .await;
-    let id = click(&gw, "busy", json!({})).await;
+    let id = click(
+        &gw,
+        "busy",
+        json!({ "status_callback": receiver.url("/busy") }),
+    )
+    .await;
     let call = final_call(&gw, &id, secs(15)).await;
     assert_eq!(call["status"], "busy", "{call:#}");
+    completed("/busy", "busy").await;
     carrier.finish().await.assert_success();
     phone.finish().await.assert_success();
 
@@ -648,9 +722,15 @@ async fn click_to_call_busy_no_answer_and_canceled() {
         &gw,
     )
     .await;
-    let id = click(&gw, "ringing", json!({ "ring_timeout_seconds": 2 })).await;
+    let id = click(
+        &gw,
+        "ringing",
+        json!({ "ring_timeout_seconds": 2, "status_callback": receiver.url("/no-answer") }),
+    )
+    .await;
     let call = final_call(&gw, &id, secs(15)).await;
     assert_eq!(call["status"], "no-answer", "{call:#}");
+    completed("/no-answer", "no-answer").await;
     carrier.finish().await.assert_success();
     phone.finish().await.assert_success();
 
@@ -669,7 +749,12 @@ async fn click_to_call_busy_no_answer_and_canceled() {
         &gw,
     )
     .await;
-    let id = click(&gw, "ringing", json!({})).await;
+    let id = click(
+        &gw,
+        "ringing",
+        json!({ "status_callback": receiver.url("/canceled") }),
+    )
+    .await;
     let until = Instant::now() + secs(10);
     loop {
         let call = get_json(&gw, &format!("/v1/calls/{id}")).await;
@@ -692,6 +777,7 @@ async fn click_to_call_busy_no_answer_and_canceled() {
     let call = final_call(&gw, &id, secs(15)).await;
     assert_eq!(call["status"], "canceled", "{call:#}");
     assert_eq!(call["hangup_by"], "api", "{call:#}");
+    completed("/canceled", "canceled").await;
     carrier.finish().await.assert_success();
     phone.finish().await.assert_success();
 }

@@ -167,22 +167,6 @@ fn check_e164(field: &str, v: &str, errors: &mut Vec<FieldError>) {
     }
 }
 
-/// Checks an http(s) URL the gateway will POST to.
-fn check_callback(field: &str, v: &str, errors: &mut Vec<FieldError>) {
-    let rest = v
-        .strip_prefix("https://")
-        .or_else(|| v.strip_prefix("http://"));
-    let ok = rest.is_some_and(|r| !r.is_empty() && !r.starts_with('/'))
-        && v.len() <= 2048
-        && !v.chars().any(|c| c.is_control() || c.is_whitespace());
-    if !ok {
-        errors.push(FieldError::new(
-            field,
-            format!("must be an http:// or https:// URL of at most 2048 characters, got {v:?}"),
-        ));
-    }
-}
-
 /// Body of `POST /v1/calls/{id}/hangup`: optional, and has no fields yet (an empty body
 /// or `{}`).
 #[derive(Debug, Deserialize, ToSchema)]
@@ -441,7 +425,9 @@ async fn create_call(
         check_e164("caller_id", c, &mut errors);
     }
     if let Some(url) = &body.status_callback {
-        check_callback("status_callback", url, &mut errors);
+        if let Err(e) = super::webhooks::check_callback_url("status_callback", url) {
+            errors.push(e);
+        }
     }
     if let Some(m) = &body.metadata {
         if serde_json::to_vec(m).map_or(true, |b| b.len() > METADATA_MAX) {
@@ -494,10 +480,8 @@ async fn create_call(
         status_callback: body.status_callback.clone(),
         metadata: body.metadata.clone(),
     };
-    state
-        .store
-        .apply_call_changes(&[CallChange::CreateCall(new)])
-        .await?;
+    // Stored with its `call.initiated` (and status_callback) in one transaction.
+    let created = state.store.create_call(&new).await?;
     let originate = Originate {
         call: CallId::new(id.clone()),
         agent: agent.username,
@@ -526,7 +510,7 @@ async fn create_call(
             "the call engine is not running".to_owned(),
         ));
     }
-    Ok((StatusCode::CREATED, Json(view(find(&state, &id).await?))))
+    Ok((StatusCode::CREATED, Json(view(created))))
 }
 
 /// Get a call with its legs.
