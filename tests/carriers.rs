@@ -988,3 +988,64 @@ async fn simulated_trunk_runs_a_click_to_call_without_a_carrier() {
     assert_eq!(call["status"], "busy", "{call:#}");
     phone.finish().await.assert_success();
 }
+
+/// A trunk whose host is a name: voxgate resolves it as RFC 3263 says, through SRV
+/// records served by a local dnsmasq (`sip.dns_servers`), and the click-to-call reaches
+/// the carrier at the SRV target's port.
+#[tokio::test]
+async fn trunk_host_is_resolved_through_srv_records() {
+    let carrier_port = free_port_on(Ipv4Addr::LOCALHOST.into());
+    let srv = format!("--srv-host=_sip._udp.carrier.test,edge1.carrier.test,{carrier_port},10,0");
+    let dns = common::dnsmasq::Dnsmasq::start(&[
+        srv.as_str(),
+        "--host-record=edge1.carrier.test,127.0.0.1",
+    ]);
+    let dns_addr = dns.addr.to_string();
+    let gw = Gateway::start_with(&[("VOXGATE_SIP_DNS_SERVERS", dns_addr.as_str())], None).await;
+    let alice = Phone::new(ALICE);
+    alice.create_and_register(&gw).await;
+    post_ok(
+        &gw,
+        "/v1/trunks",
+        json!({
+            "name": "by-name", "provider": "generic",
+            "outbound": { "host": "carrier.test", "transport": "udp" },
+        }),
+    )
+    .await;
+    let phone = listen(
+        alice
+            .answer("call_uas.xml")
+            .set("rtp", &free_udp_port().to_string()),
+        &gw,
+    )
+    .await;
+    let carrier = listen(
+        Sipp::new("call_uas.xml")
+            .local_port(carrier_port)
+            .service("lead")
+            .set("rtp", &free_udp_port().to_string())
+            .timeout(secs(30)),
+        &gw,
+    )
+    .await;
+    // The trunk table is resolved off the SIP loop right after the change.
+    tokio::time::sleep(ms(500)).await;
+    let id = click(&gw, "by-name", json!({ "time_limit_seconds": 1 })).await;
+    let call = final_call(&gw, &id, secs(15)).await;
+    assert_eq!(call["status"], "completed", "{call:#}\n{}", dns.log());
+    let carrier = carrier.finish().await;
+    carrier.assert_success();
+    phone.finish().await.assert_success();
+    let invite = carrier.requests_with("INVITE")[0].clone();
+    assert!(
+        invite.uri.starts_with("sip:+14155550100@carrier.test"),
+        "the Request-URI keeps the trunk's domain: {}",
+        invite.raw
+    );
+    assert!(
+        dns.log().contains("_sip._udp.carrier.test"),
+        "voxgate asked for the SRV record:\n{}",
+        dns.log()
+    );
+}

@@ -7,119 +7,48 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
 
-use common::free_udp_tcp_port;
+use common::dnsmasq::Dnsmasq;
 use voxgate::sip::resolve::{Destination, Resolver, ServerNames};
 use voxgate_sip::transaction::{Peer, Transport};
 
-/// dnsmasq with the zone of these tests; killed on drop.
-struct Dnsmasq {
-    child: Child,
-    addr: SocketAddr,
-    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-}
-
-impl Dnsmasq {
-    fn start() -> Dnsmasq {
-        let port = free_udp_tcp_port();
-        let mut child = Command::new("dnsmasq")
-            .args([
-                "--no-daemon",
-                "--conf-file=/dev/null",
-                "--pid-file=",
-                &format!("--port={port}"),
-                "--listen-address=127.0.0.1",
-                "--bind-interfaces",
-                "--no-resolv",
-                "--no-hosts",
-                "--local=/test/",
-                "--log-queries",
-                "--log-facility=-",
-                // Two at priority 10 weighted 90/10, a backup at 20.
-                "--srv-host=_sip._udp.carrier.test,sip1.carrier.test,5070,10,90",
-                "--srv-host=_sip._udp.carrier.test,sip2.carrier.test,5071,10,10",
-                "--srv-host=_sip._udp.carrier.test,backup.carrier.test,5072,20,0",
-                "--host-record=carrier.test,127.0.0.10",
-                "--host-record=sip1.carrier.test,127.0.0.11",
-                "--host-record=sip2.carrier.test,127.0.0.12",
-                "--host-record=backup.carrier.test,127.0.0.13",
-                // No SRV at all.
-                "--host-record=plain.test,127.0.0.21",
-                // IPv6 only.
-                "--host-record=six.test,::1",
-                // TLS only, the target named differently from the domain.
-                "--srv-host=_sips._tcp.secure.test,edge7.provider.test,5063,0,0",
-                "--host-record=edge7.provider.test,127.0.0.31",
-                // NAPTR: TCP before UDP (without NAPTR, UDP comes first), TLS last, an
-                // unsupported service (SCTP) skipped.
-                "--naptr-record=naptr.test,5,50,s,SIP+D2S,,_sip._sctp.naptr.test",
-                "--naptr-record=naptr.test,10,50,s,SIP+D2T,,_sip._tcp.naptr.test",
-                "--naptr-record=naptr.test,20,50,s,SIP+D2U,,_sip._udp.naptr.test",
-                "--naptr-record=naptr.test,30,50,s,SIPS+D2T,,_sips._tcp.naptr.test",
-                "--srv-host=_sip._sctp.naptr.test,n0.naptr.test,5089,0,0",
-                "--srv-host=_sip._tcp.naptr.test,n1.naptr.test,5090,0,0",
-                "--srv-host=_sip._udp.naptr.test,n2.naptr.test,5091,0,0",
-                "--srv-host=_sips._tcp.naptr.test,n3.naptr.test,5092,0,0",
-                "--host-record=n0.naptr.test,127.0.0.50",
-                "--host-record=n1.naptr.test,127.0.0.51",
-                "--host-record=n2.naptr.test,127.0.0.52",
-                "--host-record=n3.naptr.test,127.0.0.53",
-                // TCP only.
-                "--srv-host=_sip._tcp.tcponly.test,tcp1.tcponly.test,5080,0,0",
-                "--host-record=tcp1.tcponly.test,127.0.0.41",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn dnsmasq (scripts/install-test-deps.sh installs dnsmasq-base)");
-        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (tx, started) = std_mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        let lines = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("started, version") {
-                    let _ = tx.send(());
-                }
-                lines.lock().unwrap().push(line);
-            }
-        });
-        let up = started.recv_timeout(Duration::from_secs(10));
-        if up.is_err() {
-            let _ = child.kill();
-            let status = child.wait();
-            panic!(
-                "dnsmasq did not start ({status:?}):\n{}",
-                log.lock().unwrap().join("\n")
-            );
-        }
-        Dnsmasq {
-            child,
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            log,
-        }
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().join("\n")
-    }
-}
-
-impl Drop for Dnsmasq {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("----- dnsmasq -----\n{}", self.log());
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+/// The zone of these tests.
+const ZONE: &[&str] = &[
+    // Two at priority 10 weighted 90/10, a backup at 20.
+    "--srv-host=_sip._udp.carrier.test,sip1.carrier.test,5070,10,90",
+    "--srv-host=_sip._udp.carrier.test,sip2.carrier.test,5071,10,10",
+    "--srv-host=_sip._udp.carrier.test,backup.carrier.test,5072,20,0",
+    "--host-record=carrier.test,127.0.0.10",
+    "--host-record=sip1.carrier.test,127.0.0.11",
+    "--host-record=sip2.carrier.test,127.0.0.12",
+    "--host-record=backup.carrier.test,127.0.0.13",
+    // No SRV at all.
+    "--host-record=plain.test,127.0.0.21",
+    // IPv6 only.
+    "--host-record=six.test,::1",
+    // TLS only, the target named differently from the domain.
+    "--srv-host=_sips._tcp.secure.test,edge7.provider.test,5063,0,0",
+    "--host-record=edge7.provider.test,127.0.0.31",
+    // NAPTR: TCP before UDP (without NAPTR, UDP comes first), TLS last, an
+    // unsupported service (SCTP) skipped.
+    "--naptr-record=naptr.test,5,50,s,SIP+D2S,,_sip._sctp.naptr.test",
+    "--naptr-record=naptr.test,10,50,s,SIP+D2T,,_sip._tcp.naptr.test",
+    "--naptr-record=naptr.test,20,50,s,SIP+D2U,,_sip._udp.naptr.test",
+    "--naptr-record=naptr.test,30,50,s,SIPS+D2T,,_sips._tcp.naptr.test",
+    "--srv-host=_sip._sctp.naptr.test,n0.naptr.test,5089,0,0",
+    "--srv-host=_sip._tcp.naptr.test,n1.naptr.test,5090,0,0",
+    "--srv-host=_sip._udp.naptr.test,n2.naptr.test,5091,0,0",
+    "--srv-host=_sips._tcp.naptr.test,n3.naptr.test,5092,0,0",
+    "--host-record=n0.naptr.test,127.0.0.50",
+    "--host-record=n1.naptr.test,127.0.0.51",
+    "--host-record=n2.naptr.test,127.0.0.52",
+    "--host-record=n3.naptr.test,127.0.0.53",
+    // TCP only.
+    "--srv-host=_sip._tcp.tcponly.test,tcp1.tcponly.test,5080,0,0",
+    "--host-record=tcp1.tcponly.test,127.0.0.41",
+];
 
 fn dest(transport: Transport, addr: &str, name: Option<&str>) -> Destination {
     Destination {
@@ -131,7 +60,7 @@ fn dest(transport: Transport, addr: &str, name: Option<&str>) -> Destination {
 
 #[tokio::test]
 async fn srv_targets_in_priority_and_weight_order() {
-    let dns = Dnsmasq::start();
+    let dns = Dnsmasq::start(ZONE);
     let resolver = Resolver::new(&[dns.addr], ServerNames::default()).unwrap();
     let mut sip1_first = 0;
     let mut sip2_first = 0;
@@ -188,7 +117,7 @@ async fn srv_targets_in_priority_and_weight_order() {
 
 #[tokio::test]
 async fn without_srv_a_records_on_the_default_port() {
-    let dns = Dnsmasq::start();
+    let dns = Dnsmasq::start(ZONE);
     let resolver = Resolver::new(&[dns.addr], ServerNames::default()).unwrap();
     let d = resolver
         .resolve("plain.test", None, None, false)
@@ -233,7 +162,7 @@ async fn without_srv_a_records_on_the_default_port() {
 
 #[tokio::test]
 async fn an_explicit_port_skips_srv() {
-    let dns = Dnsmasq::start();
+    let dns = Dnsmasq::start(ZONE);
     let resolver = Resolver::new(&[dns.addr], ServerNames::default()).unwrap();
     // carrier.test has SRV records and an A record: with a port, only the A record counts.
     let d = resolver
@@ -275,7 +204,7 @@ async fn an_explicit_port_skips_srv() {
 
 #[tokio::test]
 async fn tls_destinations_carry_the_domain_name() {
-    let dns = Dnsmasq::start();
+    let dns = Dnsmasq::start(ZONE);
     let names = ServerNames::default();
     let resolver = Resolver::new(&[dns.addr], names.clone()).unwrap();
     let d = resolver
@@ -323,7 +252,7 @@ async fn a_silent_dns_server_fails_the_lookup_in_bounded_time() {
 
 #[tokio::test]
 async fn naptr_chooses_the_transports_and_their_order() {
-    let dns = Dnsmasq::start();
+    let dns = Dnsmasq::start(ZONE);
     let resolver = Resolver::new(&[dns.addr], ServerNames::default()).unwrap();
     let d = resolver
         .resolve("naptr.test", None, None, false)

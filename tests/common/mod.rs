@@ -11,6 +11,7 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod dnsmasq;
 pub mod pg;
 
 use std::fs::{File, OpenOptions};
