@@ -73,6 +73,14 @@ pub struct Reply {
     pub durable: bool,
 }
 
+/// Who a request's credentials belong to.
+#[derive(Debug, Clone)]
+pub enum Authenticated {
+    Agent(AgentAuth),
+    /// A username [`Registrar::authenticate_with`]'s `others` knows.
+    Other(String),
+}
+
 impl Reply {
     pub fn new(code: u16, reason: &'static str) -> Reply {
         Reply {
@@ -241,6 +249,24 @@ impl Registrar {
         now: DateTime<Utc>,
         random: [u8; NONCE_RANDOM_LEN],
     ) -> Result<AgentAuth, Reply> {
+        match self.authenticate_with(req, kind, now, random, &|_, _| None)? {
+            Authenticated::Agent(a) => Ok(a),
+            Authenticated::Other(_) => Err(Reply::new(403, "Forbidden")),
+        }
+    }
+
+    /// [`authenticate`](Self::authenticate), also accepting the users `others` knows
+    /// (carriers' trunk credentials): it gives the HA1 of a username that is not an
+    /// agent's, for an algorithm, in this registrar's [`realm`](Self::realm). Agents'
+    /// usernames win. The same challenge goes to everyone.
+    pub fn authenticate_with(
+        &mut self,
+        req: &Message,
+        kind: Challenger,
+        now: DateTime<Utc>,
+        random: [u8; NONCE_RANDOM_LEN],
+        others: &dyn Fn(&str, Algorithm) -> Option<String>,
+    ) -> Result<Authenticated, Reply> {
         let now_unix = u64::try_from(now.timestamp()).unwrap_or(0);
         let header = match kind {
             Challenger::Registrar => HeaderName::Authorization,
@@ -254,14 +280,14 @@ impl Registrar {
         let verified = self.verifier.verify(
             method,
             credentials,
-            |username, alg| {
-                let agent = agents.get(username)?;
-                match alg {
+            |username, alg| match agents.get(username) {
+                Some(agent) => match alg {
                     Algorithm::Md5 => Some(agent.ha1_md5.clone()),
                     Algorithm::Sha256 => Some(agent.ha1_sha256.clone()),
                     // Only the base algorithms are offered (`sip.auth_algorithms`).
                     _ => None,
-                }
+                },
+                None => others(username, alg),
             },
             now_unix,
         );
@@ -283,10 +309,15 @@ impl Registrar {
         if req.request_uri() != Some(verified.uri.as_str()) {
             return Err(Reply::new(400, "Bad Request"));
         }
-        self.agents
-            .get(&verified.username)
-            .cloned()
-            .ok_or_else(forbidden)
+        match self.agents.get(&verified.username) {
+            Some(a) => Ok(Authenticated::Agent(a.clone())),
+            None => Ok(Authenticated::Other(verified.username)),
+        }
+    }
+
+    /// The digest realm of the challenges.
+    pub fn realm(&self) -> &str {
+        &self.cfg.realm
     }
 
     /// An agent's credentials and limits by username.

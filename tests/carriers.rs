@@ -1049,3 +1049,75 @@ async fn trunk_host_is_resolved_through_srv_records() {
         dns.log()
     );
 }
+
+/// A carrier admitted by its trunk's credentials instead of its address: it calls from
+/// 127.0.0.2 (no allowed CIDR), answers voxgate's 407 with the trunk's inbound username
+/// and password, and reaches the number's agent; the wrong password gets 403.
+#[tokio::test]
+async fn inbound_carrier_admitted_by_its_trunk_credentials() {
+    let gw = Gateway::start().await;
+    let bob = Phone::new(("bob", "bobpass123"));
+    bob.create_and_register(&gw).await;
+    post_ok(
+        &gw,
+        "/v1/trunks",
+        json!({
+            "name": "by-digest", "provider": "generic",
+            "outbound": { "host": "127.0.0.1", "port": 5099 },
+            "inbound": { "allowed_cidrs": [], "username": "carrier-in", "password": "in-secret-99" },
+        }),
+    )
+    .await;
+    post_ok(
+        &gw,
+        "/v1/numbers",
+        json!({ "number": "+14155550123", "trunk": "by-digest", "route": { "type": "agent", "target": "bob" } }),
+    )
+    .await;
+    let phone = listen(
+        bob.answer("call_uas.xml")
+            .set("rtp", &free_udp_port().to_string()),
+        &gw,
+    )
+    .await;
+    let carrier = |password: &str| {
+        Sipp::new("call_uac.xml")
+            .local_ip("127.0.0.2")
+            .local_port(free_port_on("127.0.0.2".parse().unwrap()))
+            .service("+14155550123")
+            .auth("carrier-in", password)
+            .auth_uri("+14155550123@127.0.0.1")
+            .set("caller", "+14155550111")
+            .set("rtp", &free_udp_port().to_string())
+            .duration(ms(500))
+            .timeout(secs(20))
+    };
+    carrier("in-secret-99").run(gw.sip_port).assert_success();
+    let run = phone.finish().await;
+    run.assert_success();
+    let rung = run.requests_with("INVITE");
+    assert!(
+        rung[0].raw.contains("From: <sip:+14155550111@"),
+        "{}",
+        rung[0].raw
+    );
+    let wrong = Sipp::new("call_uac_reject.xml")
+        .local_ip("127.0.0.2")
+        .local_port(free_port_on("127.0.0.2".parse().unwrap()))
+        .service("+14155550123")
+        .auth("carrier-in", "wrong-password")
+        .auth_uri("+14155550123@127.0.0.1")
+        .set("caller", "+14155550111")
+        .set("rtp", &free_udp_port().to_string())
+        .set("fmts", "0 8")
+        .set("attr", "a=rtpmap:8 PCMA/8000")
+        .timeout(secs(20))
+        .run(gw.sip_port);
+    wrong.assert_success();
+    assert_eq!(
+        wrong.responses.last().map(|r| r.status),
+        Some(403),
+        "{}",
+        wrong.report()
+    );
+}

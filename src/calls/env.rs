@@ -24,6 +24,17 @@ pub struct Party {
     pub max_concurrent_calls: usize,
 }
 
+impl Party {
+    /// The engine's view of an agent the registrar authenticated.
+    pub fn of(a: crate::store::AgentAuth) -> Party {
+        Party {
+            agent: AgentId::new(a.id),
+            username: a.username,
+            max_concurrent_calls: usize::try_from(a.max_concurrent_calls).unwrap_or(1),
+        }
+    }
+}
+
 /// Who is calling, once authenticated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Caller {
@@ -169,13 +180,7 @@ impl Directory for AgentDirectory<'_> {
     ) -> Result<Caller, Reply> {
         self.registrar
             .authenticate(invite, Challenger::Proxy, wall, random)
-            .map(|a| {
-                Caller::Agent(Party {
-                    agent: AgentId::new(a.id),
-                    username: a.username,
-                    max_concurrent_calls: usize::try_from(a.max_concurrent_calls).unwrap_or(1),
-                })
-            })
+            .map(|a| Caller::Agent(Party::of(a)))
     }
 
     fn route(&self, _caller: &Caller, user: &str) -> Route {

@@ -20,12 +20,14 @@ use voxgate_sip::transaction::{Peer, Transport};
 
 use super::directory::{NumberRoute, Snapshot, Trunk, TrunkDirectory};
 use super::{Provider, SimOutcome};
+use crate::calls::env::Party;
 use crate::calls::env::{AgentDirectory, Caller, DialOutError, Directory, Route, TrunkDial};
 use crate::events::AppEvent;
-use crate::registrar::Reply;
+use crate::registrar::{Authenticated, Challenger, Reply};
 use crate::sip::registration::RegistrationSpec;
 use crate::sip::resolve::Resolver;
 use crate::sip::simulated::{Outcome, Rules};
+use voxgate_sip::auth::{ha1, Algorithm};
 
 /// How often trunk host names are resolved again (DNS answers change; a carrier moves).
 const REFRESH: Duration = Duration::from_secs(300);
@@ -185,14 +187,42 @@ impl Directory for GatewayDirectory<'_> {
         }
         // A call to one of our numbers from a source no trunk admits: a carrier we do not
         // know, or someone posing as one. Refused without a challenge (SPEC §2) and
-        // counted. An agent's phone dialling the number sends credentials after its first
-        // challenge, so only an INVITE without them is refused here.
+        // counted, unless some trunk admits its carrier by credentials: then it is
+        // challenged like everyone. An agent's phone dialling the number sends
+        // credentials after its first challenge, so only an INVITE without them is
+        // refused here.
+        let by_credentials = snap
+            .trunks()
+            .iter()
+            .any(|t| t.inbound_credentials().is_some());
         let to_number = request_user(invite).is_some_and(|u| snap.number(u).is_some());
-        if to_number && invite.header(HeaderName::ProxyAuthorization).is_none() {
+        if to_number && !by_credentials && invite.header(HeaderName::ProxyAuthorization).is_none() {
             metrics::counter!("voxgate_sip_trunk_rejected_total").increment(1);
             return Err(Reply::new(403, "Forbidden"));
         }
-        self.agents.authenticate(invite, source, wall, random)
+        let registrar = &mut *self.agents.registrar;
+        let realm = registrar.realm().to_owned();
+        // A carrier's trunk credentials answer the same challenge as agents' do.
+        let trunk_ha1 = |user: &str, alg: Algorithm| {
+            let creds = snap.inbound_by_username(user)?.inbound_credentials()?;
+            Some(ha1(alg, user, &realm, &creds.password))
+        };
+        let who =
+            registrar.authenticate_with(invite, Challenger::Proxy, wall, random, &trunk_ha1)?;
+        match who {
+            Authenticated::Agent(a) => Ok(Caller::Agent(Party::of(a))),
+            Authenticated::Other(user) => {
+                let trunk = snap
+                    .inbound_by_username(&user)
+                    .ok_or_else(|| Reply::new(403, "Forbidden"))?;
+                let from = invite.from().uri;
+                let from_user = SipUri::parse(from)
+                    .ok()
+                    .and_then(|u| u.user)
+                    .unwrap_or(from);
+                Ok(trunk.caller(from_user))
+            }
+        }
     }
 
     fn route(&self, caller: &Caller, user: &str) -> Route {
