@@ -236,7 +236,8 @@ async fn provider_presets() {
     .await;
     assert_eq!(gen["outbound"]["register"], true);
     assert_eq!(gen["outbound"]["register_expires"], 3600);
-    assert_eq!(gen["registration"]["state"], "unregistered");
+    // Not reported by the SIP core yet (its host does not even resolve).
+    assert_eq!(gen["registration"]["state"], "registering");
     assert_eq!(gen["default_outbound"], true);
 
     let sim = ok(

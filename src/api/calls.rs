@@ -137,7 +137,6 @@ pub struct CreateCall {
     #[schema(example = "+14155550199")]
     pub caller_id: Option<String>,
     /// An http(s) URL that receives this call's `call.*` events, signed.
-    #[schema(example = "https://crm.example/voxgate/status")]
     pub status_callback: Option<String>,
     /// Free JSON, stored with the call and sent back in its events (at most 16 KiB).
     #[schema(value_type = Option<Object>)]
