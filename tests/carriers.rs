@@ -242,10 +242,25 @@ async fn click_to_call_rings_the_agent_then_dials_the_lead_through_a_challenging
     let carrier_port = free_port_on(Ipv4Addr::LOCALHOST.into());
     create_trunk(&gw, "carrier", carrier_port, json!({})).await;
 
+    // What reaches the agent's phone: voxgate's ringback while the lead rings (the
+    // SIPp carrier sends no media of its own).
+    let agent_rtp = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+    let agent_port = agent_rtp.local_addr().unwrap().port();
+    let heard = tokio::spawn(async move {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 2048];
+        let until = tokio::time::Instant::now() + secs(5);
+        while let Ok(Ok((len, from))) =
+            tokio::time::timeout_at(until, agent_rtp.recv_from(&mut buf)).await
+        {
+            got.push((len, buf[1] & 0x7f, buf[12..len].to_vec(), from));
+        }
+        got
+    });
     let phone = listen(
         alice
             .answer("call_uas.xml")
-            .set("rtp", &free_udp_port().to_string())
+            .set("rtp", &agent_port.to_string())
             .duration(ms(200)),
         &gw,
     )
@@ -255,7 +270,8 @@ async fn click_to_call_rings_the_agent_then_dials_the_lead_through_a_challenging
             .local_port(carrier_port)
             .set("user", CARRIER_USER)
             .set("rtp", &free_udp_port().to_string())
-            .duration(ms(300))
+            // The lead rings for 1.5 s before answering.
+            .duration(ms(1500))
             .timeout(secs(40)),
         &gw,
     )
@@ -352,6 +368,25 @@ async fn click_to_call_rings_the_agent_then_dials_the_lead_through_a_challenging
         rung[0].raw.contains("From: <sip:+14155550100@"),
         "{}",
         rung[0].raw
+    );
+    // Ringback: PCMU (the agent's codec), 20 ms packets from the port voxgate gave the
+    // agent's leg, not silence, for about the 1.5 s the lead rang.
+    let heard = heard.await.unwrap();
+    let relay = rung[0].sdp().media[0].port;
+    let ringback: Vec<_> = heard
+        .iter()
+        .filter(|(len, pt, payload, from)| {
+            *len == 172
+                && *pt == 0
+                && from.port() == relay
+                && payload.iter().any(|b| *b != 0xff && *b != 0x7f)
+        })
+        .collect();
+    assert!(
+        (50..=120).contains(&ringback.len()),
+        "ringback packets while the lead rang: {} (of {} received)",
+        ringback.len(),
+        heard.len()
     );
 }
 

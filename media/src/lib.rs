@@ -11,6 +11,7 @@ pub mod relay;
 pub mod rewrite;
 pub mod rtcp;
 pub mod rtp;
+pub mod tone;
 
 pub use latch::{Latch, LatchMode, LatchVerdict};
 pub use relay::{route, DropReason, LegPolicy, LegRemote, MediaDirection, Port, Route};

@@ -50,6 +50,7 @@ use super::types::{AgentId, CallDirection, CallId, HangupBy, LegId};
 use crate::ids::{IdGen, IdKind};
 use crate::media::{LegRemote, MediaDirection, PtMap, SessionId, Side};
 use crate::registrar::Reply;
+use voxgate_media::tone::{Law, TonePlayer, ToneSpec};
 
 mod outbound;
 
@@ -395,6 +396,8 @@ struct Call {
     trunk: Option<String>,
     /// The rate of the trunk its outbound leg went through: what it costs once ended.
     rate: Option<crate::trunks::cost::Rate>,
+    /// voxgate plays ringback to side A (a click-to-call's agent while the lead rings).
+    ringback: bool,
 }
 
 impl Call {
@@ -944,6 +947,7 @@ impl CallEngine {
                 time_limit: None,
                 trunk: None,
                 rate: None,
+                ringback: false,
             },
         );
         metrics::counter!("voxgate_calls_total").increment(1);
@@ -1515,6 +1519,9 @@ impl CallEngine {
             if let (Some(call), Some(answer)) = (self.calls.get_mut(call_id), early_sdp) {
                 if let Some(Ok(_)) = call.answer_dial(&self.cfg.sdp, &answer) {
                     update_media(self.media.as_mut(), call);
+                    // The carrier's early media (its ringback, an announcement)
+                    // replaces ours.
+                    stop_ringback(self.media.as_mut(), call);
                 }
             }
             return;
@@ -1604,6 +1611,7 @@ impl CallEngine {
             }
         } else {
             call.answered_at = Some(wall);
+            stop_ringback(self.media.as_mut(), call);
             update_media(self.media.as_mut(), call);
             if let Some(origin) = &dial.origin {
                 call.bridge = Some(Bridge {
@@ -2408,6 +2416,36 @@ fn trunk_fork(d: TrunkDial, ip: &str) -> (Parties, Vec<Fork>) {
         .into_iter()
         .collect();
     (parties, forks)
+}
+
+/// Plays ringback to side A (a click-to-call's agent, whose phone answered and hears
+/// nothing else until the lead answers or sends early media), in the agent's G.711
+/// codec; agents on other codecs hear silence.
+fn start_ringback(media: &mut (dyn MediaPort + Send), call: &mut Call, random: [u32; 3]) {
+    let Some(m) = call.sdp[0].media.as_ref() else {
+        return;
+    };
+    let g711 = m.send.iter().find_map(|(pt, c)| {
+        if c.name.eq_ignore_ascii_case("PCMU") {
+            Some((pt, Law::Ulaw))
+        } else if c.name.eq_ignore_ascii_case("PCMA") {
+            Some((pt, Law::Alaw))
+        } else {
+            None
+        }
+    });
+    let Some((pt, law)) = g711 else {
+        return;
+    };
+    let player = TonePlayer::new(ToneSpec::RINGBACK, law, pt, random);
+    media.play_tone(call.media, Side::A, Some(player));
+    call.ringback = true;
+}
+
+fn stop_ringback(media: &mut (dyn MediaPort + Send), call: &mut Call) {
+    if std::mem::take(&mut call.ringback) {
+        media.play_tone(call.media, Side::A, None);
+    }
 }
 
 fn update_media(media: &mut (dyn MediaPort + Send), call: &Call) {

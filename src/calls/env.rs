@@ -260,6 +260,15 @@ pub trait MediaPort {
     fn update_leg(&mut self, session: SessionId, side: Side, remote: LegRemote);
     /// Stops relaying and frees the ports, without waiting for the relay.
     fn release_session(&mut self, session: SessionId);
+    /// Starts (`Some`) or stops (`None`) a tone towards one side (ringback).
+    fn play_tone(
+        &mut self,
+        session: SessionId,
+        side: Side,
+        tone: Option<voxgate_media::tone::TonePlayer>,
+    ) {
+        let _ = (session, side, tone);
+    }
 }
 
 impl MediaPort for std::sync::Arc<MediaEngine> {
@@ -276,6 +285,17 @@ impl MediaPort for std::sync::Arc<MediaEngine> {
     fn release_session(&mut self, session: SessionId) {
         if let Err(e) = MediaEngine::release_session(self, session) {
             tracing::warn!(error = %e, "media session not released cleanly");
+        }
+    }
+
+    fn play_tone(
+        &mut self,
+        session: SessionId,
+        side: Side,
+        tone: Option<voxgate_media::tone::TonePlayer>,
+    ) {
+        if let Err(e) = MediaEngine::play_tone(self, session, side, tone) {
+            tracing::debug!(error = %e, "tone not started");
         }
     }
 }

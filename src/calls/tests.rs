@@ -42,6 +42,8 @@ struct MediaLog {
     next: u64,
     live: HashSet<SessionId>,
     updates: Vec<(SessionId, Side, LegRemote)>,
+    /// Tones started (true) and stopped (false), with their payload type when started.
+    tones: Vec<(Side, bool, Option<u8>)>,
 }
 
 struct TestMedia(Arc<Mutex<MediaLog>>);
@@ -66,6 +68,20 @@ impl MediaPort for TestMedia {
 
     fn update_leg(&mut self, session: SessionId, side: Side, remote: LegRemote) {
         self.0.lock().unwrap().updates.push((session, side, remote));
+    }
+
+    fn play_tone(
+        &mut self,
+        _session: SessionId,
+        side: Side,
+        tone: Option<voxgate_media::tone::TonePlayer>,
+    ) {
+        let pt = tone.map(|mut t| {
+            let mut pkt = [0u8; voxgate_media::tone::PACKET_LEN];
+            t.next_packet(&mut pkt);
+            pkt[1] & 0x7f
+        });
+        self.0.lock().unwrap().tones.push((side, pt.is_some(), pt));
     }
 
     fn release_session(&mut self, session: SessionId) {
@@ -1104,6 +1120,11 @@ fn click_to_call_rings_the_agent_then_the_lead_and_bridges() {
     let mut agent = sim.respond(alice, &inv, 200, "a1");
     sim.expect_request(alice, &Method::Ack);
     assert_eq!(answered_records(&sim), 0, "not answered until the lead is");
+    assert_eq!(
+        sim.media.lock().unwrap().tones,
+        [(Side::A, true, Some(0))],
+        "the agent hears ringback (PCMU) while the lead is dialled"
+    );
 
     let first = sim.expect_request(carrier, &Method::Invite);
     assert_eq!(
@@ -1155,6 +1176,11 @@ fn click_to_call_rings_the_agent_then_the_lead_and_bridges() {
     let mut lead = sim.respond(carrier, &second, 200, "k2");
     sim.expect_request(carrier, &Method::Ack);
     assert_eq!(answered_records(&sim), 1);
+    assert_eq!(
+        sim.media.lock().unwrap().tones.last(),
+        Some(&(Side::A, false, None)),
+        "ringback stops when the lead answers"
+    );
     {
         let log = sim.media.lock().unwrap();
         let sides: HashSet<Side> = log.updates.iter().map(|(_, side, _)| *side).collect();

@@ -363,6 +363,24 @@ impl MediaEngine {
         )
     }
 
+    /// Starts (`Some`) or stops (`None`) a tone voxgate sends leg `side`'s remote itself
+    /// (ringback while the other side rings), from that leg's own port.
+    pub fn play_tone(
+        &self,
+        session: SessionId,
+        side: Side,
+        tone: Option<voxgate_media::tone::TonePlayer>,
+    ) -> Result<(), MediaError> {
+        self.send(
+            session,
+            Command::Tone {
+                id: session,
+                side,
+                tone: tone.map(Box::new),
+            },
+        )
+    }
+
     /// Stops relaying, closes the sockets, releases the ports and returns the final
     /// counters. Blocks until the worker has closed the sockets (microseconds, at most
     /// 5 s): for tests and tools; the call engine uses [`MediaEngine::release_session`].

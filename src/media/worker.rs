@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use voxgate_media::relay::{route, LegPolicy, LegRemote, Port, Route};
+use voxgate_media::tone::TonePlayer;
 use voxgate_media::DropReason;
 
 use super::offload::{Offload, SessionFlows, SlotRefs};
@@ -29,6 +30,10 @@ const WAKE: u64 = u64::MAX;
 /// Largest datagram we relay whole; RTP over UDP stays far below (MTU-sized).
 const BUF_LEN: usize = 4096;
 const MAX_EVENTS: usize = 1024;
+/// A tone packet's length in time (20 ms of G.711).
+const TONE_PACKET: Duration = Duration::from_millis(20);
+/// A tone this far behind (the worker was stalled) restarts from now.
+const TONE_LATE: Duration = Duration::from_millis(200);
 
 /// Control messages from the engine.
 pub(super) enum Command {
@@ -45,6 +50,12 @@ pub(super) enum Command {
         id: SessionId,
         side: Side,
         tap: Option<TapSender>,
+    },
+    /// Starts (`Some`) or stops (`None`) a tone towards leg `side`'s remote.
+    Tone {
+        id: SessionId,
+        side: Side,
+        tone: Option<Box<TonePlayer>>,
     },
     Remove {
         id: SessionId,
@@ -101,6 +112,9 @@ struct Slot {
     stats: [LegStats; 2],
     /// Copies of what each leg's remote sends; `None` costs one branch per packet.
     tap: [Option<TapSender>; 2],
+    /// A tone voxgate sends a leg's remote itself (ringback), and when its next packet
+    /// is due.
+    tone: [Option<(Box<TonePlayer>, Instant)>; 2],
     /// Directions forwarded in the kernel.
     kernel: SessionFlows,
 }
@@ -133,6 +147,8 @@ struct Worker {
     buf: Box<[u8; BUF_LEN]>,
     index: usize,
     offload: Option<Arc<Offload>>,
+    /// Slots that may have a tone playing (checked, and pruned, on each wake-up).
+    toned: Vec<usize>,
 }
 
 pub(super) type Spawned = (
@@ -168,6 +184,7 @@ pub(super) fn spawn(
         buf: Box::new([0u8; BUF_LEN]),
         index,
         offload,
+        toned: Vec::new(),
     };
     let thread = std::thread::Builder::new()
         .name(format!("voxgate-rtp-{index}"))
@@ -189,7 +206,13 @@ impl Worker {
             let timeout = if spin {
                 EpollTimeout::ZERO
             } else {
-                EpollTimeout::from(100u16)
+                // Woken in time for the next tone packet, if any plays.
+                let ms = self.next_tone().map_or(100, |at| {
+                    at.saturating_duration_since(Instant::now())
+                        .as_millis()
+                        .min(100)
+                });
+                EpollTimeout::from(u16::try_from(ms).unwrap_or(100))
             };
             let n = match self.epoll.wait(&mut events, timeout) {
                 Ok(n) => n,
@@ -214,6 +237,9 @@ impl Worker {
             }
             if n > 0 {
                 last_busy = now;
+            }
+            if !self.toned.is_empty() {
+                self.play_tones(Instant::now());
             }
             if stop {
                 self.flush();
@@ -316,12 +342,69 @@ impl Worker {
                     s.tap[side.index()] = tap;
                 }
             }
+            Command::Tone { id, side, tone } => {
+                let Some(&i) = self.by_id.get(&id) else {
+                    return;
+                };
+                if let Some(Some(s)) = self.slots.get_mut(i) {
+                    s.tone[side.index()] = tone.map(|t| (t, Instant::now()));
+                    if s.tone.iter().any(Option::is_some) && !self.toned.contains(&i) {
+                        self.toned.push(i);
+                    }
+                }
+            }
             Command::Remove { id, reply } => {
                 let stats = self.remove(id);
                 let _ = reply.send(stats);
             }
             Command::Stop => {}
         }
+    }
+
+    /// When the earliest tone packet is due.
+    fn next_tone(&self) -> Option<Instant> {
+        self.toned
+            .iter()
+            .filter_map(|i| self.slots.get(*i)?.as_ref())
+            .flat_map(|s| s.tone.iter().flatten().map(|(_, at)| *at))
+            .min()
+    }
+
+    /// Sends the tone packets that are due, from the leg's own port to where its remote
+    /// receives (signalled or latched), and forgets slots with no tone left.
+    fn play_tones(&mut self, now: Instant) {
+        let mut pkt = [0u8; voxgate_media::tone::PACKET_LEN];
+        let local = &mut self.local;
+        let slots = &mut self.slots;
+        self.toned.retain(|&i| {
+            let Some(Some(s)) = slots.get_mut(i) else {
+                return false;
+            };
+            for side in 0..2 {
+                let Some((player, at)) = s.tone[side].as_mut() else {
+                    continue;
+                };
+                // After a stall, carry on from now rather than send a burst.
+                if now.saturating_duration_since(*at) > TONE_LATE {
+                    *at = now;
+                }
+                while *at <= now {
+                    let len = player.next_packet(&mut pkt);
+                    let to = s.policy[side]
+                        .direction()
+                        .remote_receives()
+                        .then(|| s.policy[side].rtp_latch().destination())
+                        .flatten();
+                    if let (Some(to), Some(bytes)) = (to, pkt.get(..len)) {
+                        if s.io[side].rtp.send_to(bytes, to).is_err() {
+                            local.send_errors += 1;
+                        }
+                    }
+                    *at += TONE_PACKET;
+                }
+            }
+            s.tone.iter().any(Option::is_some)
+        });
     }
 
     fn slot_mut(&mut self, id: SessionId) -> Option<&mut Slot> {
@@ -356,6 +439,7 @@ impl Worker {
             policy: [LegPolicy::default(), LegPolicy::default()],
             stats: [LegStats::default(); 2],
             tap: [None, None],
+            tone: [None, None],
             kernel: SessionFlows::default(),
         });
         self.by_id.insert(id, i);

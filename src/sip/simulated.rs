@@ -16,6 +16,7 @@ use bytes::Bytes;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use voxgate_media::tone::{Law, TonePlayer, ToneSpec, PACKET_LEN};
 use voxgate_sip::message::{HeaderName, Message, MessageBuilder, Method, SipUri};
 use voxgate_sip::sdp::SessionDescription;
 
@@ -41,10 +42,6 @@ pub enum Outcome {
 /// Which outcome a call gets: asked with the trunk (the Request-URI's `trunk`
 /// parameter) and the dialled number (its user part).
 pub type Rules = Arc<dyn Fn(&str, &str) -> Outcome + Send + Sync>;
-
-/// The tone a simulated lead "says": 440 Hz, like a test oscillator, at a modest level.
-const TONE_HZ: f64 = 440.0;
-const TONE_AMPLITUDE: f64 = 6000.0;
 
 /// A running simulated carrier.
 pub struct SimulatedCarrier {
@@ -327,69 +324,20 @@ async fn answer_media(invite: &Message) -> Option<(String, JoinHandle<()>)> {
 /// Sends a continuous tone, one 20 ms packet at a time, reading (and dropping) what
 /// arrives so the socket's buffer never fills.
 async fn tone(rtp: UdpSocket, to: SocketAddr, pt: u8) {
-    let ssrc: u32 = rand::random();
-    let mut seq: u16 = rand::random();
-    let mut ts: u32 = rand::random();
-    let mut phase = 0usize;
+    let law = if pt == 0 { Law::Ulaw } else { Law::Alaw };
+    let mut player = TonePlayer::new(ToneSpec::TEST, law, pt, rand::random());
     let mut tick = tokio::time::interval(Duration::from_millis(20));
+    let mut pkt = [0u8; PACKET_LEN];
     let mut sink = [0u8; 2048];
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                let mut pkt = Vec::with_capacity(172);
-                pkt.extend_from_slice(&[0x80, pt]);
-                pkt.extend_from_slice(&seq.to_be_bytes());
-                pkt.extend_from_slice(&ts.to_be_bytes());
-                pkt.extend_from_slice(&ssrc.to_be_bytes());
-                for _ in 0..160 {
-                    let t = phase as f64 / 8000.0;
-                    let s = (TONE_AMPLITUDE * (2.0 * std::f64::consts::PI * TONE_HZ * t).sin()) as i16;
-                    pkt.push(if pt == 0 { linear_to_ulaw(s) } else { linear_to_alaw(s) });
-                    phase = (phase + 1) % 8000;
-                }
-                let _ = rtp.send_to(&pkt, to).await;
-                seq = seq.wrapping_add(1);
-                ts = ts.wrapping_add(160);
+                let len = player.next_packet(&mut pkt);
+                let _ = rtp.send_to(&pkt[..len], to).await;
             }
             _ = rtp.recv_from(&mut sink) => {}
         }
     }
-}
-
-/// G.711 μ-law encoding of one sample (ITU-T G.711, with the usual bias of 0x84).
-fn linear_to_ulaw(sample: i16) -> u8 {
-    const BIAS: i32 = 0x84;
-    const CLIP: i32 = 32_635;
-    let mut s = i32::from(sample);
-    let sign = if s < 0 {
-        s = -s;
-        0x80
-    } else {
-        0
-    };
-    s = s.min(CLIP) + BIAS;
-    let exponent = (7 - ((s as u32) << 17).leading_zeros().min(7)) as i32;
-    let mantissa = (s >> (exponent + 3)) & 0x0f;
-    !((sign | (exponent << 4) | mantissa) as u8)
-}
-
-/// G.711 A-law encoding of one sample.
-fn linear_to_alaw(sample: i16) -> u8 {
-    let mut s = i32::from(sample) >> 3;
-    let sign = if s >= 0 {
-        0x80
-    } else {
-        s = -s - 1;
-        0
-    };
-    let s = s.min(0x0fff);
-    let code = if s < 32 {
-        s >> 1
-    } else {
-        let exponent = 31 - (s as u32).leading_zeros() as i32 - 4;
-        (exponent << 4) | ((s >> exponent) & 0x0f)
-    };
-    ((sign | code) ^ 0x55) as u8
 }
 
 fn uri_param<'a>(params: &'a str, name: &str) -> Option<&'a str> {
@@ -420,23 +368,6 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-
-    #[test]
-    fn ulaw_matches_the_reference_points() {
-        // Silence, and the extremes of G.711's table.
-        assert_eq!(linear_to_ulaw(0), 0xff);
-        assert_eq!(linear_to_ulaw(-1), 0x7f);
-        assert_eq!(linear_to_ulaw(32_767), 0x80);
-        assert_eq!(linear_to_ulaw(-32_768), 0x00);
-    }
-
-    #[test]
-    fn alaw_matches_the_reference_points() {
-        assert_eq!(linear_to_alaw(0), 0xd5);
-        assert_eq!(linear_to_alaw(-1), 0x55);
-        assert_eq!(linear_to_alaw(32_767), 0xaa);
-        assert_eq!(linear_to_alaw(-32_768), 0x2a);
-    }
 
     #[test]
     fn trunk_and_number_come_from_the_request_uri() {

@@ -129,6 +129,7 @@ impl CallEngine {
                 time_limit: o.time_limit,
                 trunk: Some(trunk.clone()),
                 rate: None,
+                ringback: false,
             },
         );
         *self.active.entry(party.agent.clone()).or_default() += 1;
@@ -198,6 +199,8 @@ impl CallEngine {
             return;
         };
         call.rate = lead.rate.clone();
+        // The agent hears ringback from now until the lead answers or sends early media.
+        super::start_ringback(self.media.as_mut(), call, self.rng.random());
         let codecs: Vec<Codec> = call.sdp[0]
             .media
             .as_ref()
