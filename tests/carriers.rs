@@ -1156,3 +1156,52 @@ async fn inbound_carrier_admitted_by_its_trunk_credentials() {
         wrong.report()
     );
 }
+
+/// A trunk over TCP (as Exotel's default is): voxgate opens the connection to the
+/// carrier itself and the click-to-call completes over it.
+#[tokio::test]
+async fn click_to_call_over_a_tcp_trunk() {
+    let gw = Gateway::start().await;
+    let alice = Phone::new(ALICE);
+    alice.create_and_register(&gw).await;
+    let carrier_port = free_port_on(Ipv4Addr::LOCALHOST.into());
+    create_trunk(
+        &gw,
+        "tcp-carrier",
+        carrier_port,
+        json!({ "outbound": { "host": "127.0.0.1", "port": carrier_port, "transport": "tcp" } }),
+    )
+    .await;
+    let phone = listen(
+        alice
+            .answer("call_uas.xml")
+            .set("rtp", &free_udp_port().to_string()),
+        &gw,
+    )
+    .await;
+    let mut carrier = Sipp::new("call_uas.xml")
+        .transport(sipp::Transport::Tcp)
+        .local_port(carrier_port)
+        .service("lead")
+        .set("rtp", &free_udp_port().to_string())
+        .timeout(secs(30))
+        .spawn(gw.sip_port);
+    let until = Instant::now() + secs(5);
+    while std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, carrier_port)).is_ok() {
+        assert!(carrier.running(), "SIPp exited at start");
+        assert!(
+            Instant::now() < until,
+            "SIPp did not listen on TCP {carrier_port}"
+        );
+        tokio::time::sleep(ms(20)).await;
+    }
+    let id = click(&gw, "tcp-carrier", json!({ "time_limit_seconds": 1 })).await;
+    let call = final_call(&gw, &id, secs(15)).await;
+    assert_eq!(call["status"], "completed", "{call:#}");
+    let carrier = carrier.finish().await;
+    carrier.assert_success();
+    phone.finish().await.assert_success();
+    let invite = &carrier.requests_with("INVITE")[0];
+    assert!(invite.raw.contains("SIP/2.0/TCP"), "{}", invite.raw);
+    assert!(invite.uri.ends_with(";transport=tcp"), "{}", invite.raw);
+}

@@ -141,7 +141,7 @@ pub struct SimulateRule {
     #[serde(default)]
     #[schema(minimum = 0, maximum = 600)]
     pub after_seconds: u32,
-    /// For `answer`: `tone` (a 440 Hz tone) or a prompt id; default `tone`.
+    /// For `answer`: `tone` (a 440 Hz tone; prompts come with the prompts resource); default `tone`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub play: Option<String>,
 }
