@@ -675,6 +675,24 @@ async fn click(gw: &Gateway, trunk: &str, extra: Value) -> String {
     call["id"].as_str().unwrap().to_owned()
 }
 
+/// The agent's phone (answering at once) and a carrier running `scenario` on `port`.
+async fn agent_and_carrier(
+    gw: &Gateway,
+    agent: &Phone,
+    scenario: &str,
+    port: u16,
+) -> (SippProcess, SippProcess) {
+    let phone = listen(
+        agent
+            .answer("call_uas.xml")
+            .set("rtp", &free_udp_port().to_string()),
+        gw,
+    )
+    .await;
+    let carrier = listen(Sipp::new(scenario).local_port(port).timeout(secs(20)), gw).await;
+    (phone, carrier)
+}
+
 /// Busy (486), no answer (ring timeout) and a hangup through the API while the lead
 /// rings (canceled): each ends with its status, and the agent is hung up.
 #[tokio::test]
@@ -716,20 +734,7 @@ async fn click_to_call_busy_no_answer_and_canceled() {
     create_trunk(&gw, "ringing", ring_port, json!({})).await;
 
     // Busy.
-    let phone = listen(
-        alice
-            .answer("call_uas.xml")
-            .set("rtp", &free_udp_port().to_string()),
-        &gw,
-    )
-    .await;
-    let carrier = listen(
-        Sipp::new("call_uas_busy.xml")
-            .local_port(busy_port)
-            .timeout(secs(20)),
-        &gw,
-    )
-    .await;
+    let (phone, carrier) = agent_and_carrier(&gw, &alice, "call_uas_busy.xml", busy_port).await;
     let id = click(
         &gw,
         "busy",
@@ -743,20 +748,7 @@ async fn click_to_call_busy_no_answer_and_canceled() {
     phone.finish().await.assert_success();
 
     // No answer: the lead rings past ring_timeout_seconds.
-    let phone = listen(
-        alice
-            .answer("call_uas.xml")
-            .set("rtp", &free_udp_port().to_string()),
-        &gw,
-    )
-    .await;
-    let carrier = listen(
-        Sipp::new("call_uas_cancel.xml")
-            .local_port(ring_port)
-            .timeout(secs(20)),
-        &gw,
-    )
-    .await;
+    let (phone, carrier) = agent_and_carrier(&gw, &alice, "call_uas_cancel.xml", ring_port).await;
     let id = click(
         &gw,
         "ringing",
@@ -770,20 +762,7 @@ async fn click_to_call_busy_no_answer_and_canceled() {
     phone.finish().await.assert_success();
 
     // Canceled through the API while the lead rings.
-    let phone = listen(
-        alice
-            .answer("call_uas.xml")
-            .set("rtp", &free_udp_port().to_string()),
-        &gw,
-    )
-    .await;
-    let carrier = listen(
-        Sipp::new("call_uas_cancel.xml")
-            .local_port(ring_port)
-            .timeout(secs(20)),
-        &gw,
-    )
-    .await;
+    let (phone, carrier) = agent_and_carrier(&gw, &alice, "call_uas_cancel.xml", ring_port).await;
     let id = click(
         &gw,
         "ringing",

@@ -176,6 +176,21 @@ impl LegPolicy {
         self.out.source_changed();
     }
 
+    /// Readies an RTP packet voxgate sends this leg's remote itself (a tone): rewritten
+    /// into the same outgoing stream as what is relayed to it (one SSRC, continuous
+    /// sequence numbers and timestamps, so the phone's jitter buffer sees one stream when
+    /// the relayed media takes over), and where to send it; `None` when the remote does
+    /// not receive or has no address yet.
+    pub fn own_packet(&mut self, buf: &mut [u8], now: Instant) -> Option<SocketAddr> {
+        if !self.direction.remote_receives() {
+            return None;
+        }
+        let to = self.rtp.destination()?;
+        let mut pkt = RtpPacket::new_checked(buf).ok()?;
+        self.out.rewrite(&mut pkt, self.clock, now);
+        Some(to)
+    }
+
     #[must_use]
     pub fn rtcp_mux(&self) -> bool {
         self.rtcp_mux

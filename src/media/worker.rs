@@ -390,12 +390,10 @@ impl Worker {
                 }
                 while *at <= now {
                     let len = player.next_packet(&mut pkt);
-                    let to = s.policy[side]
-                        .direction()
-                        .remote_receives()
-                        .then(|| s.policy[side].rtp_latch().destination())
-                        .flatten();
-                    if let (Some(to), Some(bytes)) = (to, pkt.get(..len)) {
+                    let Some(bytes) = pkt.get_mut(..len) else {
+                        break;
+                    };
+                    if let Some(to) = s.policy[side].own_packet(bytes, now) {
                         if s.io[side].rtp.send_to(bytes, to).is_err() {
                             local.send_errors += 1;
                         }
