@@ -38,6 +38,8 @@ const MAX_IN_FLIGHT: usize = 32;
 const LEASE_MARGIN: Duration = Duration::from_secs(30);
 /// Delivered and given-up events (and their delivery log) are kept this long.
 pub const RETENTION: Duration = Duration::from_secs(7 * 86_400);
+/// Longest wait between claims while the database fails them.
+const CLAIM_BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// How often the worker prunes them.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
@@ -137,6 +139,8 @@ pub async fn run(store: Store, cfg: DeliveryConfig, mut shutdown: watch::Receive
     let lease = cfg.timeout + LEASE_MARGIN;
     let mut in_flight: JoinSet<()> = JoinSet::new();
     let mut next_prune = tokio::time::Instant::now() + Duration::from_secs(60);
+    // Consecutive failed claims (the database is down): the wait doubles up to 30 s.
+    let mut claim_failures: u32 = 0;
     loop {
         if *shutdown.borrow() {
             break;
@@ -160,6 +164,10 @@ pub async fn run(store: Store, cfg: DeliveryConfig, mut shutdown: watch::Receive
                 .await
             {
                 Ok(events) => {
+                    if claim_failures > 0 {
+                        tracing::info!(failures = claim_failures, "claiming webhook events again");
+                    }
+                    claim_failures = 0;
                     claimed = events.len();
                     for ev in events {
                         in_flight.spawn(deliver(
@@ -173,14 +181,18 @@ pub async fn run(store: Store, cfg: DeliveryConfig, mut shutdown: watch::Receive
                 }
                 Err(e) => {
                     failed = true;
-                    tracing::warn!(error = %e, "claiming webhook events failed; retrying");
+                    claim_failures = claim_failures.saturating_add(1);
+                    tracing::warn!(error = %e, failures = claim_failures, "claiming webhook events failed; retrying");
                 }
             }
         }
         if claimed > 0 && in_flight.len() < MAX_IN_FLIGHT {
             continue;
         }
-        let wait = if failed || claimed > 0 {
+        let wait = if failed {
+            POLL.saturating_mul(1 << claim_failures.min(5))
+                .min(CLAIM_BACKOFF_MAX)
+        } else if claimed > 0 {
             POLL
         } else {
             let now = crate::store::now();
