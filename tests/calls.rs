@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use common::Gateway;
 use serde_json::{json, Value};
-use sipp::{free_port_on, free_udp_port, Sdp, SipResponse, Sipp, SippProcess, SippRun};
+use sipp::{free_udp_port, listen, Phone, Sdp, SipResponse, Sipp, SippProcess, SippRun};
 use tokio::net::UdpSocket;
 
 const ALICE: (&str, &str) = ("alice", "alicepass1");
@@ -280,87 +280,14 @@ async fn wait_metric(gw: &Gateway, name: &str, want: f64) {
     }
 }
 
-/// An agent's SIP phone: a loopback port where its SIPp runs.
-struct Phone {
-    user: &'static str,
-    password: &'static str,
-    port: u16,
-}
-
-impl Phone {
-    fn new((user, password): (&'static str, &'static str)) -> Phone {
-        Phone {
-            user,
-            password,
-            port: free_port_on(Ipv4Addr::LOCALHOST.into()),
-        }
-    }
-
-    fn contact(&self) -> String {
-        format!("<sip:{}@127.0.0.1:{};transport=udp>", self.user, self.port)
-    }
-
-    /// REGISTER (with digest) from the phone's own port, Contact = that port: the
-    /// binding's contact and source are the same, whichever one voxgate routes to.
-    fn register(&self, gw: &Gateway) {
-        Sipp::new("register.xml")
-            .local_port(self.port)
-            .service(self.user)
-            .auth(self.user, self.password)
-            .set("contact", &self.contact())
-            .set("hdr", "Expires: 3600")
-            .run(gw.sip_port)
-            .assert_success();
-    }
-
-    /// A scenario that answers voxgate's INVITEs on this phone.
-    fn answer(&self, scenario: &str) -> Sipp {
-        Sipp::new(scenario)
-            .local_port(self.port)
-            .service(self.user)
-            .timeout(secs(40))
-    }
-
-    /// A scenario that calls `callee` from this phone (digest credentials of this agent,
-    /// digest uri = the Request-URI `sip:<callee>@127.0.0.1`).
-    fn dial(&self, scenario: &str, callee: &str) -> Sipp {
-        Sipp::new(scenario)
-            .local_port(self.port)
-            .service(callee)
-            .auth(self.user, self.password)
-            .auth_uri(&format!("{callee}@127.0.0.1"))
-            .set("caller", self.user)
-            .timeout(secs(40))
-    }
-
-    /// `call_uac_reject.xml` with an offer of `(payload types, one a= line)`.
-    fn dial_refused(&self, callee: &str, (fmts, attr): (&str, &str)) -> Sipp {
-        self.dial("call_uac_reject.xml", callee)
-            .set("rtp", &free_udp_port().to_string())
-            .set("fmts", fmts)
-            .set("attr", attr)
-            .timeout(secs(20))
-    }
-}
-
-/// Start a phone's answering scenario and wait until SIPp has bound its port.
-async fn start_phone(sipp: Sipp, gw: &Gateway) -> SippProcess {
-    let mut p = sipp.spawn(gw.sip_port);
-    let port = p.port();
-    let until = Instant::now() + secs(5);
-    while std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
-        assert!(
-            p.running(),
-            "SIPp phone exited at start: {}",
-            p.kill().report()
-        );
-        assert!(
-            Instant::now() < until,
-            "SIPp did not bind UDP {port} within 5 s"
-        );
-        tokio::time::sleep(ms(20)).await;
-    }
-    p
+/// `call_uac_reject.xml` with an offer of `(payload types, one a= line)`.
+fn dial_refused(phone: &Phone, callee: &str, (fmts, attr): (&str, &str)) -> Sipp {
+    phone
+        .dial("call_uac_reject.xml", callee)
+        .set("rtp", &free_udp_port().to_string())
+        .set("fmts", fmts)
+        .set("attr", attr)
+        .timeout(secs(20))
 }
 
 #[track_caller]
@@ -631,16 +558,16 @@ async fn call_connects_relays_rtp_both_ways_and_caller_hangs_up() {
     let alice_agent = create_agent(&gw, ALICE).await;
     let bob_agent = create_agent(&gw, BOB).await;
     let (alice, bob) = (Phone::new(ALICE), Phone::new(BOB));
-    alice.register(&gw);
-    bob.register(&gw);
+    alice.register(gw.sip_port);
+    bob.register(gw.sip_port);
     let mut a = RtpPeer::new(0x0A11_CE00).await;
     let mut b = RtpPeer::new(0x0B0B_0000).await;
 
-    let mut callee = start_phone(
+    let mut callee = listen(
         bob.answer("call_uas.xml")
             .set("rtp", &b.port().to_string())
             .duration(ms(300)),
-        &gw,
+        gw.sip_port,
     )
     .await;
     let mut caller = alice
@@ -769,14 +696,14 @@ async fn callee_hangs_up_and_caller_gets_bye() {
     create_agent(&gw, ALICE).await;
     create_agent(&gw, BOB).await;
     let (alice, bob) = (Phone::new(ALICE), Phone::new(BOB));
-    alice.register(&gw);
-    bob.register(&gw);
+    alice.register(gw.sip_port);
+    bob.register(gw.sip_port);
 
-    let callee = start_phone(
+    let callee = listen(
         bob.answer("call_uas_bye.xml")
             .set("rtp", &free_udp_port().to_string())
             .duration(ms(1500)),
-        &gw,
+        gw.sip_port,
     )
     .await;
     let caller = alice
@@ -813,15 +740,15 @@ async fn early_media_183_is_relayed_with_voxgate_sdp() {
     create_agent(&gw, ALICE).await;
     create_agent(&gw, BOB).await;
     let (alice, bob) = (Phone::new(ALICE), Phone::new(BOB));
-    alice.register(&gw);
-    bob.register(&gw);
+    alice.register(gw.sip_port);
+    bob.register(gw.sip_port);
     let (a_port, b_port) = (free_udp_port(), free_udp_port());
 
-    let callee = start_phone(
+    let callee = listen(
         bob.answer("call_uas_183.xml")
             .set("rtp", &b_port.to_string())
             .duration(ms(500)),
-        &gw,
+        gw.sip_port,
     )
     .await;
     let caller = alice
@@ -856,10 +783,10 @@ async fn caller_cancels_before_answer() {
     create_agent(&gw, ALICE).await;
     create_agent(&gw, BOB).await;
     let (alice, bob) = (Phone::new(ALICE), Phone::new(BOB));
-    alice.register(&gw);
-    bob.register(&gw);
+    alice.register(gw.sip_port);
+    bob.register(gw.sip_port);
 
-    let callee = start_phone(bob.answer("call_uas_cancel.xml"), &gw).await;
+    let callee = listen(bob.answer("call_uas_cancel.xml"), gw.sip_port).await;
     let mut caller = alice
         .dial("call_uac_cancel.xml", "bob")
         .set("rtp", &free_udp_port().to_string())
@@ -938,12 +865,11 @@ async fn callee_phone_busy_gives_486() {
     create_agent(&gw, ALICE).await;
     create_agent(&gw, BOB).await;
     let (alice, bob) = (Phone::new(ALICE), Phone::new(BOB));
-    alice.register(&gw);
-    bob.register(&gw);
+    alice.register(gw.sip_port);
+    bob.register(gw.sip_port);
 
-    let callee = start_phone(bob.answer("call_uas_busy.xml"), &gw).await;
-    let caller_run = alice
-        .dial_refused("bob", OFFER_G711)
+    let callee = listen(bob.answer("call_uas_busy.xml"), gw.sip_port).await;
+    let caller_run = dial_refused(&alice, "bob", OFFER_G711)
         .spawn(gw.sip_port)
         .finish()
         .await;
@@ -972,15 +898,15 @@ async fn agent_in_a_call_gets_486_without_ringing() {
     create_agent(&gw, BOB).await;
     create_agent(&gw, CAROL).await;
     let (alice, bob, carol) = (Phone::new(ALICE), Phone::new(BOB), Phone::new(CAROL));
-    alice.register(&gw);
-    bob.register(&gw);
-    carol.register(&gw);
+    alice.register(gw.sip_port);
+    bob.register(gw.sip_port);
+    carol.register(gw.sip_port);
 
-    let callee = start_phone(
+    let callee = listen(
         bob.answer("call_uas.xml")
             .set("rtp", &free_udp_port().to_string())
             .duration(ms(0)),
-        &gw,
+        gw.sip_port,
     )
     .await;
     let mut first = alice
@@ -990,8 +916,7 @@ async fn agent_in_a_call_gets_486_without_ringing() {
         .spawn(gw.sip_port);
     first.wait_for_log(ANSWERED, secs(10)).await;
 
-    let second = carol
-        .dial_refused("bob", OFFER_G711)
+    let second = dial_refused(&carol, "bob", OFFER_G711)
         .spawn(gw.sip_port)
         .finish()
         .await;
@@ -1022,9 +947,9 @@ async fn callee_not_registered_gives_480() {
     create_agent(&gw, ALICE).await;
     create_agent(&gw, BOB).await;
     let alice = Phone::new(ALICE);
-    alice.register(&gw);
+    alice.register(gw.sip_port);
 
-    let run = alice.dial_refused("bob", OFFER_G711).run(gw.sip_port);
+    let run = dial_refused(&alice, "bob", OFFER_G711).run(gw.sip_port);
     run.assert_success();
     assert_eq!(run.last_response().status, 480, "{}", run.report());
     assert!(
@@ -1041,9 +966,9 @@ async fn unknown_user_gives_404_after_the_challenge() {
     let gw = Gateway::start().await;
     create_agent(&gw, ALICE).await;
     let alice = Phone::new(ALICE);
-    alice.register(&gw);
+    alice.register(gw.sip_port);
 
-    let run = alice.dial_refused("nobody", OFFER_G711).run(gw.sip_port);
+    let run = dial_refused(&alice, "nobody", OFFER_G711).run(gw.sip_port);
     run.assert_success();
     assert_eq!(run.responses[0].status, 407, "{}", run.report());
     assert_eq!(run.last_response().status, 404, "{}", run.report());
@@ -1058,14 +983,14 @@ async fn no_common_codec_gives_488_without_ringing() {
     create_agent(&gw, ALICE).await;
     create_agent(&gw, BOB).await;
     let (alice, bob) = (Phone::new(ALICE), Phone::new(BOB));
-    alice.register(&gw);
-    bob.register(&gw);
+    alice.register(gw.sip_port);
+    bob.register(gw.sip_port);
     // Bob's "phone" is a plain socket on his registered port: it must stay silent.
     let bob_sock = UdpSocket::bind((Ipv4Addr::LOCALHOST, bob.port))
         .await
         .expect("bind bob's port");
 
-    let run = alice.dial_refused("bob", OFFER_G729).run(gw.sip_port);
+    let run = dial_refused(&alice, "bob", OFFER_G729).run(gw.sip_port);
     run.assert_success();
     assert_eq!(run.last_response().status, 488, "{}", run.report());
     assert_refused_record(&gw, "", "failed", 488, "alice").await;
@@ -1087,15 +1012,15 @@ async fn hold_and_resume_with_reinvite() {
     create_agent(&gw, ALICE).await;
     create_agent(&gw, BOB).await;
     let (alice, bob) = (Phone::new(ALICE), Phone::new(BOB));
-    alice.register(&gw);
-    bob.register(&gw);
+    alice.register(gw.sip_port);
+    bob.register(gw.sip_port);
     let (a_port, b_port) = (free_udp_port(), free_udp_port());
 
-    let callee = start_phone(
+    let callee = listen(
         bob.answer("call_uas_hold.xml")
             .set("rtp", &b_port.to_string())
             .duration(ms(200)),
-        &gw,
+        gw.sip_port,
     )
     .await;
     let caller_run = alice
@@ -1184,21 +1109,21 @@ async fn forked_call_first_2xx_wins_and_other_fork_is_cancelled() {
     let bob_agent = create_agent(&gw, BOB).await;
     let alice = Phone::new(ALICE);
     let (desk, mobile) = (Phone::new(BOB), Phone::new(BOB));
-    alice.register(&gw);
-    desk.register(&gw);
-    mobile.register(&gw);
+    alice.register(gw.sip_port);
+    desk.register(gw.sip_port);
+    mobile.register(gw.sip_port);
     let regs = get_json(&gw, "/v1/agents/bob").await["registrations"]
         .as_array()
         .map_or(0, Vec::len);
     assert_eq!(regs, 2, "bob has two contacts: {bob_agent}");
 
-    let ringer = start_phone(desk.answer("call_uas_cancel.xml"), &gw).await;
-    let answerer = start_phone(
+    let ringer = listen(desk.answer("call_uas_cancel.xml"), gw.sip_port).await;
+    let answerer = listen(
         mobile
             .answer("call_uas.xml")
             .set("rtp", &free_udp_port().to_string())
             .duration(ms(1500)),
-        &gw,
+        gw.sip_port,
     )
     .await;
     let caller_run = alice
@@ -1280,14 +1205,14 @@ async fn rtp_latches_to_where_the_callee_really_sends_from() {
     create_agent(&gw, ALICE).await;
     create_agent(&gw, BOB).await;
     let (alice, bob) = (Phone::new(ALICE), Phone::new(BOB));
-    alice.register(&gw);
-    bob.register(&gw);
+    alice.register(gw.sip_port);
+    bob.register(gw.sip_port);
     let mut a = RtpPeer::new(0x0A0A_0A0A).await;
     let mut b = RtpPeer::new(0x0B0B_0B0B).await; // behind "NAT": not the port in its SDP
 
-    let mut callee = start_phone(
+    let mut callee = listen(
         bob.answer("call_uas.xml").set("rtp", "9").duration(ms(0)),
-        &gw,
+        gw.sip_port,
     )
     .await;
     let mut caller = alice
@@ -1338,16 +1263,16 @@ async fn two_hundred_sequential_calls_complete_and_release_everything() {
     create_agent(&gw, ALICE).await;
     create_agent(&gw, BOB).await;
     let (alice, bob) = (Phone::new(ALICE), Phone::new(BOB));
-    alice.register(&gw);
-    bob.register(&gw);
+    alice.register(gw.sip_port);
+    bob.register(gw.sip_port);
 
-    let callee = start_phone(
+    let callee = listen(
         bob.answer("call_uas.xml")
             .set("rtp", &free_udp_port().to_string())
             .duration(ms(0))
             .calls(CALLS)
             .timeout(secs(150)),
-        &gw,
+        gw.sip_port,
     )
     .await;
     let caller_run = alice
@@ -1402,14 +1327,14 @@ async fn call_live_at_a_crash_is_failed_after_restart() {
     create_agent(&gw, ALICE).await;
     create_agent(&gw, BOB).await;
     let (alice, bob) = (Phone::new(ALICE), Phone::new(BOB));
-    alice.register(&gw);
-    bob.register(&gw);
+    alice.register(gw.sip_port);
+    bob.register(gw.sip_port);
 
-    let mut callee = start_phone(
+    let mut callee = listen(
         bob.answer("call_uas.xml")
             .set("rtp", &free_udp_port().to_string())
             .duration(ms(0)),
-        &gw,
+        gw.sip_port,
     )
     .await;
     let mut caller = alice
@@ -1454,14 +1379,14 @@ async fn api_hangup_sends_bye_to_both_legs() {
     create_agent(&gw, ALICE).await;
     create_agent(&gw, BOB).await;
     let (alice, bob) = (Phone::new(ALICE), Phone::new(BOB));
-    alice.register(&gw);
-    bob.register(&gw);
+    alice.register(gw.sip_port);
+    bob.register(gw.sip_port);
 
-    let mut callee = start_phone(
+    let mut callee = listen(
         bob.answer("call_uas.xml")
             .set("rtp", &free_udp_port().to_string())
             .duration(ms(0)),
-        &gw,
+        gw.sip_port,
     )
     .await;
     let mut caller = alice

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use common::Gateway;
 use receiver::Receiver;
 use serde_json::{json, Value};
-use sipp::{free_port_on, free_udp_port, Sipp, SippProcess};
+use sipp::{free_port_on, free_udp_port, listen, Phone, Sipp, SippProcess};
 use tokio::net::UdpSocket;
 
 const ALICE: (&str, &str) = ("alice", "alicepass1");
@@ -148,65 +148,15 @@ fn assert_digest(req: &sipp::SipRequest, user: &str, password: &str) {
     assert_eq!(p("response"), want, "digest does not verify: {header}");
 }
 
-/// An agent's SIPp phone on its own port.
-struct Phone {
-    user: &'static str,
-    password: &'static str,
-    port: u16,
-}
-
-impl Phone {
-    fn new((user, password): (&'static str, &'static str)) -> Phone {
-        Phone {
-            user,
-            password,
-            port: free_port_on(Ipv4Addr::LOCALHOST.into()),
-        }
-    }
-
-    async fn create_and_register(&self, gw: &Gateway) {
-        post_ok(
-            gw,
-            "/v1/agents",
-            json!({ "username": self.user, "password": self.password }),
-        )
-        .await;
-        self.register(gw);
-    }
-
-    fn register(&self, gw: &Gateway) {
-        Sipp::new("register.xml")
-            .local_port(self.port)
-            .service(self.user)
-            .auth(self.user, self.password)
-            .set(
-                "contact",
-                &format!("<sip:{}@127.0.0.1:{};transport=udp>", self.user, self.port),
-            )
-            .set("hdr", "Expires: 3600")
-            .run(gw.sip_port)
-            .assert_success();
-    }
-
-    fn answer(&self, scenario: &str) -> Sipp {
-        Sipp::new(scenario)
-            .local_port(self.port)
-            .service(self.user)
-            .timeout(secs(40))
-    }
-}
-
-/// Starts a SIPp process that waits for requests and returns once it has bound its port.
-async fn listen(sipp: Sipp, gw: &Gateway) -> SippProcess {
-    let mut p = sipp.spawn(gw.sip_port);
-    let port = p.port();
-    let until = Instant::now() + secs(5);
-    while std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
-        assert!(p.running(), "SIPp exited at start: {}", p.kill().report());
-        assert!(Instant::now() < until, "SIPp did not bind UDP {port}");
-        tokio::time::sleep(ms(20)).await;
-    }
-    p
+/// Creates the phone's agent through the API and registers the phone.
+async fn create_and_register(gw: &Gateway, phone: &Phone) {
+    post_ok(
+        gw,
+        "/v1/agents",
+        json!({ "username": phone.user, "password": phone.password }),
+    )
+    .await;
+    phone.register(gw.sip_port);
 }
 
 /// A carrier trunk whose outbound side is the SIPp carrier on `port`.
@@ -238,7 +188,7 @@ async fn click_to_call_rings_the_agent_then_dials_the_lead_through_a_challenging
     let receiver = Receiver::start().await;
     receiver.secret("/status", CALLBACK_SECRET);
     let alice = Phone::new(ALICE);
-    alice.create_and_register(&gw).await;
+    create_and_register(&gw, &alice).await;
     let carrier_port = free_port_on(Ipv4Addr::LOCALHOST.into());
     create_trunk(&gw, "carrier", carrier_port, json!({})).await;
 
@@ -262,7 +212,7 @@ async fn click_to_call_rings_the_agent_then_dials_the_lead_through_a_challenging
             .answer("call_uas.xml")
             .set("rtp", &agent_port.to_string())
             .duration(ms(200)),
-        &gw,
+        gw.sip_port,
     )
     .await;
     let carrier = listen(
@@ -273,7 +223,7 @@ async fn click_to_call_rings_the_agent_then_dials_the_lead_through_a_challenging
             // The lead rings for 1.5 s before answering.
             .duration(ms(1500))
             .timeout(secs(40)),
-        &gw,
+        gw.sip_port,
     )
     .await;
 
@@ -460,7 +410,7 @@ async fn inbound_call(
 ) {
     let gw = Gateway::start().await;
     let bob = Phone::new(("bob", "bobpass123"));
-    bob.create_and_register(&gw).await;
+    create_and_register(&gw, &bob).await;
     let mut trunk = json!({
         "name": provider,
         "provider": provider,
@@ -485,7 +435,7 @@ async fn inbound_call(
     let mut phone = listen(
         bob.answer("call_uas.xml")
             .set("rtp", &agent_rtp.local_addr().unwrap().port().to_string()),
-        &gw,
+        gw.sip_port,
     )
     .await;
     let mut carrier = Sipp::new("carrier_uac.xml")
@@ -602,7 +552,7 @@ async fn inbound_generic_trunk_reaches_the_agent() {
 async fn inbound_from_an_unknown_source_is_403_and_an_unknown_number_404() {
     let gw = Gateway::start().await;
     let bob = Phone::new(("bob", "bobpass123"));
-    bob.create_and_register(&gw).await;
+    create_and_register(&gw, &bob).await;
     post_ok(
         &gw,
         "/v1/trunks",
@@ -686,10 +636,14 @@ async fn agent_and_carrier(
         agent
             .answer("call_uas.xml")
             .set("rtp", &free_udp_port().to_string()),
-        gw,
+        gw.sip_port,
     )
     .await;
-    let carrier = listen(Sipp::new(scenario).local_port(port).timeout(secs(20)), gw).await;
+    let carrier = listen(
+        Sipp::new(scenario).local_port(port).timeout(secs(20)),
+        gw.sip_port,
+    )
+    .await;
     (phone, carrier)
 }
 
@@ -725,7 +679,7 @@ async fn click_to_call_busy_no_answer_and_canceled() {
         }
     };
     let alice = Phone::new(ALICE);
-    alice.create_and_register(&gw).await;
+    create_and_register(&gw, &alice).await;
     let (busy_port, ring_port) = (
         free_port_on(Ipv4Addr::LOCALHOST.into()),
         free_port_on(Ipv4Addr::LOCALHOST.into()),
@@ -836,7 +790,7 @@ async fn max_cps_spaces_the_carriers_invites_and_every_call_completes() {
         json!({ "username": alice.user, "password": alice.password, "max_concurrent_calls": CALLS }),
     )
     .await;
-    alice.register(&gw);
+    alice.register(gw.sip_port);
     let carrier_port = free_port_on(Ipv4Addr::LOCALHOST.into());
     create_trunk(&gw, "paced", carrier_port, json!({ "max_cps": 2 })).await;
     let phone = listen(
@@ -845,7 +799,7 @@ async fn max_cps_spaces_the_carriers_invites_and_every_call_completes() {
             .set("rtp", &free_udp_port().to_string())
             .calls(CALLS)
             .timeout(secs(60)),
-        &gw,
+        gw.sip_port,
     )
     .await;
     let carrier = listen(
@@ -855,7 +809,7 @@ async fn max_cps_spaces_the_carriers_invites_and_every_call_completes() {
             .set("rtp", &free_udp_port().to_string())
             .calls(CALLS)
             .timeout(secs(60)),
-        &gw,
+        gw.sip_port,
     )
     .await;
     let mut ids = Vec::new();
@@ -890,7 +844,7 @@ async fn generic_trunk_registers_to_the_carrier_and_re_registers() {
             .local_port(registrar_port)
             .set("user", CARRIER_USER)
             .timeout(secs(30)),
-        &gw,
+        gw.sip_port,
     )
     .await;
     create_trunk(
@@ -944,7 +898,7 @@ async fn generic_trunk_registers_to_the_carrier_and_re_registers() {
 async fn simulated_trunk_runs_a_click_to_call_without_a_carrier() {
     let gw = Gateway::start().await;
     let alice = Phone::new(ALICE);
-    alice.create_and_register(&gw).await;
+    create_and_register(&gw, &alice).await;
     post_ok(
         &gw,
         "/v1/trunks",
@@ -963,7 +917,7 @@ async fn simulated_trunk_runs_a_click_to_call_without_a_carrier() {
         alice
             .answer("call_uas.xml")
             .set("rtp", &agent_rtp.local_addr().unwrap().port().to_string()),
-        &gw,
+        gw.sip_port,
     )
     .await;
     let id = click(&gw, "sim", json!({ "time_limit_seconds": 3 })).await;
@@ -994,7 +948,7 @@ async fn simulated_trunk_runs_a_click_to_call_without_a_carrier() {
         alice
             .answer("call_uas.xml")
             .set("rtp", &free_udp_port().to_string()),
-        &gw,
+        gw.sip_port,
     )
     .await;
     let id = click(&gw, "sim", json!({ "to": "+12125550100" })).await;
@@ -1017,7 +971,7 @@ async fn trunk_host_is_resolved_through_srv_records() {
     let dns_addr = dns.addr.to_string();
     let gw = Gateway::start_with(&[("VOXGATE_SIP_DNS_SERVERS", dns_addr.as_str())], None).await;
     let alice = Phone::new(ALICE);
-    alice.create_and_register(&gw).await;
+    create_and_register(&gw, &alice).await;
     post_ok(
         &gw,
         "/v1/trunks",
@@ -1031,7 +985,7 @@ async fn trunk_host_is_resolved_through_srv_records() {
         alice
             .answer("call_uas.xml")
             .set("rtp", &free_udp_port().to_string()),
-        &gw,
+        gw.sip_port,
     )
     .await;
     let carrier = listen(
@@ -1040,7 +994,7 @@ async fn trunk_host_is_resolved_through_srv_records() {
             .service("lead")
             .set("rtp", &free_udp_port().to_string())
             .timeout(secs(30)),
-        &gw,
+        gw.sip_port,
     )
     .await;
     // The trunk table is resolved off the SIP loop right after the change.
@@ -1071,7 +1025,7 @@ async fn trunk_host_is_resolved_through_srv_records() {
 async fn inbound_carrier_admitted_by_its_trunk_credentials() {
     let gw = Gateway::start().await;
     let bob = Phone::new(("bob", "bobpass123"));
-    bob.create_and_register(&gw).await;
+    create_and_register(&gw, &bob).await;
     post_ok(
         &gw,
         "/v1/trunks",
@@ -1091,7 +1045,7 @@ async fn inbound_carrier_admitted_by_its_trunk_credentials() {
     let phone = listen(
         bob.answer("call_uas.xml")
             .set("rtp", &free_udp_port().to_string()),
-        &gw,
+        gw.sip_port,
     )
     .await;
     let carrier = |password: &str| {
@@ -1142,7 +1096,7 @@ async fn inbound_carrier_admitted_by_its_trunk_credentials() {
 async fn click_to_call_over_a_tcp_trunk() {
     let gw = Gateway::start().await;
     let alice = Phone::new(ALICE);
-    alice.create_and_register(&gw).await;
+    create_and_register(&gw, &alice).await;
     let carrier_port = free_port_on(Ipv4Addr::LOCALHOST.into());
     create_trunk(
         &gw,
@@ -1155,7 +1109,7 @@ async fn click_to_call_over_a_tcp_trunk() {
         alice
             .answer("call_uas.xml")
             .set("rtp", &free_udp_port().to_string()),
-        &gw,
+        gw.sip_port,
     )
     .await;
     let mut carrier = Sipp::new("call_uas.xml")

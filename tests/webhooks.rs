@@ -11,14 +11,13 @@ mod receiver;
 #[path = "common/sipp.rs"]
 mod sipp;
 
-use std::net::Ipv4Addr;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::Gateway;
 use receiver::{verify, Got, Receiver};
 use serde_json::{json, Value};
-use sipp::{free_port_on, free_udp_port, Sipp, SippProcess};
+use sipp::{free_udp_port, listen, Phone, Sipp};
 use voxgate::calls::record::{CallDirection, CallStatus, NewCall};
 
 const ALICE: (&str, &str) = ("alice", "alicepass1");
@@ -89,60 +88,10 @@ async fn create_agent(gw: &Gateway, (username, password): (&str, &str)) {
     assert_eq!(s, 201, "{v:#}");
 }
 
-/// An agent's SIPp phone on its own loopback port.
-struct Phone {
-    user: &'static str,
-    password: &'static str,
-    port: u16,
-}
-
-impl Phone {
-    fn new((user, password): (&'static str, &'static str)) -> Phone {
-        Phone {
-            user,
-            password,
-            port: free_port_on(Ipv4Addr::LOCALHOST.into()),
-        }
-    }
-
-    fn register(&self, gw: &Gateway) {
-        Sipp::new("register.xml")
-            .local_port(self.port)
-            .service(self.user)
-            .auth(self.user, self.password)
-            .set(
-                "contact",
-                &format!("<sip:{}@127.0.0.1:{};transport=udp>", self.user, self.port),
-            )
-            .set("hdr", "Expires: 3600")
-            .run(gw.sip_port)
-            .assert_success();
-    }
-}
-
-async fn start_phone(sipp: Sipp, gw: &Gateway) -> SippProcess {
-    let mut p = sipp.spawn(gw.sip_port);
-    let port = p.port();
-    let until = Instant::now() + secs(5);
-    while std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
-        assert!(
-            p.running(),
-            "SIPp phone exited at start: {}",
-            p.kill().report()
-        );
-        assert!(
-            Instant::now() < until,
-            "SIPp did not bind UDP {port} within 5 s"
-        );
-        tokio::time::sleep(ms(20)).await;
-    }
-    p
-}
-
 /// `n` calls from `caller` to `callee`, one after the other, each answered and hung up by
 /// the caller after 100 ms.
 async fn calls(gw: &Gateway, caller: &Phone, callee: &Phone, n: u32) {
-    let answering = start_phone(
+    let answering = listen(
         Sipp::new("call_uas.xml")
             .local_port(callee.port)
             .service(callee.user)
@@ -150,7 +99,7 @@ async fn calls(gw: &Gateway, caller: &Phone, callee: &Phone, n: u32) {
             .duration(ms(0))
             .calls(n)
             .timeout(secs(60)),
-        gw,
+        gw.sip_port,
     )
     .await;
     Sipp::new("call_uac.xml")
@@ -277,8 +226,8 @@ async fn calls_events_survive_failures_and_a_crash(pg: bool) {
     create_agent(&gw, ALICE).await;
     create_agent(&gw, BOB).await;
     let (alice, bob) = (Phone::new(ALICE), Phone::new(BOB));
-    alice.register(&gw);
-    bob.register(&gw);
+    alice.register(gw.sip_port);
+    bob.register(gw.sip_port);
 
     calls(&gw, &alice, &bob, 3).await;
     let first = wait_call_ids(&gw, "completed", 3).await;

@@ -1157,6 +1157,78 @@ impl DigestChallenge {
     }
 }
 
+/// An agent's SIPp phone: it registers as its agent from its own loopback port (Contact =
+/// that port, so the binding's contact and source are the same, whichever one voxgate
+/// routes to), then runs its scenarios there.
+pub struct Phone {
+    pub user: &'static str,
+    pub password: &'static str,
+    pub port: u16,
+}
+
+impl Phone {
+    pub fn new((user, password): (&'static str, &'static str)) -> Phone {
+        Phone {
+            user,
+            password,
+            port: free_port_on(std::net::Ipv4Addr::LOCALHOST.into()),
+        }
+    }
+
+    pub fn contact(&self) -> String {
+        format!("<sip:{}@127.0.0.1:{};transport=udp>", self.user, self.port)
+    }
+
+    /// REGISTER (with digest) to the gateway at `sip_port`.
+    pub fn register(&self, sip_port: u16) {
+        Sipp::new("register.xml")
+            .local_port(self.port)
+            .service(self.user)
+            .auth(self.user, self.password)
+            .set("contact", &self.contact())
+            .set("hdr", "Expires: 3600")
+            .run(sip_port)
+            .assert_success();
+    }
+
+    /// A scenario that answers voxgate's INVITEs on this phone.
+    pub fn answer(&self, scenario: &str) -> Sipp {
+        Sipp::new(scenario)
+            .local_port(self.port)
+            .service(self.user)
+            .timeout(Duration::from_secs(40))
+    }
+
+    /// A scenario that calls `callee` from this phone (digest credentials of this agent,
+    /// digest uri = the Request-URI `sip:<callee>@127.0.0.1`).
+    pub fn dial(&self, scenario: &str, callee: &str) -> Sipp {
+        Sipp::new(scenario)
+            .local_port(self.port)
+            .service(callee)
+            .auth(self.user, self.password)
+            .auth_uri(&format!("{callee}@127.0.0.1"))
+            .set("caller", self.user)
+            .timeout(Duration::from_secs(40))
+    }
+}
+
+/// Starts a SIPp process that waits for requests (a phone's answering scenario, a
+/// carrier) and returns once it has bound its UDP port.
+pub async fn listen(sipp: Sipp, sip_port: u16) -> SippProcess {
+    let mut p = sipp.spawn(sip_port);
+    let port = p.port();
+    let until = Instant::now() + Duration::from_secs(5);
+    while UdpSocket::bind((std::net::Ipv4Addr::LOCALHOST, port)).is_ok() {
+        assert!(p.running(), "SIPp exited at start: {}", p.kill().report());
+        assert!(
+            Instant::now() < until,
+            "SIPp did not bind UDP {port} within 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    p
+}
+
 #[cfg(test)]
 mod parse_tests {
     use super::*;
