@@ -268,7 +268,11 @@ impl Store {
             None
         };
         match GroupedBatch::plan(changes) {
-            Some(batch) => batch.apply(&mut tx, &t).await?,
+            Some(batch) => {
+                batch
+                    .apply(&mut tx, &t, rows_per_statement(self.backend))
+                    .await?
+            }
             None => apply_in_order(&mut tx, changes, &t).await?,
         }
         if let Some(ev) = &events {
@@ -948,6 +952,16 @@ async fn apply_in_order(
 /// 500 rows that lookup was ~5 % of the SQLite thread's time under call load.
 const ROWS_PER_STATEMENT: usize = 64;
 
+/// Rows per multi-row statement of the record writer: [`ROWS_PER_STATEMENT`] on SQLite
+/// (its parameter-name lookup), more on PostgreSQL, where every statement is a round trip
+/// to the server and its planning.
+fn rows_per_statement(backend: super::Backend) -> usize {
+    match backend {
+        super::Backend::Sqlite => ROWS_PER_STATEMENT,
+        super::Backend::Postgres => 4 * ROWS_PER_STATEMENT,
+    }
+}
+
 /// One leg's `LegStatus` changes folded into the one update that has the same effect as
 /// applying them in order: the last status, the first `answered_at` and `ended_at` (the
 /// columns are set once), the last cause given.
@@ -1182,21 +1196,31 @@ impl<'a> GroupedBatch<'a> {
         Some(b)
     }
 
-    async fn apply(&self, conn: &mut AnyConnection, t: &str) -> Result<(), StoreError> {
-        self.insert_calls(conn, t).await?;
-        self.insert_legs(conn).await?;
-        self.update_trunks_and_costs(conn, t).await?;
-        self.update_answered(conn, t).await?;
+    async fn apply(
+        &self,
+        conn: &mut AnyConnection,
+        t: &str,
+        rows: usize,
+    ) -> Result<(), StoreError> {
+        self.insert_calls(conn, t, rows).await?;
+        self.insert_legs(conn, rows).await?;
+        self.update_trunks_and_costs(conn, t, rows).await?;
+        self.update_answered(conn, t, rows).await?;
         let (before, after) = self.split_leg_changes(conn).await?;
-        update_legs(conn, &before).await?;
-        self.update_ends(conn, t).await?;
-        self.close_legs(conn).await?;
-        update_legs(conn, &after).await?;
+        update_legs(conn, &before, rows).await?;
+        self.update_ends(conn, t, rows).await?;
+        self.close_legs(conn, rows).await?;
+        update_legs(conn, &after, rows).await?;
         Ok(())
     }
 
-    async fn insert_calls(&self, conn: &mut AnyConnection, t: &str) -> Result<(), StoreError> {
-        for chunk in self.calls.chunks(ROWS_PER_STATEMENT) {
+    async fn insert_calls(
+        &self,
+        conn: &mut AnyConnection,
+        t: &str,
+        rows: usize,
+    ) -> Result<(), StoreError> {
+        for chunk in self.calls.chunks(rows) {
             let rows = (0..chunk.len())
                 .map(|r| {
                     let p = r * 11;
@@ -1243,8 +1267,8 @@ impl<'a> GroupedBatch<'a> {
         Ok(())
     }
 
-    async fn insert_legs(&self, conn: &mut AnyConnection) -> Result<(), StoreError> {
-        for chunk in self.legs.chunks(ROWS_PER_STATEMENT) {
+    async fn insert_legs(&self, conn: &mut AnyConnection, rows: usize) -> Result<(), StoreError> {
+        for chunk in self.legs.chunks(rows) {
             let rows = (0..chunk.len())
                 .map(|r| {
                     let p = r * 8;
@@ -1288,8 +1312,9 @@ impl<'a> GroupedBatch<'a> {
         &self,
         conn: &mut AnyConnection,
         t: &str,
+        rows: usize,
     ) -> Result<(), StoreError> {
-        for chunk in self.trunks.chunks(ROWS_PER_STATEMENT) {
+        for chunk in self.trunks.chunks(rows) {
             let sql = format!(
                 "UPDATE calls SET trunk_id = (SELECT id FROM trunks WHERE id = v.column2), \
                  updated_at = $1 FROM (VALUES {}) AS v WHERE calls.id = v.column1",
@@ -1301,7 +1326,7 @@ impl<'a> GroupedBatch<'a> {
             }
             q.execute(&mut *conn).await?;
         }
-        for chunk in self.costs.chunks(ROWS_PER_STATEMENT) {
+        for chunk in self.costs.chunks(rows) {
             let sql = format!(
                 "UPDATE calls SET cost = v.column2, currency = v.column3, updated_at = $1 \
                  FROM (VALUES {}) AS v WHERE calls.id = v.column1",
@@ -1316,8 +1341,13 @@ impl<'a> GroupedBatch<'a> {
         Ok(())
     }
 
-    async fn update_answered(&self, conn: &mut AnyConnection, t: &str) -> Result<(), StoreError> {
-        for chunk in self.answered.chunks(ROWS_PER_STATEMENT) {
+    async fn update_answered(
+        &self,
+        conn: &mut AnyConnection,
+        t: &str,
+        rows: usize,
+    ) -> Result<(), StoreError> {
+        for chunk in self.answered.chunks(rows) {
             let sql = format!(
                 "UPDATE calls SET answered_at = COALESCE(calls.answered_at, v.column2), \
                  status = $1, updated_at = $2 FROM (VALUES {}) AS v \
@@ -1389,8 +1419,13 @@ impl<'a> GroupedBatch<'a> {
         Ok((before, after))
     }
 
-    async fn update_ends(&self, conn: &mut AnyConnection, t: &str) -> Result<(), StoreError> {
-        for chunk in self.ends.chunks(ROWS_PER_STATEMENT) {
+    async fn update_ends(
+        &self,
+        conn: &mut AnyConnection,
+        t: &str,
+        rows: usize,
+    ) -> Result<(), StoreError> {
+        for chunk in self.ends.chunks(rows) {
             let sql = format!(
                 "UPDATE calls SET status = v.column2, ended_at = v.column3, \
                  duration_seconds = v.column4, hangup_cause = v.column5, \
@@ -1419,8 +1454,8 @@ impl<'a> GroupedBatch<'a> {
 
     /// A call's end closes its legs still open: answered ones `completed`, the others
     /// `canceled`.
-    async fn close_legs(&self, conn: &mut AnyConnection) -> Result<(), StoreError> {
-        for chunk in self.ends.chunks(ROWS_PER_STATEMENT) {
+    async fn close_legs(&self, conn: &mut AnyConnection, rows: usize) -> Result<(), StoreError> {
+        for chunk in self.ends.chunks(rows) {
             let sql = format!(
                 "UPDATE legs SET status = CASE WHEN legs.status = 'in-progress' \
                  THEN 'completed' ELSE 'canceled' END, \
@@ -1440,8 +1475,12 @@ impl<'a> GroupedBatch<'a> {
 }
 
 /// One grouped UPDATE of legs per [`ROWS_PER_STATEMENT`] folded legs.
-async fn update_legs(conn: &mut AnyConnection, folds: &LegFolds<'_>) -> Result<(), StoreError> {
-    for chunk in folds.rows.chunks(ROWS_PER_STATEMENT) {
+async fn update_legs(
+    conn: &mut AnyConnection,
+    folds: &LegFolds<'_>,
+    rows: usize,
+) -> Result<(), StoreError> {
+    for chunk in folds.rows.chunks(rows) {
         let sql = format!(
             "UPDATE legs SET status = v.column2, \
              answered_at = COALESCE(legs.answered_at, v.column3), \
