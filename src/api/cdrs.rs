@@ -108,6 +108,21 @@ fn wants_csv(headers: &HeaderMap) -> bool {
 
 /// One CSV field (RFC 4180): quoted when it holds a comma, quote or line break.
 fn field(out: &mut String, v: &str) {
+    // A cell a spreadsheet would run as a formula (a carrier's From can be anything) is
+    // kept as text with a leading apostrophe (OWASP's advice for CSV injection); numbers
+    // such as +14155550100 or -5 stay as they are.
+    let formula = match v.as_bytes().first() {
+        Some(b'=' | b'@' | b'\t' | b'\r') => true,
+        Some(b'+' | b'-') => !v[1..].bytes().all(|b| b.is_ascii_digit() || b == b'.'),
+        _ => false,
+    };
+    let owned;
+    let v = if formula {
+        owned = format!("'{v}");
+        owned.as_str()
+    } else {
+        v
+    };
     if v.contains([',', '"', '\r', '\n']) {
         out.push('"');
         out.push_str(&v.replace('"', "\"\""));
@@ -288,6 +303,19 @@ mod tests {
         s.push(',');
         field(&mut s, "486 Busy, \"really\"");
         assert_eq!(s, "plain,\"486 Busy, \"\"really\"\"\"");
+        // Formulas are neutralised, numbers are not.
+        let cell = |v: &str| {
+            let mut s = String::new();
+            field(&mut s, v);
+            s
+        };
+        assert_eq!(cell("=HYPERLINK(\"http://x\")"), "\"'=HYPERLINK(\"\"http://x\"\")\"");
+        assert_eq!(cell("@SUM(A1)"), "'@SUM(A1)");
+        assert_eq!(cell("+cmd|' /C calc'!A0"), "'+cmd|' /C calc'!A0");
+        assert_eq!(cell("-2+3"), "'-2+3");
+        assert_eq!(cell("+14155550100"), "+14155550100");
+        assert_eq!(cell("-5"), "-5");
+        assert_eq!(cell("sip:+1415@x"), "sip:+1415@x");
         let mut h = HeaderMap::new();
         assert!(!wants_csv(&h));
         h.insert(header::ACCEPT, HeaderValue::from_static("text/csv"));
