@@ -146,6 +146,16 @@ impl Registrations {
     ) {
         let mut wanted: HashMap<String, RegistrationSpec> =
             specs.into_iter().map(|s| (s.trunk_id.clone(), s)).collect();
+        // Only the registrar's addresses changed (DNS refreshed, SRV weights drew another
+        // order): keep the registration, use the new list from the next REGISTER on.
+        for (id, c) in &mut self.clients {
+            if let Some(w) = wanted.get(id) {
+                if !c.leaving && c.spec.targets != w.targets && same_but_targets(&c.spec, w) {
+                    c.spec.targets = w.targets.clone();
+                    c.target = 0;
+                }
+            }
+        }
         let gone: Vec<String> = self
             .clients
             .iter()
@@ -448,6 +458,15 @@ impl Registrations {
     }
 }
 
+/// Whether two specs differ at most in their registrar addresses.
+fn same_but_targets(a: &RegistrationSpec, b: &RegistrationSpec) -> bool {
+    a.trunk_id == b.trunk_id
+        && a.domain == b.domain
+        && a.user == b.user
+        && a.credentials == b.credentials
+        && a.expires == b.expires
+}
+
 /// Our Contact for a registration: the trunk's user at our address.
 fn contact(user: &str, via: &LocalVia) -> String {
     let t = match via.transport {
@@ -489,12 +508,13 @@ fn same_uri(a: &str, b: &str) -> bool {
     }
 }
 
-/// When to re-register a registration granted for `granted` seconds: at 85 % of it, so
-/// a lost REGISTER still has its retransmissions' time (Timer F, 32 s) for the longer
-/// lifetimes, and short test lifetimes are still refreshed in time.
+/// When to re-register a registration granted for `granted` seconds: at 85 % of it, and
+/// at least Timer F (32 s: a lost REGISTER's retransmissions) before it runs out, but not
+/// before half of it (short lifetimes).
 fn refresh_after(granted: u32) -> Duration {
     let ms = u64::from(granted) * 1000;
-    Duration::from_millis((ms * 85 / 100).max(ms.saturating_sub(32_000)).max(500))
+    let at = (ms * 85 / 100).min(ms.saturating_sub(32_000)).max(ms / 2);
+    Duration::from_millis(at.max(500))
 }
 
 fn status_line(resp: &Message) -> String {
@@ -670,8 +690,9 @@ mod tests {
                 .header("Contact", "<sip:acme@192.0.2.1:5060>;expires=120"),
         );
         assert_eq!(s.state().state, "registered");
-        // Refreshed at 85 % of the granted 120 s, not of the asked 600 s.
-        s.advance(Duration::from_secs(101));
+        // Refreshed Timer F (32 s) before the granted 120 s run out (85 % would leave less),
+        // not in terms of the asked 600 s.
+        s.advance(Duration::from_secs(87));
         assert!(s.sent().is_empty());
         s.advance(Duration::from_secs(2));
         let sent = s.sent();
@@ -745,6 +766,36 @@ mod tests {
         s.advance(Duration::from_secs(33));
         let to: Vec<Peer> = s.sent().into_iter().map(|(_, p)| p).collect();
         assert_eq!(to.last(), Some(&b), "{to:?}");
+    }
+
+    #[test]
+    fn refresh_times() {
+        // 85 %; Timer F before the end; not before half.
+        assert_eq!(refresh_after(3600), Duration::from_secs(3060));
+        assert_eq!(refresh_after(120), Duration::from_secs(88));
+        assert_eq!(refresh_after(60), Duration::from_secs(30));
+        assert_eq!(refresh_after(3), Duration::from_millis(1500));
+    }
+
+    #[test]
+    fn new_addresses_alone_do_not_re_register() {
+        let mut s = Sim::new();
+        let (a, b) = (peer(5070), peer(5071));
+        s.regs.set(vec![spec(vec![a, b])], &mut s.layer, s.now);
+        s.regs.handle_timeout(&mut s.layer, s.now);
+        let (r1, _) = s.sent().remove(0);
+        s.answer(
+            a,
+            MessageBuilder::response_to(&r1, 200, "OK", Some("r")).header("Expires", "600"),
+        );
+        // DNS refreshed: the same registrars in another order.
+        s.regs.set(vec![spec(vec![b, a])], &mut s.layer, s.now);
+        assert!(s.sent().is_empty(), "no unregister, no new REGISTER");
+        assert_eq!(s.state().state, "registered");
+        // The refresh goes to the new first address.
+        s.advance(Duration::from_secs(511));
+        let sent = s.sent();
+        assert_eq!(sent.first().map(|(_, p)| *p), Some(b), "{sent:?}");
     }
 
     #[test]
