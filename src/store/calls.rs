@@ -298,26 +298,7 @@ impl Store {
         let t = fmt_time(now());
         let subs = self.subscriptions().await?;
         let mut tx = self.pool.begin().await?;
-        let n = sqlx::query(
-            "INSERT INTO calls (id, direction, from_uri, to_uri, agent_id, status, \
-             started_at, created_at, updated_at, status_callback, metadata) \
-             VALUES ($1, $2, $3, $4, (SELECT id FROM agents WHERE id = $5), $6, $7, $8, $9, \
-             $10, $11) ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(&new.id)
-        .bind(new.direction.as_str())
-        .bind(&new.from)
-        .bind(&new.to)
-        .bind(&new.agent_id)
-        .bind(new.status.as_str())
-        .bind(fmt_time(new.started_at))
-        .bind(&t)
-        .bind(&t)
-        .bind(&new.status_callback)
-        .bind(metadata_text(new.metadata.as_ref()))
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        let n = insert_call(&mut tx, new, &t).await?;
         if n == 0 {
             return Err(StoreError::Conflict { field: "id" });
         }
@@ -789,6 +770,30 @@ async fn plan_call_events(
     Ok(ev)
 }
 
+/// Inserts one call (unless its id exists); the rows inserted (0 or 1).
+async fn insert_call(conn: &mut AnyConnection, c: &NewCall, t: &str) -> Result<u64, StoreError> {
+    Ok(sqlx::query(
+        "INSERT INTO calls (id, direction, from_uri, to_uri, agent_id, status, \
+         started_at, created_at, updated_at, status_callback, metadata) \
+         VALUES ($1, $2, $3, $4, (SELECT id FROM agents WHERE id = $5), $6, $7, $8, $9, \
+         $10, $11) ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(&c.id)
+    .bind(c.direction.as_str())
+    .bind(&c.from)
+    .bind(&c.to)
+    .bind(&c.agent_id)
+    .bind(c.status.as_str())
+    .bind(fmt_time(c.started_at))
+    .bind(t)
+    .bind(t)
+    .bind(&c.status_callback)
+    .bind(metadata_text(c.metadata.as_ref()))
+    .execute(&mut *conn)
+    .await?
+    .rows_affected())
+}
+
 /// The changes one statement each, in order: the exact semantics, for batches
 /// [`GroupedBatch`] cannot reproduce.
 async fn apply_in_order(
@@ -798,26 +803,7 @@ async fn apply_in_order(
 ) -> Result<(), StoreError> {
     for change in changes {
         let affected = match change {
-            CallChange::CreateCall(c) => sqlx::query(
-                "INSERT INTO calls (id, direction, from_uri, to_uri, agent_id, status, \
-                 started_at, created_at, updated_at, status_callback, metadata) \
-                 VALUES ($1, $2, $3, $4, (SELECT id FROM agents WHERE id = $5), $6, $7, $8, $9, \
-                 $10, $11) ON CONFLICT (id) DO NOTHING",
-            )
-            .bind(&c.id)
-            .bind(c.direction.as_str())
-            .bind(&c.from)
-            .bind(&c.to)
-            .bind(&c.agent_id)
-            .bind(c.status.as_str())
-            .bind(fmt_time(c.started_at))
-            .bind(t)
-            .bind(t)
-            .bind(&c.status_callback)
-            .bind(metadata_text(c.metadata.as_ref()))
-            .execute(&mut *conn)
-            .await?
-            .rows_affected(),
+            CallChange::CreateCall(c) => insert_call(conn, c, t).await?,
             CallChange::CreateLeg(l) => sqlx::query(
                 "INSERT INTO legs (id, call_id, direction, agent_id, uri, sip_call_id, \
                  status, started_at) \
