@@ -226,6 +226,19 @@ pub(crate) fn parse_time(
     }
 }
 
+/// A `since`/`until` pair must be in order.
+pub(super) fn check_period(
+    since: Option<DateTime<Utc>>,
+    until: Option<DateTime<Utc>>,
+    errors: &mut Vec<FieldError>,
+) {
+    if let (Some(since), Some(until)) = (since, until) {
+        if until <= since {
+            errors.push(FieldError::new("until", "must be later than since"));
+        }
+    }
+}
+
 fn text(field: &str, v: String, errors: &mut Vec<FieldError>) -> Option<String> {
     if v.is_empty() || v.len() > FILTER_MAX || v.chars().any(char::is_control) {
         errors.push(FieldError::new(
@@ -271,11 +284,7 @@ impl<S: Send + Sync> FromRequestParts<S> for CallQuery {
                 _ => {}
             }
         }
-        if let (Some(since), Some(until)) = (q.since, q.until) {
-            if until <= since {
-                errors.push(FieldError::new("until", "must be later than since"));
-            }
-        }
+        check_period(q.since, q.until, &mut errors);
         if errors.is_empty() {
             Ok(q)
         } else {

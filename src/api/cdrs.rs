@@ -16,8 +16,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::auth::Authed;
-use super::calls::{parse_time, view, CallList};
-use super::error::{ApiError, FieldError, Problem};
+use super::calls::{check_period, parse_time, view, CallList};
+use super::error::{ApiError, Problem};
 use super::pagination::{PageQuery, Pagination};
 use super::AppState;
 use crate::store::{fmt_time, Call, CallFilter, Store, StoreError};
@@ -75,11 +75,7 @@ impl<S: Send + Sync> FromRequestParts<S> for CdrQuery {
                 _ => {}
             }
         }
-        if let (Some(s), Some(u)) = (q.since, q.until) {
-            if u <= s {
-                errors.push(FieldError::new("until", "must be later than since"));
-            }
-        }
+        check_period(q.since, q.until, &mut errors);
         if errors.is_empty() {
             Ok(q)
         } else {

@@ -14,7 +14,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::auth::Authed;
-use super::calls::parse_time;
+use super::calls::{check_period, parse_time};
 use super::error::{ApiError, FieldError, Problem};
 use super::{time_format, AppState};
 use crate::store::{StatsGroup, StatsGroupBy};
@@ -77,11 +77,7 @@ impl<S: Send + Sync> FromRequestParts<S> for StatsQuery {
                 _ => {}
             }
         }
-        if let (Some(s), Some(u)) = (q.since, q.until) {
-            if u <= s {
-                errors.push(FieldError::new("until", "must be later than since"));
-            }
-        }
+        check_period(q.since, q.until, &mut errors);
         if errors.is_empty() {
             Ok(q)
         } else {
