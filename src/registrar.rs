@@ -249,7 +249,7 @@ impl Registrar {
         now: DateTime<Utc>,
         random: [u8; NONCE_RANDOM_LEN],
     ) -> Result<AgentAuth, Reply> {
-        match self.authenticate_with(req, kind, now, random, &|_, _| None)? {
+        match self.authenticate_with(req, kind, now, random, &|_, _, _| None)? {
             Authenticated::Agent(a) => Ok(a),
             Authenticated::Other(_) => Err(Reply::new(403, "Forbidden")),
         }
@@ -257,15 +257,15 @@ impl Registrar {
 
     /// [`authenticate`](Self::authenticate), also accepting the users `others` knows
     /// (carriers' trunk credentials): it gives the HA1 of a username that is not an
-    /// agent's, for an algorithm, in this registrar's [`realm`](Self::realm). Agents'
-    /// usernames win. The same challenge goes to everyone.
+    /// agent's, in the given realm (this registrar's), for an algorithm. Agents' usernames
+    /// win. The same challenge goes to everyone.
     pub fn authenticate_with(
         &mut self,
         req: &Message,
         kind: Challenger,
         now: DateTime<Utc>,
         random: [u8; NONCE_RANDOM_LEN],
-        others: &dyn Fn(&str, Algorithm) -> Option<String>,
+        others: &dyn Fn(&str, &str, Algorithm) -> Option<String>,
     ) -> Result<Authenticated, Reply> {
         let now_unix = u64::try_from(now.timestamp()).unwrap_or(0);
         let header = match kind {
@@ -277,6 +277,7 @@ impl Registrar {
         };
         let method = req.method().map_or("", |m| m.as_str());
         let agents = &self.agents;
+        let realm = &self.cfg.realm;
         let verified = self.verifier.verify(
             method,
             credentials,
@@ -287,7 +288,7 @@ impl Registrar {
                     // Only the base algorithms are offered (`sip.auth_algorithms`).
                     _ => None,
                 },
-                None => others(username, alg),
+                None => others(username, realm, alg),
             },
             now_unix,
         );
@@ -313,11 +314,6 @@ impl Registrar {
             Some(a) => Ok(Authenticated::Agent(a.clone())),
             None => Ok(Authenticated::Other(verified.username)),
         }
-    }
-
-    /// The digest realm of the challenges.
-    pub fn realm(&self) -> &str {
-        &self.cfg.realm
     }
 
     /// An agent's credentials and limits by username.

@@ -178,12 +178,7 @@ impl Directory for GatewayDirectory<'_> {
     ) -> Result<Caller, Reply> {
         let snap = &self.trunks.snapshot;
         if let Some(trunk) = snap.match_inbound(source) {
-            let from = invite.from().uri;
-            let user = SipUri::parse(from)
-                .ok()
-                .and_then(|u| u.user)
-                .unwrap_or(from);
-            return Ok(trunk.caller(user));
+            return Ok(trunk.caller(from_user(invite)));
         }
         // A call to one of our numbers from a source no trunk admits: a carrier we do not
         // know, or someone posing as one. Refused without a challenge (SPEC §2) and
@@ -191,36 +186,35 @@ impl Directory for GatewayDirectory<'_> {
         // challenged like everyone. An agent's phone dialling the number sends
         // credentials after its first challenge, so only an INVITE without them is
         // refused here.
-        let by_credentials = snap
-            .trunks()
-            .iter()
-            .any(|t| t.inbound_credentials().is_some());
-        let to_number = request_user(invite).is_some_and(|u| snap.number(u).is_some());
-        if to_number && !by_credentials && invite.header(HeaderName::ProxyAuthorization).is_none() {
+        let refused = invite.header(HeaderName::ProxyAuthorization).is_none()
+            && request_user(invite).is_some_and(|u| snap.number(u).is_some())
+            && !snap
+                .trunks()
+                .iter()
+                .any(|t| t.inbound_credentials().is_some());
+        if refused {
             metrics::counter!("voxgate_sip_trunk_rejected_total").increment(1);
             return Err(Reply::new(403, "Forbidden"));
         }
-        let registrar = &mut *self.agents.registrar;
-        let realm = registrar.realm().to_owned();
         // A carrier's trunk credentials answer the same challenge as agents' do.
-        let trunk_ha1 = |user: &str, alg: Algorithm| {
+        let trunk_ha1 = |user: &str, realm: &str, alg: Algorithm| {
             let creds = snap.inbound_by_username(user)?.inbound_credentials()?;
-            Some(ha1(alg, user, &realm, &creds.password))
+            Some(ha1(alg, user, realm, &creds.password))
         };
-        let who =
-            registrar.authenticate_with(invite, Challenger::Proxy, wall, random, &trunk_ha1)?;
+        let who = self.agents.registrar.authenticate_with(
+            invite,
+            Challenger::Proxy,
+            wall,
+            random,
+            &trunk_ha1,
+        )?;
         match who {
             Authenticated::Agent(a) => Ok(Caller::Agent(Party::of(a))),
             Authenticated::Other(user) => {
                 let trunk = snap
                     .inbound_by_username(&user)
                     .ok_or_else(|| Reply::new(403, "Forbidden"))?;
-                let from = invite.from().uri;
-                let from_user = SipUri::parse(from)
-                    .ok()
-                    .and_then(|u| u.user)
-                    .unwrap_or(from);
-                Ok(trunk.caller(from_user))
+                Ok(trunk.caller(from_user(invite)))
             }
         }
     }
@@ -284,6 +278,15 @@ impl Directory for GatewayDirectory<'_> {
         }
         Ok(dial)
     }
+}
+
+/// The From URI's user part (the calling number), or the whole URI if it has none.
+fn from_user(invite: &Message) -> &str {
+    let from = invite.from().uri;
+    SipUri::parse(from)
+        .ok()
+        .and_then(|u| u.user)
+        .unwrap_or(from)
 }
 
 fn request_user(invite: &Message) -> Option<&str> {
