@@ -7,7 +7,10 @@
 //!     [--runs 1] [--smoke]
 //! ```
 //!
-//! Relays: `voxgate:<mode>` (userspace poll modes: edge, level, paced:<µs>, busy:<µs>),
+//! Relays: `voxgate:<mode>` (userspace poll modes: edge, level, paced:<µs>, busy:<µs>;
+//! `record`: level-triggered, every call tapped, decoded, scanned for in-band DTMF and
+//! recorded in dual WAV files, as a recorded call is — its frame drops are printed at
+//! the end),
 //! `voxgate:kernel` (level-triggered workers plus eBPF kernel forwarding of steady
 //! flows, needs root), `rtpengine`, and `direct` (no relay: the two generator sockets
 //! send straight to each other — the baseline for the system-wide figure).
@@ -346,8 +349,8 @@ fn serve_relay(mode: &str, workers: usize) {
             pace: None,
             busy_poll: Some(us(b)),
         },
-        ["kernel"] => PollMode::default(),
-        _ => panic!("mode is edge | level | paced:<µs> | busy:<µs> | kernel"),
+        ["kernel"] | ["record"] => PollMode::default(),
+        _ => panic!("mode is edge | level | paced:<µs> | busy:<µs> | kernel | record"),
     };
     let mut cfg = MediaConfig::loopback(PORTS.parse().unwrap());
     cfg.workers = workers;
@@ -356,6 +359,7 @@ fn serve_relay(mode: &str, workers: usize) {
         cfg.kernel = voxgate::media::KernelForwarding::On;
     }
     let engine = MediaEngine::start(cfg).unwrap();
+    let recorder = (mode == "record").then(Recording::start);
     let stdin = std::io::stdin();
     let mut out = std::io::stdout().lock();
     let mut sessions = Vec::new();
@@ -371,6 +375,9 @@ fn serve_relay(mode: &str, workers: usize) {
                 };
                 engine.update_leg(s.id, side, remote).unwrap();
             }
+            if let Some(r) = &recorder {
+                r.record(&engine, s.id, sessions.len());
+            }
             writeln!(out, "ok {} {}", s.a.rtp.port(), s.b.rtp.port()).unwrap();
             out.flush().unwrap();
             sessions.push(s.id);
@@ -378,11 +385,85 @@ fn serve_relay(mode: &str, workers: usize) {
     }
     let st = engine.stats();
     eprintln!(
-        "relay: forwarded {} (kernel {}, flows {}) dropped {:?} send_errors {}",
-        st.rtp_forwarded, st.kernel_forwarded, st.kernel_flows, st.dropped, st.send_errors
+        "relay: forwarded {} (kernel {}, flows {}) dropped {:?} send_errors {} tap_dropped {}",
+        st.rtp_forwarded,
+        st.kernel_forwarded,
+        st.kernel_flows,
+        st.dropped,
+        st.send_errors,
+        st.tap_dropped
     );
+    if let Some(r) = recorder {
+        eprintln!(
+            "record: {} recordings, frames dropped {}",
+            sessions.len(),
+            r.worker.dropped_frames()
+        );
+    }
     for id in sessions {
         let _ = engine.destroy_session(id);
+    }
+}
+
+/// The listening thread and the recording worker, as the gateway runs them for a
+/// recorded call (files in a temp dir, removed at the end).
+struct Recording {
+    listening: voxgate::media::listen::Listening,
+    worker: voxgate::media::recording::RecordingWorker,
+    _dir: tempfile::TempDir,
+    _events: std::sync::mpsc::Receiver<voxgate::media::recording::RecordingEvent>,
+}
+
+impl Recording {
+    fn start() -> Recording {
+        use voxgate::media::recording::{LocalStorage, RecordingWorker, RecordingWorkerConfig};
+        let dir = tempfile::tempdir().unwrap();
+        let (dtmf, _) = tokio::sync::mpsc::unbounded_channel();
+        let (events_tx, events) = std::sync::mpsc::channel();
+        Recording {
+            listening: voxgate::media::listen::Listening::start(dtmf).unwrap(),
+            worker: RecordingWorker::start(
+                RecordingWorkerConfig::new(dir.path()),
+                Box::new(LocalStorage),
+                events_tx,
+            )
+            .unwrap(),
+            _dir: dir,
+            _events: events,
+        }
+    }
+
+    fn record(
+        &self,
+        engine: &voxgate::media::MediaEngine,
+        id: voxgate::media::SessionId,
+        n: usize,
+    ) {
+        use voxgate::media::recording::RecordingId;
+        use voxgate::media::Side;
+        use voxgate_media::listen::ListenConfig;
+        use voxgate_media::recorder::{Channels, RecorderConfig, SampleRate};
+        let config = ListenConfig {
+            codecs: vec![(0, voxgate_media::Codec::Pcmu)],
+            telephone_event: Some((101, voxgate_media::ClockRate::G711)),
+            inband: true,
+        };
+        let tap = self
+            .worker
+            .open(
+                RecordingId::new(&format!("rec_bench{n}")).unwrap(),
+                RecorderConfig::new(SampleRate::NARROWBAND, Channels::Dual),
+                chrono::Utc::now().date_naive(),
+                Instant::now(),
+            )
+            .unwrap();
+        self.listening.record(id, tap, Side::A);
+        for side in [Side::A, Side::B] {
+            self.listening.listen(id, side, config.clone());
+            engine
+                .set_tap(id, side, Some(self.listening.tap()))
+                .unwrap();
+        }
     }
 }
 

@@ -23,6 +23,15 @@ declare -A NEED=(
   [openssl]=openssl
   # tests/dns.rs: a local DNS server serving SRV and A records on a loopback port
   [dnsmasq]=dnsmasq-base
+  # benches/list_load.sh: HTTP load (wrk) and seeding calls into SQLite (sqlite3);
+  # scripts/schemathesis.sh: python3 with pip (schemathesis is installed from PyPI there)
+  [wrk]=wrk
+  [sqlite3]=sqlite3
+  [python3]=python3
+  # media/src/codec/opus.rs: libopus' reference decoder checks our Opus packets
+  [opusdec]=opus-tools
+  # tests/prompts.rs: an MP3 made by a real encoder (sox here has no MP3 writer)
+  [lame]=lame
 )
 
 missing=()

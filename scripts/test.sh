@@ -33,12 +33,17 @@ else
   cargo test --workspace --doc --locked
 fi
 
+# The test build already produced the binary (integration tests run it); building it
+# again with `cargo build` would unify features differently and recompile the world.
+bin="${CARGO_TARGET_DIR:-target}/debug/voxgate"
+[[ -x $bin ]] || { echo "test.sh: $bin missing after the test build" >&2; exit 1; }
+
+step "schemathesis: the OpenAPI document against the running binary"
+scripts/schemathesis.sh --bin "$bin"
+
 if [[ ${SKIP_BENCH_SMOKE:-0} != 1 ]]; then
   step "benchmark smoke runs"
-  # The test build already produced the binary (integration tests run it); building it
-  # again with `cargo build` would unify features differently and recompile the world.
-  bin="${CARGO_TARGET_DIR:-target}/debug/voxgate"
-  [[ -x $bin ]] || { echo "test.sh: $bin missing after the test build" >&2; exit 1; }
+  benches/list_load.sh --smoke --bin "$bin"
   benches/register_load.sh --smoke --bin "$bin"
   benches/call_load.sh --smoke --bin "$bin"
   benches/relay_load.sh --smoke

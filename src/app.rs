@@ -126,10 +126,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let config = Arc::new(config);
     let store = open_store(&config).await?;
     bootstrap_api_keys(&store, &config).await?;
-    let webhook_config = crate::webhooks::DeliveryConfig::new(
-        &config.webhooks,
-        status_callback_secret(&store, &config).await?,
-    );
+    let secret = status_callback_secret(&store, &config).await?;
+    let webhook_config = crate::webhooks::DeliveryConfig::new(&config.webhooks, secret.clone());
     // Calls are in the store from their first INVITE: any still open were left by a
     // previous run that ended without closing them (a crash), and no longer exist.
     let orphaned = store
@@ -180,6 +178,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         calls: call_commands,
         trunks: trunks.clone(),
         registration_states: trunk_registrations.clone(),
+        program_secret: secret,
     })
     .await
     .context("starting SIP")?;

@@ -30,6 +30,7 @@ pub struct Config {
     pub api: ApiConfig,
     pub log: LogConfig,
     pub webhooks: WebhooksConfig,
+    pub tts: TtsConfig,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -163,6 +164,33 @@ impl Default for WebhooksConfig {
     }
 }
 
+/// `[tts]`: the speech service call programs' `say` uses, any OpenAI-compatible
+/// `POST /v1/audio/speech` (OpenAI, a local Piper or Kokoro server…).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TtsConfig {
+    /// The service's base URL (`/v1/audio/speech` is appended); absent: `say` is
+    /// skipped, logged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    pub model: String,
+    /// The voice when a `say` names none.
+    pub voice: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<String>,
+}
+
+impl Default for TtsConfig {
+    fn default() -> Self {
+        TtsConfig {
+            url: None,
+            model: "tts-1".to_owned(),
+            voice: "alloy".to_owned(),
+            api_key: None,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
@@ -195,6 +223,7 @@ impl Default for Config {
             api: ApiConfig::default(),
             log: LogConfig::default(),
             webhooks: WebhooksConfig::default(),
+            tts: TtsConfig::default(),
         }
     }
 }
@@ -442,6 +471,10 @@ pub const KEYS: &[(&str, &str, Kind)] = &[
     ("webhooks", "timeout_seconds", Kind::Int),
     ("webhooks", "retry_base_ms", Kind::Int),
     ("webhooks", "retry_for_seconds", Kind::Int),
+    ("tts", "url", Kind::Str),
+    ("tts", "model", Kind::Str),
+    ("tts", "voice", Kind::Str),
+    ("tts", "api_key", Kind::Str),
 ];
 
 /// A configuration error. `key` is always the dotted config key (`sip.min_expires`) or the
@@ -740,6 +773,13 @@ impl Config {
                 "must be between 1 and 2592000 (30 days)".into(),
             ));
         }
+        if let Some(url) = &self.tts.url {
+            let ok = reqwest::Url::parse(url)
+                .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.has_host());
+            if !ok {
+                return Err(invalid("tts.url", "must be an http(s) URL".into()));
+            }
+        }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(invalid("log.level", e.to_string()));
         }
@@ -967,6 +1007,8 @@ mod tests {
         c.sip.tls_key = Some("k.pem".into());
         c.sip.tls_ca = Some("ca.pem".into());
         c.webhooks.secret = Some("s".repeat(20));
+        c.tts.url = Some("http://127.0.0.1:1".into());
+        c.tts.api_key = Some("k".into());
         let v = toml::Value::try_from(&c).unwrap();
         let toml::Value::Table(t) = v else { panic!() };
         let mut seen = 0;

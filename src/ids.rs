@@ -25,6 +25,10 @@ pub enum IdKind {
     Webhook,
     Event,
     Delivery,
+    Recording,
+    Prompt,
+    IvrFlow,
+    Queue,
 }
 
 impl IdKind {
@@ -39,6 +43,10 @@ impl IdKind {
             IdKind::Webhook => "whk",
             IdKind::Event => "evt",
             IdKind::Delivery => "dlv",
+            IdKind::Recording => "rec",
+            IdKind::Prompt => "prm",
+            IdKind::IvrFlow => "ivr",
+            IdKind::Queue => "que",
         }
     }
 

@@ -519,6 +519,7 @@ mod tests {
             ha1_sha256: ha1(Algorithm::Sha256, username, REALM, password),
             realm: REALM.to_owned(),
             max_concurrent_calls: 1,
+            away: false,
         }
     }
 

@@ -623,8 +623,11 @@ async fn openapi_lists_every_route_and_docs_render_it() {
                 );
             }
             if ["post", "patch", "put"].contains(&method.as_str()) {
+                // JSON, or a file upload's multipart form (POST /v1/prompts).
+                let content = &op["requestBody"]["content"];
                 assert!(
-                    op["requestBody"]["content"]["application/json"]["schema"].is_object(),
+                    content["application/json"]["schema"].is_object()
+                        || content["multipart/form-data"]["schema"].is_object(),
                     "{method} {path} lacks a request schema"
                 );
             }

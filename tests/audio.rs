@@ -19,7 +19,7 @@ mod baresip;
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use baresip::compare::{compare, resample, Match};
 use baresip::{read_wav, speech_wav, Baresip, PhoneConfig};
@@ -193,48 +193,56 @@ fn direct_call_carries_speech_both_ways() {
 }
 
 async fn create_agent(gw: &Gateway, username: &str, password: &str) {
-    let r = gw
-        .client()
-        .post(gw.url("/v1/agents"))
-        .json(&json!({ "username": username, "password": password }))
-        .send()
-        .await
-        .expect("POST /v1/agents");
-    let status = r.status();
-    let body = r.text().await.unwrap_or_default();
-    assert!(
-        status.is_success(),
-        "POST /v1/agents {username}: {status} {body}"
-    );
+    gw.create_agent(json!({ "username": username, "password": password }))
+        .await;
 }
 
 /// Poll `GET /v1/agents/{username}` until `state` is `available` (bounded).
 async fn wait_available(gw: &Gateway, phone: &Baresip, username: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut last = Value::Null;
-    while Instant::now() < deadline {
-        let r = gw
-            .client()
-            .get(gw.url(&format!("/v1/agents/{username}")))
-            .send()
-            .await
-            .expect("GET /v1/agents/{id}");
-        if r.status().is_success() {
-            last = r.json().await.expect("agent JSON");
-            if last["state"] == json!("available") {
-                return;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!(
-        "{username} not available after 10 s: {last}\nbaresip events: {:?}",
-        phone.events()
-    );
+    gw.wait_agent_available(username, Duration::from_secs(10), || {
+        format!("baresip events: {:?}", phone.events())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn call_through_voxgate_carries_speech_both_ways() {
+    call_through_voxgate("PCMU", "PCMU", "via voxgate").await;
+}
+
+/// Alice's phone has only Opus and Bob's only PCMU: voxgate's offer to Bob adds the
+/// codecs it transcodes to, Bob picks PCMU, and the relay decodes, resamples and
+/// encodes each way (48 kHz Opus against 8 kHz G.711).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_opus_phone_and_a_pcmu_phone_talk_through_transcoding() {
+    call_through_voxgate("opus/48000/2", "PCMU", "opus-pcmu").await;
+}
+
+/// The same with G.722 (wideband, 16 kHz) against PCMA.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_g722_phone_and_a_pcma_phone_talk_through_transcoding() {
+    call_through_voxgate("G722/16000/1", "PCMA", "g722-pcma").await;
+}
+
+/// What codec `phone` sent and received in its call (baresip logs both), which must be
+/// `codec` (the name before the first `/` of its `audio_codecs`).
+fn assert_codec(phone: &Baresip, codec: &str) {
+    let name = codec.split('/').next().unwrap_or(codec);
+    let log = phone.log();
+    for what in ["encoder", "decoder"] {
+        let line = format!("Set audio {what}: {name} ");
+        assert!(
+            log.contains(&line),
+            "{}: no \"{line}\" in its log: it did not use {name}\n{log}",
+            phone.name
+        );
+    }
+}
+
+/// Alice (audio codecs `alice_codecs`) calls Bob (`bob_codecs`) through voxgate on its
+/// default config; each must hear the other's sentence. Returns the gateway for more
+/// checks.
+async fn call_through_voxgate(alice_codecs: &str, bob_codecs: &str, label: &str) -> Gateway {
     let gw = Gateway::start().await;
     create_agent(&gw, "alice", "alicepass1").await;
     create_agent(&gw, "bob", "bobpass123").await;
@@ -242,20 +250,26 @@ async fn call_through_voxgate_carries_speech_both_ways() {
     let (alice_wav, bob_wav) = sentences(dir.path());
     let play_s = wav_seconds(&alice_wav).max(wav_seconds(&bob_wav));
     let aor = |user: &str| format!("sip:{user}@127.0.0.1:{}", gw.sip_port);
-    let mut bob = Baresip::start(&PhoneConfig {
-        name: "bob".into(),
-        aor: aor("bob"),
-        password: Some("bobpass123".into()),
-        regint: 600,
-        source_wav: bob_wav.clone(),
-    });
-    let mut alice = Baresip::start(&PhoneConfig {
-        name: "alice".into(),
-        aor: aor("alice"),
-        password: Some("alicepass1".into()),
-        regint: 600,
-        source_wav: alice_wav.clone(),
-    });
+    let mut bob = Baresip::start_codecs(
+        &PhoneConfig {
+            name: "bob".into(),
+            aor: aor("bob"),
+            password: Some("bobpass123".into()),
+            regint: 600,
+            source_wav: bob_wav.clone(),
+        },
+        bob_codecs,
+    );
+    let mut alice = Baresip::start_codecs(
+        &PhoneConfig {
+            name: "alice".into(),
+            aor: aor("alice"),
+            password: Some("alicepass1".into()),
+            regint: 600,
+            source_wav: alice_wav.clone(),
+        },
+        alice_codecs,
+    );
     wait_available(&gw, &bob, "bob").await;
     wait_available(&gw, &alice, "alice").await;
 
@@ -278,11 +292,30 @@ async fn call_through_voxgate_carries_speech_both_ways() {
                 phone.name
             );
         }
-        check_heard(&bob, &alice_wav, &bob_wav, "via voxgate: bob hears alice");
-        check_heard(&alice, &bob_wav, &alice_wav, "via voxgate: alice hears bob");
+        assert_codec(&alice, alice_codecs);
+        assert_codec(&bob, bob_codecs);
+        let log = gw.log();
+        assert_eq!(
+            log.contains("media: transcoding"),
+            alice_codecs != bob_codecs,
+            "voxgate transcodes when, and only when, the phones share no codec:\n{log}"
+        );
+        check_heard(
+            &bob,
+            &alice_wav,
+            &bob_wav,
+            &format!("{label}: bob hears alice"),
+        );
+        check_heard(
+            &alice,
+            &bob_wav,
+            &alice_wav,
+            &format!("{label}: alice hears bob"),
+        );
     });
     alice.stop();
     bob.stop();
+    gw
 }
 
 /// An agent's baresip on the default configuration registers and dials a phone number:

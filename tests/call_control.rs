@@ -117,7 +117,10 @@ where
                     let _ = reply.send(answer(call_id.as_str()));
                     seen.push(call_id.into_string());
                 }
-                CallCommand::Originate(_) => {}
+                CallCommand::Originate(_)
+                | CallCommand::Recording { .. }
+                | CallCommand::Play { .. }
+                | CallCommand::Dtmf { .. } => {}
             }
         }
         seen

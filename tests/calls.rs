@@ -46,20 +46,8 @@ fn secs(n: u64) -> Duration {
 }
 
 async fn create_agent(gw: &Gateway, (username, password): (&str, &str)) -> Value {
-    let r = gw
-        .client()
-        .post(gw.url("/v1/agents"))
-        .json(&json!({ "username": username, "password": password }))
-        .send()
+    gw.create_agent(json!({ "username": username, "password": password }))
         .await
-        .expect("POST /v1/agents");
-    let status = r.status();
-    let body = r.text().await.unwrap_or_default();
-    assert!(
-        status.is_success(),
-        "POST /v1/agents {username}: {status} {body}"
-    );
-    serde_json::from_str(&body).expect("agent JSON")
 }
 
 async fn get_json(gw: &Gateway, path: &str) -> Value {

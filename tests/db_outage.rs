@@ -30,19 +30,8 @@ fn secs(n: u64) -> Duration {
 }
 
 async fn create_agent(gw: &Gateway, (username, password): (&str, &str)) {
-    let r = gw
-        .client()
-        .post(gw.url("/v1/agents"))
-        .json(&json!({ "username": username, "password": password }))
-        .send()
-        .await
-        .expect("POST /v1/agents");
-    let status = r.status();
-    let body = r.text().await.unwrap_or_default();
-    assert!(
-        status.is_success(),
-        "POST /v1/agents {username}: {status} {body}"
-    );
+    gw.create_agent(json!({ "username": username, "password": password }))
+        .await;
 }
 
 /// Every call, following `next`; `None` while the API cannot answer (database down).

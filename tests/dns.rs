@@ -189,7 +189,7 @@ async fn an_explicit_port_skips_srv() {
             conn: None,
         }
     );
-    let log = dns.log();
+    let log = dns.log_with("query[A] carrier.test", Duration::from_secs(2));
     assert!(
         log.contains("query[A] carrier.test"),
         "dnsmasq logs its queries:\n{log}"

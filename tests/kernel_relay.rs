@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use relay_peers::{addr, call, peer, recv, remote, WAIT};
 use voxgate::config::PortRange;
 use voxgate::media::{
-    DropReason, EngineStats, KernelForwarding, LegRemote, MediaConfig, MediaDirection, MediaEngine,
-    Side,
+    Codec, DropReason, EngineStats, KernelForwarding, LegRemote, Loops, MediaConfig,
+    MediaDirection, MediaEngine, PlaySpec, PlaybackOutcome, SampleRate, Side,
 };
 use voxgate_media::rtp::{write_header, RtpPacket, RtpTimestamp, SeqNo, Ssrc};
 
@@ -256,6 +256,77 @@ fn hold_stops_the_kernel_flow_towards_the_held_party() {
         .unwrap();
     let mut buf = [0u8; 256];
     assert!(pa.recv_from(&mut buf).is_err(), "held party got media");
+}
+
+#[test]
+fn a_playback_takes_the_direction_towards_its_leg_out_of_the_kernel_while_it_plays() {
+    let e = engine(42700);
+    let (s, pa, pb) = call(&e);
+    let first: Vec<_> = (0..20u16)
+        .map(|i| rtp(100 + i, 160 * u32::from(i), 0xaaaa, 1))
+        .collect();
+    stream(&pa, s.a.rtp, &pb, s.b.rtp, &first);
+    assert!(wait_stats(&e, |st| st.rtp_forwarded == 20).kernel_forwarded >= 15);
+    assert_eq!(e.stats().kernel_flows, 1);
+    // Ten frames of a prompt into B.
+    let level = voxgate_media::codec::linear_to_ulaw(1000);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let spec = PlaySpec {
+        pcm: vec![1000i16; 1600].into(),
+        rate: SampleRate::HZ_8000,
+        codec: Codec::Pcmu,
+        payload_type: 0,
+        loops: Loops::ONCE,
+        notify: Some(tx),
+        tag: 0,
+    };
+    let id = e.play(s.id, Side::B, spec).unwrap();
+    let mut played = Vec::new();
+    for k in 0..10u16 {
+        let (got, src) = recv(&pb);
+        assert_eq!(src, s.b.rtp);
+        let p = RtpPacket::new_checked(&got[..]).unwrap();
+        assert!(
+            p.payload().iter().all(|b| *b == level),
+            "only the prompt reaches B while it plays"
+        );
+        played.push((p.ssrc(), p.seq(), p.timestamp().0));
+        if k == 0 {
+            // The worker took A→B back before the prompt's first packet; A goes on
+            // talking, and is replaced in userspace.
+            assert_eq!(e.stats().kernel_flows, 0);
+            for i in 20..25u16 {
+                pa.send_to(&rtp(100 + i, 160 * u32::from(i), 0xaaaa, 1), s.a.rtp)
+                    .unwrap();
+            }
+        }
+    }
+    let ev = rx.recv_timeout(WAIT).unwrap();
+    assert_eq!((ev.id, ev.outcome), (id, PlaybackOutcome::Finished));
+    let st = wait_stats(&e, |st| st.rtp_replaced == 5);
+    assert_eq!(st.kernel_flows, 0, "{st:?}");
+    for (k, (ssrc, seq, ts)) in played.iter().enumerate() {
+        let k16 = u16::try_from(k).unwrap();
+        assert_eq!(*ssrc, Ssrc(0xaaaa), "the stream B hears keeps its SSRC");
+        assert_eq!(*seq, SeqNo(120 + k16), "after the kernel's 100..=119");
+        assert!(ts.wrapping_sub(160 * 19) >= 160 * (u32::from(k16) + 1));
+    }
+    // The prompt is over: A is relayed again, continuing the stream, and steady again.
+    let next: Vec<_> = (25..45u16)
+        .map(|i| rtp(100 + i, 160 * u32::from(i), 0xaaaa, 2))
+        .collect();
+    let got = stream(&pa, s.a.rtp, &pb, s.b.rtp, &next);
+    let p0 = RtpPacket::new_checked(&got[0][..]).unwrap();
+    assert_eq!((p0.ssrc(), p0.seq()), (Ssrc(0xaaaa), SeqNo(130)));
+    assert!(p0.marker());
+    assert!(p0.timestamp().0.wrapping_sub(played[9].2) >= 160);
+    let st = wait_stats(&e, |st| st.rtp_forwarded == 40 && st.kernel_flows == 1);
+    assert!(
+        st.kernel_forwarded >= 30,
+        "A→B went back to the kernel: {st:?}"
+    );
+    let fin = e.destroy_session(s.id).unwrap();
+    assert_eq!((fin.b.played, fin.a.replaced), (10, 5));
 }
 
 /// Two network namespaces as two remote hosts, each behind its own veth link into this

@@ -36,20 +36,11 @@ fn secs(n: u64) -> Duration {
 }
 
 async fn create_agent(gw: &Gateway, username: &str, password: &str) {
-    let r = gw
-        .client()
-        .post(gw.url("/v1/agents"))
-        // A callee takes several calls at once under load (the default is 1).
-        .json(&json!({ "username": username, "password": password, "max_concurrent_calls": 100 }))
-        .send()
-        .await
-        .expect("POST /v1/agents");
-    let status = r.status();
-    let body = r.text().await.unwrap_or_default();
-    assert!(
-        status.is_success(),
-        "POST /v1/agents {username}: {status} {body}"
-    );
+    // A callee takes several calls at once under load (the default is 1).
+    gw.create_agent(
+        json!({ "username": username, "password": password, "max_concurrent_calls": 100 }),
+    )
+    .await;
 }
 
 /// The sum of the samples of `name` whose label set contains `labels` (`""`: all), `None`

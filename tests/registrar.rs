@@ -27,19 +27,8 @@ const CHALLENGE_PARAMS: [&str; 5] = ["realm", "nonce", "opaque", "algorithm", "q
 const BOB: (&str, &str) = ("bob", "bobpass123");
 
 async fn create_agent(gw: &Gateway, (username, password): (&str, &str)) {
-    let r = gw
-        .client()
-        .post(format!("{}/v1/agents", gw.api_url))
-        .json(&json!({ "username": username, "password": password }))
-        .send()
-        .await
-        .expect("POST /v1/agents");
-    let status = r.status();
-    let body = r.text().await.unwrap_or_default();
-    assert!(
-        status.is_success(),
-        "POST /v1/agents {username}: {status} {body}"
-    );
+    gw.create_agent(json!({ "username": username, "password": password }))
+        .await;
 }
 
 async fn agent(gw: &Gateway, username: &str) -> Value {

@@ -123,45 +123,16 @@ fn tempdir(prefix: &str) -> tempfile::TempDir {
 }
 
 async fn create_agent(gw: &Gateway, username: &str, password: &str) {
-    let r = gw
-        .client()
-        .post(gw.url("/v1/agents"))
-        .json(&json!({ "username": username, "password": password }))
-        .send()
-        .await
-        .expect("POST /v1/agents");
-    assert!(
-        r.status().is_success(),
-        "POST /v1/agents {username}: {}",
-        r.status()
-    );
+    gw.create_agent(json!({ "username": username, "password": password }))
+        .await;
 }
 
 /// Waits (bounded) for the agent to be `available`; returns the agent's JSON.
 async fn wait_available(gw: &Gateway, phone: &Baresip, username: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let mut last = Value::Null;
-    while Instant::now() < deadline {
-        let r = gw
-            .client()
-            .get(gw.url(&format!("/v1/agents/{username}")))
-            .send()
-            .await
-            .expect("GET /v1/agents/{id}");
-        if r.status().is_success() {
-            last = r.json().await.expect("agent JSON");
-            if last["state"] == json!("available") {
-                return last;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!(
-        "{username} not available after 15 s: {last}\nbaresip events: {:?}\n{}\n----- voxgate -----\n{}",
-        phone.events(),
-        phone.log(),
-        gw.log()
-    );
+    gw.wait_agent_available(username, Duration::from_secs(15), || {
+        format!("baresip events: {:?}\n{}", phone.events(), phone.log())
+    })
+    .await
 }
 
 fn check_heard(listener: &Baresip, sent: &Path, not_sent: &Path, label: &str) {

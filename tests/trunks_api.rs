@@ -158,6 +158,17 @@ async fn trunk_lifecycle_with_presets() {
     .await;
     assert_eq!(p["max_cps"], 1, "null returns to the preset: {p}");
     assert_eq!(p["rate"], Value::Null);
+    // A null member merges into nothing (RFC 7396), so its name is checked on its own:
+    // an unknown one is a 422 naming it, at the top and inside nested objects.
+    for (body, field) in [
+        (json!({"": null}), "\"\""),
+        (json!({"typo": null}), "typo"),
+        (json!({"outbound": {"bogus": null}}), "outbound.bogus"),
+    ] {
+        let r = patch(&gw, &format!("/v1/trunks/{id}"), body.clone()).await;
+        let v = ok(r, StatusCode::UNPROCESSABLE_ENTITY).await;
+        assert!(v["detail"].as_str().unwrap().contains(field), "{body}: {v}");
+    }
     // Provider is immutable; unknown fields are named.
     assert_eq!(
         invalid_fields(patch(&gw, "/v1/trunks/twilio-us", json!({"provider": "plivo"})).await)
@@ -402,6 +413,10 @@ async fn numbers_route_to_agents() {
     };
     assert_eq!(
         bad(json!({"number": "+14155550100", "trunk": "exotel", "route": {"type": "queue", "target": "sales"}})).await,
+        ["route.target"]
+    );
+    assert_eq!(
+        bad(json!({"number": "+14155550100", "trunk": "exotel", "route": {"type": "masking", "target": "x"}})).await,
         ["route.type"]
     );
     assert_eq!(

@@ -11,7 +11,9 @@ use voxgate::calls::record::{
     CallChange, CallDirection, CallStatus, HangupBy, LegDirection, NewCall, NewLeg,
 };
 use voxgate::ids::{new_id, IdKind};
-use voxgate::store::{CallFilter, Credentials, NewAgent, StatsGroupBy, Store, StoreError};
+use voxgate::store::{
+    CallFilter, Credentials, NewAgent, RecordingChannels, StatsGroupBy, Store, StoreError,
+};
 use voxgate::trunks::{
     Inbound, NumberFormat, Outbound, Provider, Rate, TrunkConfig, TrunkDirectory, TrunkTransport,
 };
@@ -300,25 +302,35 @@ mod tests {
         let t2 = store.create_trunk(&config("t2")).await.unwrap();
         let alice = agent(&store, "alice").await;
         let n = store
-            .create_number("+919876543210", &t.id, "agent", &alice)
+            .create_number("+919876543210", &t.id, "agent", &alice, None)
             .await
             .unwrap();
         assert_eq!(store.get_number("+919876543210").await.unwrap(), n);
         assert!(matches!(
             store
-                .create_number("+919876543210", &t.id, "agent", &alice)
+                .create_number("+919876543210", &t.id, "agent", &alice, None)
                 .await,
             Err(StoreError::Conflict { field: "number" })
         ));
         // An unknown trunk is refused by the database.
         assert!(store
-            .create_number("+14155550100", "trk_nope", "agent", &alice)
+            .create_number("+14155550100", "trk_nope", "agent", &alice, None)
             .await
             .is_err());
         store
-            .create_number("+14155550100", &t2.id, "agent", &alice)
+            .create_number(
+                "+14155550100",
+                &t2.id,
+                "agent",
+                &alice,
+                Some(RecordingChannels::Mono),
+            )
             .await
             .unwrap();
+        assert_eq!(
+            store.get_number("+14155550100").await.unwrap().record,
+            Some(RecordingChannels::Mono)
+        );
 
         let page = store.list_numbers(None, 1, None).await.unwrap();
         assert_eq!(page.data[0].number, "+14155550100");
@@ -338,11 +350,31 @@ mod tests {
             Err(StoreError::InUse(_))
         ));
         let moved = store
-            .update_number("+919876543210", Some(&t2.id), None)
+            .update_number("+919876543210", Some(&t2.id), None, None)
             .await
             .unwrap();
         assert_eq!(moved.trunk_id, t2.id);
         assert_eq!(moved.route_target, alice);
+        assert_eq!(moved.record, None);
+        let recorded = store
+            .update_number(
+                "+919876543210",
+                None,
+                None,
+                Some(Some(RecordingChannels::Dual)),
+            )
+            .await
+            .unwrap();
+        assert_eq!(recorded.record, Some(RecordingChannels::Dual));
+        assert_eq!(
+            store.get_number("+919876543210").await.unwrap().record,
+            Some(RecordingChannels::Dual)
+        );
+        let stopped = store
+            .update_number("+919876543210", None, None, Some(None))
+            .await
+            .unwrap();
+        assert_eq!(stopped.record, None);
         store.delete_trunk(&t.id).await.unwrap();
         store.delete_number("+919876543210").await.unwrap();
         assert!(matches!(
@@ -357,7 +389,7 @@ mod tests {
         let t = store.create_trunk(&config("ex")).await.unwrap();
         let alice = agent(&store, "alice").await;
         store
-            .create_number("+919876543210", &t.id, "agent", &alice)
+            .create_number("+919876543210", &t.id, "agent", &alice, None)
             .await
             .unwrap();
         // Not seen until reloaded.

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use crate::latch::{Latch, LatchMode, LatchVerdict};
 use crate::rewrite::{ClockRate, PtMap, Rewriter};
 use crate::rtcp::{is_rtcp, RtcpCompound};
-use crate::rtp::RtpPacket;
+use crate::rtp::{RtpPacket, RtpTimestamp, SeqNo, Ssrc};
+use crate::transcode::{Pushed, TranscodeSpec, TranscodeStats, Transcoder};
 
 /// SDP direction of a leg's remote (RFC 3264 §5.1, §6.1), from the relay's view of that
 /// remote: `SendOnly` means the remote sends to us and wants nothing back (it put us on
@@ -52,15 +53,19 @@ pub enum DropReason {
     NotReceiving,
     /// Nowhere to send yet: no SDP address and nothing latched on the other leg.
     NoDestination,
+    /// Headed for a transcoder that cannot take it: a payload type the legs did not
+    /// negotiate, a late packet, or one the codec cannot decode.
+    NotTranscodable,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 5] = [
+    pub const ALL: [DropReason; 6] = [
         DropReason::Malformed,
         DropReason::UnexpectedSource,
         DropReason::NotSending,
         DropReason::NotReceiving,
         DropReason::NoDestination,
+        DropReason::NotTranscodable,
     ];
 
     /// Label for the `result` of `voxgate_rtp_packets_total`.
@@ -72,6 +77,7 @@ impl DropReason {
             DropReason::NotSending => "not_sending",
             DropReason::NotReceiving => "not_receiving",
             DropReason::NoDestination => "no_destination",
+            DropReason::NotTranscodable => "not_transcodable",
         }
     }
 }
@@ -88,6 +94,15 @@ pub enum Route {
         mux: bool,
     },
     Drop(DropReason),
+    /// The receiving leg hears a source voxgate plays into it (a prompt, DTMF, a tone),
+    /// which replaces what the sending leg relays: not sent. The sending leg was still
+    /// latched and checked, so the driver still copies the packet to its listeners
+    /// (the recorder and DTMF detector of the sending leg go on hearing it).
+    Replaced,
+    /// The receiving leg negotiated no codec the sending leg did: the packet went into
+    /// the receiving leg's transcoder. Send what [`LegPolicy::pop_transcoded`] gives,
+    /// from the other leg's RTP port, to this address.
+    Transcoded(SocketAddr),
 }
 
 /// What the signalling told us about one leg's remote.
@@ -107,10 +122,12 @@ pub struct LegRemote {
     pub latch: LatchMode,
     /// Re-latch to a new source after this much silence from the latched one.
     pub relatch_after: Option<Duration>,
+    /// The audio sent to this leg is transcoded (the legs share no codec).
+    pub transcode: Option<TranscodeSpec>,
 }
 
 /// Per-leg relay state.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct LegPolicy {
     rtp: Latch,
     rtcp: Latch,
@@ -120,6 +137,14 @@ pub struct LegPolicy {
     clock: ClockRate,
     /// Continuity of the stream going out of this leg.
     out: Rewriter,
+    /// A source voxgate plays into this leg replaces the relayed stream.
+    local_source: bool,
+    /// Transcodes what the other leg sends into this leg's codec, when they share none.
+    transcoder: Option<Box<Transcoder>>,
+    transcode: Option<TranscodeSpec>,
+    /// Transcoders made so far: each numbers its packets with a new SSRC, so the
+    /// rewriter sees a new source even when one replaces another.
+    transcoders: u32,
 }
 
 impl Default for LegPolicy {
@@ -139,6 +164,10 @@ impl LegPolicy {
             pt_out: PtMap::identity(),
             clock: ClockRate::G711,
             out: Rewriter::new(),
+            local_source: false,
+            transcoder: None,
+            transcode: None,
+            transcoders: 0,
         };
         p.update(remote);
         p
@@ -168,7 +197,43 @@ impl LegPolicy {
         if let Some(c) = remote.clock {
             self.clock = c;
         }
+        if remote.transcode != self.transcode {
+            self.transcode.clone_from(&remote.transcode);
+            self.transcoders = self.transcoders.wrapping_add(1);
+            let n = self.transcoders;
+            // A spec naming a codec we cannot make leaves the direction silent rather
+            // than relaying packets the leg cannot decode.
+            self.transcoder = remote.transcode.as_ref().and_then(|spec| {
+                let ssrc = Ssrc(0x766f_7800 ^ n);
+                Transcoder::new(spec, ssrc, SeqNo(0), RtpTimestamp(0))
+                    .ok()
+                    .map(Box::new)
+            });
+            self.out.source_changed();
+        }
         moved
+    }
+
+    /// Whether the audio sent to this leg is transcoded (it never goes to the kernel).
+    #[must_use]
+    pub fn transcodes(&self) -> bool {
+        self.transcode.is_some()
+    }
+
+    /// The transcoder's counters, if this leg has one.
+    #[must_use]
+    pub fn transcode_stats(&self) -> Option<TranscodeStats> {
+        self.transcoder.as_ref().map(|t| t.stats())
+    }
+
+    /// After [`Route::Transcoded`]: writes the next transcoded packet for this leg into
+    /// `out`, spliced into the leg's outgoing stream, and returns its length; call until
+    /// `None`.
+    pub fn pop_transcoded(&mut self, out: &mut [u8], now: Instant) -> Option<usize> {
+        let len = self.transcoder.as_mut()?.pop(out)?;
+        let mut pkt = RtpPacket::new_checked(out.get_mut(..len)?).ok()?;
+        self.out.rewrite(&mut pkt, self.clock, now);
+        Some(len)
     }
 
     /// The stream going out of this leg gets a new source (the other leg moved).
@@ -176,18 +241,45 @@ impl LegPolicy {
         self.out.source_changed();
     }
 
-    /// Readies an RTP packet voxgate sends this leg's remote itself (a tone): rewritten
-    /// into the same outgoing stream as what is relayed to it (one SSRC, continuous
-    /// sequence numbers and timestamps, so the phone's jitter buffer sees one stream when
-    /// the relayed media takes over), and where to send it; `None` when the remote does
-    /// not receive or has no address yet.
-    pub fn own_packet(&mut self, buf: &mut [u8], now: Instant) -> Option<SocketAddr> {
+    /// Starts (`true`) or ends a source voxgate plays into this leg that replaces the
+    /// relayed stream: meanwhile [`route`] gives [`Route::Replaced`] for packets headed
+    /// here. Each change re-anchors the outgoing stream on its next packet, so it stays
+    /// continuous across the switch even if the two sources' SSRCs happened to match.
+    pub fn set_local_source(&mut self, on: bool) {
+        if self.local_source != on {
+            self.local_source = on;
+            self.out.source_changed();
+        }
+    }
+
+    #[must_use]
+    pub fn local_source(&self) -> bool {
+        self.local_source
+    }
+
+    /// Readies an RTP packet voxgate sends this leg's remote itself (a tone, a prompt,
+    /// DTMF): rewritten into the same outgoing stream as what is relayed to it (one
+    /// SSRC, continuous sequence numbers and timestamps, so the phone's jitter buffer
+    /// sees one stream when the relayed media takes over), and where to send it; `None`
+    /// when the remote does not receive or has no address yet. `clock_ahead` is how far
+    /// the stream's clock at `now` is past the packet's timestamp
+    /// ([`crate::player::Transmit::clock_ahead`]).
+    pub fn own_packet(
+        &mut self,
+        buf: &mut [u8],
+        clock_ahead: u32,
+        now: Instant,
+    ) -> Option<SocketAddr> {
         if !self.direction.remote_receives() {
             return None;
         }
         let to = self.rtp.destination()?;
         let mut pkt = RtpPacket::new_checked(buf).ok()?;
         self.out.rewrite(&mut pkt, self.clock, now);
+        if clock_ahead > 0 {
+            self.out
+                .clock_at(pkt.timestamp().wrapping_add(clock_ahead), now);
+        }
         Some(to)
     }
 
@@ -260,6 +352,20 @@ pub fn route(
     let Some(to) = egress.rtp.destination() else {
         return Route::Drop(DropReason::NoDestination);
     };
+    if egress.local_source {
+        // Replaced, not mixed. Telephone-events from the sending leg go too: spliced
+        // between the source's packets they would each be re-anchored as a new source
+        // and reach the leg as a burst of unrelated events. A digit pressed meanwhile
+        // is still seen by the sending leg's listeners (its DTMF detector), and the
+        // call engine relays it in the receiving leg's own method when it wants to.
+        return Route::Replaced;
+    }
+    if let Some(t) = egress.transcoder.as_mut() {
+        return match t.push(&pkt) {
+            Pushed::Accepted => Route::Transcoded(to),
+            _ => Route::Drop(DropReason::NotTranscodable),
+        };
+    }
     let pt = pkt.payload_type();
     pkt.set_payload_type(egress.pt_out.get(pt));
     egress.out.rewrite(&mut pkt, egress.clock, now);
@@ -476,6 +582,53 @@ mod tests {
         assert_eq!(
             route(&mut lb, &mut la, Port::Rtcp, a("10.0.0.2:5001"), &mut g, t),
             Route::Drop(DropReason::Malformed)
+        );
+    }
+
+    #[test]
+    fn a_local_source_replaces_everything_relayed_to_its_leg() {
+        let t = Instant::now();
+        let mut la = LegPolicy::new(&remote("10.0.0.1:4000"));
+        let mut lb = LegPolicy::new(&remote("10.0.0.2:4000"));
+        la.set_local_source(true);
+        // B's audio and telephone-events alike; B's latch still learns its source.
+        for pt in [0, 101] {
+            let mut p = rtp(pt, 1, 160, 9);
+            let r = route(
+                &mut lb,
+                &mut la,
+                Port::Rtp,
+                a("203.0.113.5:7000"),
+                &mut p,
+                t,
+            );
+            assert_eq!(r, Route::Replaced);
+        }
+        assert_eq!(lb.rtp_latch().destination(), Some(a("203.0.113.5:7000")));
+        assert_eq!(la.rewriter().out_ssrc(), None, "nothing reached A's stream");
+        // The other direction, and RTCP towards A, are untouched.
+        let mut p = rtp(0, 1, 160, 7);
+        assert_eq!(
+            route(&mut la, &mut lb, Port::Rtp, a("10.0.0.1:4000"), &mut p, t),
+            Route::Forward(a("203.0.113.5:7000"))
+        );
+        let mut r = rr();
+        assert!(matches!(
+            route(&mut lb, &mut la, Port::Rtcp, a("10.0.0.2:4001"), &mut r, t),
+            Route::ForwardRtcp { .. }
+        ));
+        la.set_local_source(false);
+        let mut p = rtp(0, 2, 320, 9);
+        assert_eq!(
+            route(
+                &mut lb,
+                &mut la,
+                Port::Rtp,
+                a("203.0.113.5:7000"),
+                &mut p,
+                t
+            ),
+            Route::Forward(a("10.0.0.1:4000"))
         );
     }
 

@@ -112,6 +112,10 @@ enum RewriteState {
     },
 }
 
+/// The longest timestamp step between consecutive packets taken as a frame length: a
+/// larger step is a silence gap (DTX), not the length of one packet's audio.
+const MAX_FRAME: Duration = Duration::from_millis(120);
+
 /// What [`Rewriter::steady`] returns: packets of SSRC `src` leave with SSRC `out_ssrc`,
 /// sequence number `+ seq_off` and timestamp `+ ts_off` (both wrapping).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,6 +133,9 @@ pub struct Rewriter {
     state: RewriteState,
     /// Source switches seen (for stats and tests).
     switches: u32,
+    /// Timestamp step between the last two consecutive packets of the current source
+    /// (its frame length, 160 for 20 ms of G.711); 0 until known.
+    frame: u32,
 }
 
 impl Default for Rewriter {
@@ -144,6 +151,7 @@ impl Rewriter {
             out_ssrc: None,
             state: RewriteState::Idle,
             switches: 0,
+            frame: 0,
         }
     }
 
@@ -203,6 +211,21 @@ impl Rewriter {
         }
     }
 
+    /// The outgoing stream's clock stood at `ts` (as sent) at `at`: the next re-anchor
+    /// counts the wall-clock gap from there. For a packet whose timestamp is not its
+    /// send time: a telephone-event keeps its key press's start timestamp in every
+    /// packet of the press (RFC 4733 §2.5.1.2), so the stream after the press must
+    /// continue from the press's end, not from that timestamp.
+    pub fn clock_at(&mut self, ts: RtpTimestamp, at: Instant) {
+        if let RewriteState::Active {
+            high_ts, at: hat, ..
+        } = &mut self.state
+        {
+            *high_ts = ts;
+            *hat = at;
+        }
+    }
+
     /// The signalling says the source changed (re-INVITE with a new remote): the next
     /// packet is re-anchored even if its SSRC is the old one.
     pub fn source_changed(&mut self) {
@@ -241,9 +264,14 @@ impl Rewriter {
                 ..
             } => {
                 // RFC 7160 §4.1 style: continue the sequence and advance the timestamp by
-                // the elapsed wall-clock time (at least one tick so it never repeats).
+                // the elapsed wall-clock time, and by at least the last packet's frame
+                // (a switch less than a frame after that packet must not start inside
+                // the audio it carried) and one tick (so it never repeats).
                 self.switches = self.switches.saturating_add(1);
-                let gap = clock.ticks(now.saturating_duration_since(at)).max(1);
+                let gap = clock
+                    .ticks(now.saturating_duration_since(at))
+                    .max(self.frame)
+                    .max(1);
                 let seq_off = high_seq.0.wrapping_add(1).wrapping_sub(in_seq.0);
                 let ts_off = high_ts.0.wrapping_add(gap).wrapping_sub(in_ts.0);
                 // RFC 3551 §4.1: the marker flags the start of a talkspurt, letting the
@@ -263,6 +291,14 @@ impl Rewriter {
                 reanchor: false,
                 ..
             } if src == in_ssrc => {
+                // Learn the frame length from consecutive packets.
+                let step = out_ts.0.wrapping_sub(high_ts.0);
+                if out_seq.0.wrapping_sub(high_seq.0) == 1
+                    && step > 0
+                    && step <= clock.ticks(MAX_FRAME)
+                {
+                    self.frame = step;
+                }
                 // Keep the highest sequence number; a reordered older packet must not
                 // pull the anchor back (RFC 3550 §A.1: compare modulo 2^16).
                 if out_seq.0.wrapping_sub(high_seq.0) as i16 > 0 {
@@ -449,6 +485,43 @@ mod tests {
         assert_eq!((st.src, st.out_ssrc), (Ssrc(0xbbbb), Ssrc(0xaaaa)));
         rw.source_changed();
         assert_eq!(rw.steady(), None, "a pending re-anchor is userspace's job");
+    }
+
+    #[test]
+    fn a_switch_within_a_frame_starts_after_that_frame() {
+        let t0 = Instant::now();
+        let mut rw = Rewriter::new();
+        for i in 0..3u32 {
+            let mut b = pkt(10 + u16::try_from(i).unwrap(), 160 * i, 1);
+            run(
+                &mut rw,
+                &mut b,
+                t0 + Duration::from_millis(20 * u64::from(i)),
+            );
+        }
+        // A new source 3 ms after the last 20 ms packet: it must not land inside it.
+        let mut b = pkt(500, 7, 2);
+        let (s, t, _, m) = run(&mut rw, &mut b, t0 + Duration::from_millis(43));
+        assert_eq!((s, t, m), (13, 480, true));
+        // A DTX gap (a step longer than any frame) is not taken for a frame length.
+        let mut b = pkt(501, 7 + 8000, 2);
+        run(&mut rw, &mut b, t0 + Duration::from_millis(1043));
+        let mut b = pkt(9, 9, 3);
+        let (_, t2, _, _) = run(&mut rw, &mut b, t0 + Duration::from_millis(1044));
+        assert_eq!(t2, 480 + 8000 + 160, "still the 160-tick frame, not 8000");
+    }
+
+    #[test]
+    fn clock_at_moves_the_next_anchor() {
+        let t0 = Instant::now();
+        let mut rw = Rewriter::new();
+        let mut b = pkt(1, 1000, 1);
+        run(&mut rw, &mut b, t0);
+        // The packet's timestamp is an event start; the stream is 400 ticks past it.
+        rw.clock_at(RtpTimestamp(1400), t0 + Duration::from_millis(50));
+        let mut b = pkt(77, 77, 2);
+        let (s, t, _, _) = run(&mut rw, &mut b, t0 + Duration::from_millis(70));
+        assert_eq!((s, t), (2, 1400 + 160));
     }
 
     #[test]

@@ -3,45 +3,8 @@
 //! Sans-IO: a [`TonePlayer`] writes the next 20 ms packet into a buffer when asked; the
 //! driver decides when and where to send it.
 
-/// G.711 μ-law encoding of one sample (ITU-T G.711, with the usual bias of 0x84).
-#[must_use]
-pub fn linear_to_ulaw(sample: i16) -> u8 {
-    const BIAS: i32 = 0x84;
-    const CLIP: i32 = 32_635;
-    let mut s = i32::from(sample);
-    let sign = if s < 0 {
-        s = -s;
-        0x80
-    } else {
-        0
-    };
-    s = s.min(CLIP) + BIAS;
-    // s < 2^15: the exponent is the position of its highest bit above bit 7.
-    let exponent =
-        7 - i32::try_from(s.unsigned_abs().wrapping_shl(17).leading_zeros().min(7)).unwrap_or(7);
-    let mantissa = (s >> (exponent + 3)) & 0x0f;
-    !u8::try_from(sign | (exponent << 4) | mantissa).unwrap_or(0)
-}
-
-/// G.711 A-law encoding of one sample.
-#[must_use]
-pub fn linear_to_alaw(sample: i16) -> u8 {
-    let mut s = i32::from(sample) >> 3;
-    let sign = if s >= 0 {
-        0x80
-    } else {
-        s = -s - 1;
-        0
-    };
-    let s = s.min(0x0fff);
-    let code = if s < 32 {
-        s >> 1
-    } else {
-        let exponent = 31 - i32::try_from(s.unsigned_abs().leading_zeros()).unwrap_or(31) - 4;
-        (exponent << 4) | ((s >> exponent) & 0x0f)
-    };
-    u8::try_from(sign | code).unwrap_or(0) ^ 0x55
-}
+// One G.711 implementation for the whole crate: the codec module's.
+pub use crate::codec::{linear_to_alaw, linear_to_ulaw};
 
 /// A tone: frequencies summed, and an on/off cadence.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -161,27 +124,20 @@ impl TonePlayer {
         self.timestamp = self.timestamp.wrapping_add(160);
         PACKET_LEN
     }
+
+    /// Skips `packets` packets' worth of time without sending them (the sender stalled):
+    /// the timestamp and the cadence move on with the wall clock, the sequence number
+    /// does not (nothing was sent, RFC 3550 §5.1).
+    pub fn skip(&mut self, packets: u32) {
+        let n = packets.saturating_mul(160);
+        self.timestamp = self.timestamp.wrapping_add(n);
+        self.sample += u64::from(n);
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ulaw_matches_the_reference_points() {
-        assert_eq!(linear_to_ulaw(0), 0xff);
-        assert_eq!(linear_to_ulaw(-1), 0x7f);
-        assert_eq!(linear_to_ulaw(32_767), 0x80);
-        assert_eq!(linear_to_ulaw(-32_768), 0x00);
-    }
-
-    #[test]
-    fn alaw_matches_the_reference_points() {
-        assert_eq!(linear_to_alaw(0), 0xd5);
-        assert_eq!(linear_to_alaw(-1), 0x55);
-        assert_eq!(linear_to_alaw(32_767), 0xaa);
-        assert_eq!(linear_to_alaw(-32_768), 0x2a);
-    }
 
     #[test]
     fn ringback_packets_follow_the_cadence() {

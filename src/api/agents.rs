@@ -8,6 +8,7 @@ use axum::response::IntoResponse;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::openapi::schema::Schema;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -15,6 +16,7 @@ use utoipa_axum::routes;
 use super::auth::Authed;
 use super::error::{ApiError, ApiJson, FieldError, Problem};
 use super::pagination::{PageQuery, Pagination};
+use super::rules::{self, Chars, Int, Text};
 use super::{time_format, AppState};
 use crate::events::AppEvent;
 use crate::store::{
@@ -69,7 +71,7 @@ pub struct AgentView {
     pub presence: Presence,
     /// Derived: `busy` while on a live call (talking or placing one), else `ringing`
     /// while a call rings the agent, else `offline` without a live registration, else
-    /// `away` or `available` (`wrap_up` is not reported yet).
+    /// `away`, else `wrap_up` until the after-call work time ends, else `available`.
     pub state: AgentState,
     pub registrations: Vec<AgentRegistration>,
     #[serde(with = "time_format")]
@@ -91,19 +93,25 @@ pub struct AgentList {
 #[serde(deny_unknown_fields)]
 pub struct CreateAgent {
     /// SIP username: 1-64 characters from `A-Z a-z 0-9 . _ -`. Immutable.
-    #[schema(example = "alice")]
+    #[schema(schema_with = username_schema, example = "alice")]
     pub username: String,
-    /// SIP password, 8-128 characters. Write-only: only digests are stored.
-    #[schema(write_only, example = "correct horse battery")]
+    /// SIP password, 8-128 characters, no control characters. Write-only: only digests
+    /// are stored.
+    #[schema(schema_with = password_schema, write_only, example = "correct horse battery")]
     pub password: String,
+    /// At most 128 characters, no control characters.
+    #[schema(schema_with = display_name_schema)]
     pub display_name: Option<String>,
+    /// Up to 64 skills, each 1-64 characters from `A-Z a-z 0-9 . _ -`; repeats are
+    /// dropped.
     #[serde(default)]
+    #[schema(schema_with = skills_schema)]
     pub skills: Vec<String>,
     /// 1..=100, default 1.
-    #[schema(minimum = 1, maximum = 100, default = 1)]
+    #[schema(schema_with = max_calls_schema, default = 1)]
     pub max_concurrent_calls: Option<i64>,
     /// Seconds of after-call work before the next call, 0..=3600, default 0.
-    #[schema(minimum = 0, maximum = 3600, default = 0)]
+    #[schema(schema_with = wrap_up_schema, default = 0)]
     pub wrap_up_seconds: Option<i64>,
 }
 
@@ -114,13 +122,17 @@ pub struct CreateAgent {
 pub struct PatchAgent {
     /// null clears it.
     #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = display_name_schema)]
     pub display_name: Option<Option<String>>,
-    #[schema(write_only)]
+    /// null leaves it unchanged.
+    #[schema(schema_with = password_nullable_schema, write_only)]
     pub password: Option<String>,
+    /// Replaces the list; null leaves it unchanged.
+    #[schema(schema_with = skills_nullable_schema)]
     pub skills: Option<Vec<String>>,
-    #[schema(minimum = 1, maximum = 100)]
+    #[schema(schema_with = max_calls_schema)]
     pub max_concurrent_calls: Option<i64>,
-    #[schema(minimum = 0, maximum = 3600)]
+    #[schema(schema_with = wrap_up_schema)]
     pub wrap_up_seconds: Option<i64>,
     /// Accepted only to report that it cannot change.
     #[serde(default)]
@@ -144,68 +156,61 @@ where
     Option::<T>::deserialize(d).map(Some)
 }
 
-const USERNAME_MAX: usize = 64;
-const PASSWORD_MIN: usize = 8;
-const PASSWORD_MAX: usize = 128;
-const DISPLAY_NAME_MAX: usize = 128;
-const SKILLS_MAX: usize = 64;
-const SKILL_MAX: usize = 64;
-const MAX_CALLS: std::ops::RangeInclusive<i64> = 1..=100;
-const WRAP_UP: std::ops::RangeInclusive<i64> = 0..=3600;
+/// SIP username, immutable.
+pub const USERNAME: Text = Text::new(1, 64, Chars::Token);
+/// SIP password: only its digests are stored.
+pub const PASSWORD: Text = Text::new(8, 128, Chars::Printable);
+pub const DISPLAY_NAME: Text = Text::new(0, 128, Chars::Printable);
+pub const SKILL: Text = Text::new(1, 64, Chars::Token);
+pub const SKILLS_MAX: usize = 64;
+pub const MAX_CALLS: Int = Int::new(1, 100);
+pub const WRAP_UP: Int = Int::new(0, 3600);
 
-fn is_token_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
+fn username_schema() -> Schema {
+    USERNAME.schema()
 }
-
-fn check_username(v: &str, errors: &mut Vec<FieldError>) {
-    if v.is_empty() || v.len() > USERNAME_MAX || !v.chars().all(is_token_char) {
-        errors.push(FieldError::new(
-            "username",
-            format!("must be 1-{USERNAME_MAX} characters from A-Z a-z 0-9 . _ -"),
-        ));
-    }
+fn password_schema() -> Schema {
+    PASSWORD.schema()
 }
-
-fn check_password(v: &str, errors: &mut Vec<FieldError>) {
-    let n = v.chars().count();
-    if !(PASSWORD_MIN..=PASSWORD_MAX).contains(&n) {
-        errors.push(FieldError::new(
-            "password",
-            format!("must be {PASSWORD_MIN}-{PASSWORD_MAX} characters"),
-        ));
-    } else if v.chars().any(char::is_control) {
-        errors.push(FieldError::new(
-            "password",
-            "must not contain control characters",
-        ));
-    }
+fn password_nullable_schema() -> Schema {
+    PASSWORD.nullable_schema()
 }
-
-fn check_display_name(v: Option<&str>, errors: &mut Vec<FieldError>) {
-    if let Some(v) = v {
-        if v.chars().count() > DISPLAY_NAME_MAX || v.chars().any(char::is_control) {
-            errors.push(FieldError::new(
-                "display_name",
-                format!("must be at most {DISPLAY_NAME_MAX} characters, no control characters"),
-            ));
-        }
-    }
+fn display_name_schema() -> Schema {
+    DISPLAY_NAME.nullable_schema()
+}
+fn skills_schema() -> Schema {
+    rules::text_array(&SKILL, SKILLS_MAX, false)
+}
+fn skills_nullable_schema() -> Schema {
+    rules::text_array(&SKILL, SKILLS_MAX, true)
+}
+fn max_calls_schema() -> Schema {
+    MAX_CALLS.nullable_schema()
+}
+fn wrap_up_schema() -> Schema {
+    WRAP_UP.nullable_schema()
 }
 
 fn check_skills(skills: &[String], errors: &mut Vec<FieldError>) -> Vec<String> {
+    check_skills_at("skills", skills, errors)
+}
+
+/// Skills (an agent's, a queue's `required_skills`), deduplicated; `field` names them.
+pub(super) fn check_skills_at(
+    field: &str,
+    skills: &[String],
+    errors: &mut Vec<FieldError>,
+) -> Vec<String> {
     if skills.len() > SKILLS_MAX {
         errors.push(FieldError::new(
-            "skills",
+            field,
             format!("at most {SKILLS_MAX} skills"),
         ));
     }
     let mut out: Vec<String> = Vec::with_capacity(skills.len());
     for (i, s) in skills.iter().enumerate() {
-        if s.is_empty() || s.len() > SKILL_MAX || !s.chars().all(is_token_char) {
-            errors.push(FieldError::new(
-                format!("skills[{i}]"),
-                format!("must be 1-{SKILL_MAX} characters from A-Z a-z 0-9 . _ -"),
-            ));
+        if !SKILL.is_valid(s) {
+            errors.push(FieldError::new(format!("{field}[{i}]"), SKILL.message()));
         } else if !out.contains(s) {
             out.push(s.clone());
         }
@@ -213,26 +218,15 @@ fn check_skills(skills: &[String], errors: &mut Vec<FieldError>) -> Vec<String> 
     out
 }
 
-fn check_range(
-    field: &str,
-    v: Option<i64>,
-    range: &std::ops::RangeInclusive<i64>,
-    errors: &mut Vec<FieldError>,
-) {
-    if let Some(v) = v {
-        if !range.contains(&v) {
-            errors.push(FieldError::new(
-                field,
-                format!("must be from {} to {}, got {v}", range.start(), range.end()),
-            ));
-        }
-    }
-}
-
 /// Calls first: an agent on a live call is `busy` (or `ringing`) whatever their presence,
 /// and even if their registration lapsed mid-call (the call is still up). Otherwise
 /// `offline` without a live registration, else their presence.
-fn view(agent: Agent, registrations: Vec<Registration>, calls: AgentCallCounts) -> AgentView {
+fn view(
+    agent: Agent,
+    registrations: Vec<Registration>,
+    calls: AgentCallCounts,
+    now: DateTime<Utc>,
+) -> AgentView {
     let state = if calls.in_progress > 0 {
         AgentState::Busy
     } else if calls.ringing > 0 {
@@ -241,6 +235,8 @@ fn view(agent: Agent, registrations: Vec<Registration>, calls: AgentCallCounts) 
         AgentState::Offline
     } else if agent.presence == Presence::Away {
         AgentState::Away
+    } else if agent.wrap_up_until.is_some_and(|t| t > now) {
+        AgentState::WrapUp
     } else {
         AgentState::Available
     };
@@ -270,17 +266,15 @@ fn view(agent: Agent, registrations: Vec<Registration>, calls: AgentCallCounts) 
 
 async fn views(state: &AppState, agents: Vec<Agent>) -> Result<Vec<AgentView>, ApiError> {
     let ids: Vec<&str> = agents.iter().map(|a| a.id.as_str()).collect();
-    let mut regs = state
-        .store
-        .live_registrations_for_agents(&ids, crate::store::now())
-        .await?;
+    let now = crate::store::now();
+    let mut regs = state.store.live_registrations_for_agents(&ids, now).await?;
     let mut calls = state.store.live_call_counts_for_agents(&ids).await?;
     Ok(agents
         .into_iter()
         .map(|a| {
             let r = regs.remove(&a.id).unwrap_or_default();
             let c = calls.remove(&a.id).unwrap_or_default();
-            view(a, r, c)
+            view(a, r, c, now)
         })
         .collect())
 }
@@ -330,22 +324,18 @@ async fn create_agent(
     ApiJson(body): ApiJson<CreateAgent>,
 ) -> Result<impl IntoResponse, ApiError> {
     let mut errors = Vec::new();
-    check_username(&body.username, &mut errors);
-    check_password(&body.password, &mut errors);
-    check_display_name(body.display_name.as_deref(), &mut errors);
+    USERNAME.check("username", &body.username, &mut errors);
+    PASSWORD.check("password", &body.password, &mut errors);
+    if let Some(d) = &body.display_name {
+        DISPLAY_NAME.check("display_name", d, &mut errors);
+    }
     let skills = check_skills(&body.skills, &mut errors);
-    check_range(
+    MAX_CALLS.check(
         "max_concurrent_calls",
         body.max_concurrent_calls,
-        &MAX_CALLS,
         &mut errors,
     );
-    check_range(
-        "wrap_up_seconds",
-        body.wrap_up_seconds,
-        &WRAP_UP,
-        &mut errors,
-    );
+    WRAP_UP.check("wrap_up_seconds", body.wrap_up_seconds, &mut errors);
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
@@ -444,24 +434,18 @@ async fn patch_agent(
         ));
     }
     if let Some(p) = &body.password {
-        check_password(p, &mut errors);
+        PASSWORD.check("password", p, &mut errors);
     }
-    if let Some(d) = &body.display_name {
-        check_display_name(d.as_deref(), &mut errors);
+    if let Some(Some(d)) = &body.display_name {
+        DISPLAY_NAME.check("display_name", d, &mut errors);
     }
     let skills = body.skills.as_deref().map(|s| check_skills(s, &mut errors));
-    check_range(
+    MAX_CALLS.check(
         "max_concurrent_calls",
         body.max_concurrent_calls,
-        &MAX_CALLS,
         &mut errors,
     );
-    check_range(
-        "wrap_up_seconds",
-        body.wrap_up_seconds,
-        &WRAP_UP,
-        &mut errors,
-    );
+    WRAP_UP.check("wrap_up_seconds", body.wrap_up_seconds, &mut errors);
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }

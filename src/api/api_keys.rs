@@ -16,6 +16,7 @@ use utoipa_axum::routes;
 use super::auth::Authed;
 use super::error::{ApiError, ApiJson, Problem};
 use super::pagination::{PageQuery, Pagination};
+use super::rules::{Chars, Text};
 use super::{time_format, AppState};
 use crate::store::ApiKey;
 
@@ -61,9 +62,16 @@ pub struct ApiKeyList {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateApiKey {
-    /// What the key is for, 1-100 characters.
-    #[schema(example = "crm-integration")]
+    /// What the key is for, 1-100 characters, no control characters; kept as given.
+    #[schema(schema_with = name_schema, example = "crm-integration")]
     pub name: String,
+}
+
+/// A key's name.
+pub const NAME: Text = Text::new(1, 100, Chars::Printable);
+
+fn name_schema() -> utoipa::openapi::schema::Schema {
+    NAME.schema()
 }
 
 impl From<ApiKey> for ApiKeyView {
@@ -96,14 +104,12 @@ async fn create_api_key(
     State(state): State<Arc<AppState>>,
     ApiJson(body): ApiJson<CreateApiKey>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let name = body.name.trim();
-    if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
-        return Err(ApiError::field(
-            "name",
-            "must be 1-100 characters, no control characters",
-        ));
+    let mut errors = Vec::new();
+    NAME.check("name", &body.name, &mut errors);
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
     }
-    let (row, key) = state.store.create_api_key(name).await?;
+    let (row, key) = state.store.create_api_key(&body.name).await?;
     Ok((
         StatusCode::CREATED,
         Json(CreatedApiKey {

@@ -9,6 +9,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use utoipa::openapi::schema::Schema;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -16,6 +17,7 @@ use utoipa_axum::routes;
 use super::auth::Authed;
 use super::error::{ApiError, ApiJson, FieldError, Problem};
 use super::pagination::{PageQuery, Pagination};
+use super::rules::{Chars, Int, Text, E164};
 use super::{time_format, AppState};
 use crate::calls::control::ControlError;
 use crate::calls::engine::Originate;
@@ -24,10 +26,26 @@ use crate::calls::types::{CallDirection, CallId, HangupBy};
 use crate::store::{Call, CallFilter, Leg, StoreError};
 
 /// How long a hangup waits for the call engine's answer before reporting it unavailable.
-const HANGUP_TIMEOUT: Duration = Duration::from_secs(5);
+pub(super) const HANGUP_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Longest accepted filter value.
-const FILTER_MAX: usize = 256;
+/// A text filter (`agent`, `from`, `to`) and an agent reference in a body.
+pub const FILTER: Text = Text::new(1, 256, Chars::Printable);
+
+pub(super) fn filter_schema() -> Schema {
+    FILTER.schema()
+}
+
+/// A time parameter: RFC 3339 (JSON Schema's `date-time`).
+pub(crate) fn time_schema() -> Schema {
+    Schema::Object(
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+                utoipa::openapi::KnownFormat::DateTime,
+            )))
+            .build(),
+    )
+}
 
 pub fn router() -> OpenApiRouter<Arc<AppState>> {
     OpenApiRouter::new()
@@ -124,47 +142,50 @@ pub struct CallList {
 #[serde(deny_unknown_fields)]
 pub struct CreateCall {
     /// The agent to ring first (id or username).
-    #[schema(example = "alice")]
+    #[schema(schema_with = filter_schema, example = "alice")]
     pub agent: String,
     /// The lead's number, E.164.
-    #[schema(example = "+14155550100")]
+    #[schema(schema_with = E164::schema)]
     pub to: String,
     /// The trunk to dial the lead through (id or name); the default outbound trunk when
     /// absent.
     #[schema(example = "twilio-us")]
     pub trunk: Option<String>,
     /// The number shown to the lead (E.164); the trunk's `caller_id` when absent.
-    #[schema(example = "+14155550199")]
+    #[schema(schema_with = E164::nullable_schema)]
     pub caller_id: Option<String>,
     /// An http(s) URL that receives this call's `call.*` events, signed.
     pub status_callback: Option<String>,
-    /// Free JSON, stored with the call and sent back in its events (at most 16 KiB).
+    /// A JSON object of your own, stored with the call and sent back in its events (at
+    /// most 16 KiB serialised).
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<serde_json::Value>,
     /// How long each side may ring, 1-600 seconds (default: `sip.ring_timeout_seconds`).
-    #[schema(minimum = 1, maximum = 600)]
+    #[schema(schema_with = ring_timeout_schema)]
     pub ring_timeout_seconds: Option<u32>,
     /// The longest the call may last once the lead answers, 1-86400 seconds.
-    #[schema(minimum = 1, maximum = 86400)]
+    #[schema(schema_with = time_limit_schema)]
     pub time_limit_seconds: Option<u32>,
+    /// Record the call from the lead's answer (a recording per call; see
+    /// `recording_ids`).
+    pub record: Option<bool>,
+    /// `dual` (the default: left = agent, right = lead) or `mono` (mixed).
+    pub recording_channels: Option<super::recordings::ChannelsParam>,
+}
+
+pub const RING_TIMEOUT: Int = Int::new(1, 600);
+pub const TIME_LIMIT: Int = Int::new(1, 86_400);
+
+fn ring_timeout_schema() -> Schema {
+    RING_TIMEOUT.nullable_schema()
+}
+
+fn time_limit_schema() -> Schema {
+    TIME_LIMIT.nullable_schema()
 }
 
 /// Largest `metadata`, serialised.
 const METADATA_MAX: usize = 16 * 1024;
-
-/// Checks a number given as E.164: `+`, then 8 to 15 digits, the first not 0.
-fn check_e164(field: &str, v: &str, errors: &mut Vec<FieldError>) {
-    let digits = v.strip_prefix('+').unwrap_or("");
-    let ok = (8..=15).contains(&digits.len())
-        && digits.bytes().all(|b| b.is_ascii_digit())
-        && !digits.starts_with('0');
-    if !ok {
-        errors.push(FieldError::new(
-            field,
-            format!("must be an E.164 number such as +14155550100, got {v:?}"),
-        ));
-    }
-}
 
 /// Body of `POST /v1/calls/{id}/hangup`: optional, and has no fields yet (an empty body
 /// or `{}`).
@@ -181,17 +202,24 @@ pub struct CallListQuery {
     #[param(inline)]
     status: Option<CallStatus>,
     /// Only calls of this agent (id or username): placed by them or with a leg of theirs.
+    /// An unknown agent is a 422 naming `agent`.
+    #[param(schema_with = filter_schema)]
     agent: Option<String>,
-    /// Only calls of this campaign (id or name).
-    campaign: Option<String>,
+    // `campaign` (SPEC §4) is not documented until campaigns exist: the server answers
+    // any value with a 422 "no campaign", and a document listing it would promise a
+    // filter that cannot match.
     /// Only calls from this party: the exact `from`, or the user part of a `sip:`/`sips:`
     /// URI or a `tel:` number (`1001` matches `sip:1001@pbx.example`).
+    #[param(schema_with = filter_schema)]
     from: Option<String>,
     /// Only calls to this party, matched as `from` is.
+    #[param(schema_with = filter_schema)]
     to: Option<String>,
     /// Only calls started at or after this time (RFC 3339).
+    #[param(schema_with = time_schema)]
     since: Option<String>,
-    /// Only calls started before this time (RFC 3339).
+    /// Only calls started before this time (RFC 3339); must be later than `since`.
+    #[param(schema_with = time_schema)]
     until: Option<String>,
 }
 
@@ -226,6 +254,25 @@ pub(crate) fn parse_time(
     }
 }
 
+/// An `agent` filter (id or username) as the agent's id; an unknown agent is a 422
+/// naming `agent` (SPEC §4: a reference to a missing resource).
+pub(super) async fn agent_filter(
+    state: &AppState,
+    reference: Option<&str>,
+) -> Result<Option<String>, ApiError> {
+    let Some(reference) = reference else {
+        return Ok(None);
+    };
+    match state.store.find_agent(reference).await {
+        Ok(a) => Ok(Some(a.id)),
+        Err(StoreError::NotFound) => Err(ApiError::field(
+            "agent",
+            format!("no agent with id or username {reference:?}"),
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// A `since`/`until` pair must be in order.
 pub(super) fn check_period(
     since: Option<DateTime<Utc>>,
@@ -239,15 +286,12 @@ pub(super) fn check_period(
     }
 }
 
-fn text(field: &str, v: String, errors: &mut Vec<FieldError>) -> Option<String> {
-    if v.is_empty() || v.len() > FILTER_MAX || v.chars().any(char::is_control) {
-        errors.push(FieldError::new(
-            field,
-            format!("must be 1-{FILTER_MAX} characters, no control characters"),
-        ));
-        None
-    } else {
+pub(super) fn text(field: &str, v: String, errors: &mut Vec<FieldError>) -> Option<String> {
+    if FILTER.is_valid(&v) {
         Some(v)
+    } else {
+        errors.push(FieldError::new(field, FILTER.message()));
+        None
     }
 }
 
@@ -323,7 +367,7 @@ pub(crate) fn view(c: Call) -> CallView {
         duration_seconds: c.duration_seconds,
         hangup_cause: c.hangup_cause,
         hangup_by: c.hangup_by,
-        recording_ids: Vec::new(),
+        recording_ids: c.recording_ids,
         trunk: c.trunk_id,
         cost: c.cost_micros.map(crate::trunks::cost::format_amount),
         currency: c.currency,
@@ -332,14 +376,14 @@ pub(crate) fn view(c: Call) -> CallView {
     }
 }
 
-async fn find(state: &AppState, id: &str) -> Result<Call, ApiError> {
+pub(super) async fn find(state: &AppState, id: &str) -> Result<Call, ApiError> {
     match state.store.get_call(id).await {
         Err(StoreError::NotFound) => Err(ApiError::NotFound(format!("no call with id {id:?}"))),
         other => Ok(other?),
     }
 }
 
-fn ended(call: &Call) -> ApiError {
+pub(super) fn ended(call: &Call) -> ApiError {
     ApiError::InvalidState(format!(
         "call {} has already ended ({})",
         call.id,
@@ -364,22 +408,11 @@ async fn list_calls(
     page: Pagination,
     query: CallQuery,
 ) -> Result<Json<CallList>, ApiError> {
-    let agent = match &query.agent {
-        None => None,
-        Some(reference) => match state.store.find_agent(reference).await {
-            Ok(a) => Some(a.id),
-            Err(StoreError::NotFound) => {
-                return Err(ApiError::field(
-                    "agent",
-                    format!("no agent with id or username {reference:?}"),
-                ))
-            }
-            Err(e) => return Err(e.into()),
-        },
-    };
+    let agent = agent_filter(&state, query.agent.as_deref()).await?;
     let filter = CallFilter {
         status: query.status,
-        agent,
+        agent: None,
+        agent_id: agent,
         from: query.from,
         to: query.to,
         since: query.since,
@@ -422,15 +455,15 @@ async fn create_call(
     ApiJson(body): ApiJson<CreateCall>,
 ) -> Result<(StatusCode, Json<CallView>), ApiError> {
     let mut errors = Vec::new();
-    if body.agent.is_empty() || body.agent.len() > FILTER_MAX {
+    if !FILTER.is_valid(&body.agent) {
         errors.push(FieldError::new(
             "agent",
-            "must be an agent's id or username",
+            format!("must be an agent's id or username ({})", FILTER.message()),
         ));
     }
-    check_e164("to", &body.to, &mut errors);
+    E164::check("to", &body.to, &mut errors);
     if let Some(c) = &body.caller_id {
-        check_e164("caller_id", c, &mut errors);
+        E164::check("caller_id", c, &mut errors);
     }
     if let Some(url) = &body.status_callback {
         if let Err(e) = super::webhooks::check_callback_url("status_callback", url) {
@@ -438,25 +471,25 @@ async fn create_call(
         }
     }
     if let Some(m) = &body.metadata {
-        if serde_json::to_vec(m).map_or(true, |b| b.len() > METADATA_MAX) {
+        if !m.is_object() {
+            errors.push(FieldError::new("metadata", "must be a JSON object"));
+        } else if serde_json::to_vec(m).map_or(true, |b| b.len() > METADATA_MAX) {
             errors.push(FieldError::new(
                 "metadata",
                 format!("must be at most {METADATA_MAX} bytes of JSON"),
             ));
         }
     }
-    if body
-        .ring_timeout_seconds
-        .is_some_and(|s| !(1..=600).contains(&s))
-    {
-        errors.push(FieldError::new("ring_timeout_seconds", "must be 1-600"));
-    }
-    if body
-        .time_limit_seconds
-        .is_some_and(|s| !(1..=86_400).contains(&s))
-    {
-        errors.push(FieldError::new("time_limit_seconds", "must be 1-86400"));
-    }
+    RING_TIMEOUT.check(
+        "ring_timeout_seconds",
+        body.ring_timeout_seconds.map(i64::from),
+        &mut errors,
+    );
+    TIME_LIMIT.check(
+        "time_limit_seconds",
+        body.time_limit_seconds.map(i64::from),
+        &mut errors,
+    );
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
@@ -502,6 +535,10 @@ async fn create_call(
         time_limit: body
             .time_limit_seconds
             .map(|s| Duration::from_secs(s.into())),
+        record: body.record.unwrap_or(false).then(|| {
+            body.recording_channels
+                .map_or_else(Default::default, Into::into)
+        }),
     };
     if state.calls.originate(originate).await.is_err() {
         // Never started: the record says so rather than staying queued.
@@ -560,29 +597,54 @@ async fn hangup_call(
     _auth: Authed,
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
-    _body: Option<ApiJson<HangupCall>>,
+    // `null` is the same as no body: the document shows the body as nullable.
+    _body: Option<ApiJson<Option<HangupCall>>>,
 ) -> Result<StatusCode, ApiError> {
     let call = find(&state, &id).await?;
     if call.status.is_final() {
         return Err(ended(&call));
     }
-    match tokio::time::timeout(HANGUP_TIMEOUT, state.calls.hangup(&call.id)).await {
-        Ok(Ok(())) => Ok(StatusCode::NO_CONTENT),
+    let refusals = Refusals {
+        not_live: format!("call {id} is not live on this gateway"),
+        conflict: ControlError::Conflict.to_string(),
+        unavailable: "the call engine is not running",
+    };
+    engine_reply(&state, &id, state.calls.hangup(&call.id), refusals).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// What a route on a live call says when the engine refuses it.
+pub(super) struct Refusals {
+    /// The engine does not know the call (or the leg), and the call has not ended.
+    pub not_live: String,
+    /// The call (or leg) is not in a state that allows it.
+    pub conflict: String,
+    /// The engine is not running or cannot do it.
+    pub unavailable: &'static str,
+}
+
+/// The engine's answer to a command on live call `id`, as the API reports it: a call
+/// that ended between our read and the engine's answer is a 409 like any ended call.
+pub(super) async fn engine_reply<T>(
+    state: &AppState,
+    id: &str,
+    asked: impl std::future::Future<Output = Result<T, ControlError>>,
+    refusals: Refusals,
+) -> Result<T, ApiError> {
+    match tokio::time::timeout(HANGUP_TIMEOUT, asked).await {
+        Ok(Ok(v)) => Ok(v),
         Ok(Err(ControlError::NotFound)) => {
-            // It may have ended between our read and the engine's answer.
-            let now = find(&state, &id).await?;
+            let now = find(state, id).await?;
             if now.status.is_final() {
                 Err(ended(&now))
             } else {
-                Err(ApiError::NotFound(format!(
-                    "call {id} is not live on this gateway"
-                )))
+                Err(ApiError::NotFound(refusals.not_live))
             }
         }
-        Ok(Err(e @ ControlError::Conflict)) => Err(ApiError::InvalidState(e.to_string())),
-        Ok(Err(ControlError::Unavailable)) => Err(ApiError::Unavailable(
-            "the call engine is not running".to_owned(),
-        )),
+        Ok(Err(ControlError::Conflict)) => Err(ApiError::InvalidState(refusals.conflict)),
+        Ok(Err(ControlError::Unavailable)) => {
+            Err(ApiError::Unavailable(refusals.unavailable.to_owned()))
+        }
         Err(_) => Err(ApiError::Unavailable(format!(
             "the call engine did not answer within {}s",
             HANGUP_TIMEOUT.as_secs()

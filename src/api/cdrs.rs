@@ -40,12 +40,16 @@ pub fn router() -> OpenApiRouter<Arc<AppState>> {
 #[allow(dead_code)]
 pub struct CdrQueryDoc {
     /// Only calls started at or after this time (RFC 3339).
+    #[param(schema_with = super::calls::time_schema)]
     since: Option<String>,
-    /// Only calls started before this time (RFC 3339).
+    /// Only calls started before this time (RFC 3339); must be later than `since`.
+    #[param(schema_with = super::calls::time_schema)]
     until: Option<String>,
-    /// Only calls through this trunk (id or name).
+    /// Only calls through this trunk (id or name); an unknown trunk is a 422.
+    #[param(schema_with = super::calls::filter_schema)]
     trunk: Option<String>,
-    /// Only calls of this agent (id or username).
+    /// Only calls of this agent (id or username); an unknown agent is a 422.
+    #[param(schema_with = super::calls::filter_schema)]
     agent: Option<String>,
 }
 
@@ -70,8 +74,8 @@ impl<S: Send + Sync> FromRequestParts<S> for CdrQuery {
             match k.as_str() {
                 "since" => q.since = parse_time("since", &v, &mut errors),
                 "until" => q.until = parse_time("until", &v, &mut errors),
-                "trunk" => q.trunk = Some(v),
-                "agent" => q.agent = Some(v),
+                "trunk" => q.trunk = super::calls::text("trunk", v, &mut errors),
+                "agent" => q.agent = super::calls::text("agent", v, &mut errors),
                 _ => {}
             }
         }
@@ -262,17 +266,8 @@ async fn list_cdrs(
             Err(e) => return Err(e.into()),
         }
     }
-    if let Some(a) = &query.agent {
-        match state.store.find_agent(a).await {
-            Ok(a) => filter.agent = Some(a.id),
-            Err(StoreError::NotFound) => {
-                return Err(ApiError::field(
-                    "agent",
-                    format!("no agent with id or username {a:?}"),
-                ))
-            }
-            Err(e) => return Err(e.into()),
-        }
+    if let Some(id) = super::calls::agent_filter(&state, query.agent.as_deref()).await? {
+        filter.agent_id = Some(id);
     }
     if wants_csv(&headers) {
         return Ok(csv_response(state.store.clone(), filter));

@@ -25,6 +25,7 @@ pub mod problem_type {
     pub const MALFORMED: &str = "/problems/malformed-json";
     pub const TOO_LARGE: &str = "/problems/body-too-large";
     pub const MEDIA_TYPE: &str = "/problems/unsupported-media-type";
+    pub const MALFORMED_MULTIPART: &str = "/problems/malformed-multipart";
     pub const UNAVAILABLE: &str = "/problems/unavailable";
     pub const BLANK: &str = "about:blank";
 }
@@ -76,6 +77,13 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("malformed JSON: {0}")]
     MalformedJson(String),
+    /// A body of another content type than the route takes (415), e.g. an upload
+    /// that is not `multipart/form-data`.
+    #[error("expected Content-Type: {0}")]
+    WrongMediaType(&'static str),
+    /// A `multipart/form-data` body that does not parse (400).
+    #[error("malformed multipart body: {0}")]
+    MalformedMultipart(String),
     #[error("{}", validation_detail(.0))]
     Validation(Vec<FieldError>),
     #[error("{field} already exists")]
@@ -115,8 +123,10 @@ impl ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::NotFound(_) | ApiError::NoRoute { .. } => StatusCode::NOT_FOUND,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::MalformedJson(_) => StatusCode::BAD_REQUEST,
+            ApiError::UnsupportedMediaType | ApiError::WrongMediaType(_) => {
+                StatusCode::UNSUPPORTED_MEDIA_TYPE
+            }
+            ApiError::MalformedJson(_) | ApiError::MalformedMultipart(_) => StatusCode::BAD_REQUEST,
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Conflict { .. } | ApiError::InvalidState(_) => StatusCode::CONFLICT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -131,8 +141,9 @@ impl ApiError {
             ApiError::NotFound(_) => t::NOT_FOUND,
             ApiError::NoRoute { .. } => t::NO_ROUTE,
             ApiError::PayloadTooLarge { .. } => t::TOO_LARGE,
-            ApiError::UnsupportedMediaType => t::MEDIA_TYPE,
+            ApiError::UnsupportedMediaType | ApiError::WrongMediaType(_) => t::MEDIA_TYPE,
             ApiError::MalformedJson(_) => t::MALFORMED,
+            ApiError::MalformedMultipart(_) => t::MALFORMED_MULTIPART,
             ApiError::Validation(_) => t::VALIDATION,
             ApiError::Conflict { .. } => t::CONFLICT,
             ApiError::InvalidState(_) => t::INVALID_STATE,
@@ -274,13 +285,45 @@ pub struct BodyLimit(pub usize);
 
 /// Parse JSON in two steps so syntax errors (400) and schema errors (422) differ.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let value: serde_json::Value =
+    let mut value: serde_json::Value =
         serde_json::from_slice(bytes).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+    integral_floats_as_integers(&mut value);
+    // Every body is an object (or null where the body is optional). serde would read a
+    // struct from an array of its fields in order (`[null, null]`), a form the document
+    // does not offer.
+    if value.is_array() {
+        return Err(ApiError::field(".", "must be a JSON object"));
+    }
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let message = e.inner().to_string();
         ApiError::Validation(vec![field_error(&path, &message)])
     })
+}
+
+/// JSON has one number type: `12.0` is the integer 12 (JSON Schema's `integer` accepts
+/// any number with a zero fractional part, and clients written in languages without an
+/// integer type send such numbers). serde would refuse them for integer fields, so they
+/// are turned into integers before the schema is applied; fields of a float type take
+/// integers as well.
+fn integral_floats_as_integers(v: &mut serde_json::Value) {
+    use serde_json::Value;
+    match v {
+        Value::Number(n) if n.is_f64() => {
+            if let Some(f) = n.as_f64() {
+                // Exactly representable range only: beyond 2^53 a float is not one integer.
+                const EXACT: f64 = 9_007_199_254_740_992.0;
+                if f.fract() == 0.0 && f.abs() <= EXACT {
+                    #[allow(clippy::cast_possible_truncation)]
+                    let i = f as i64;
+                    *v = Value::from(i);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(integral_floats_as_integers),
+        Value::Object(map) => map.values_mut().for_each(integral_floats_as_integers),
+        _ => {}
+    }
 }
 
 /// Turn a serde error at `path` into a field error; "missing field `x`" is reported
@@ -352,5 +395,14 @@ mod tests {
             parse_json::<T>(b"{\"name\": "),
             Err(ApiError::MalformedJson(_))
         ));
+    }
+
+    #[test]
+    fn integral_floats_are_integers() {
+        let t: T = parse_json(br#"{"name": "a", "n": 12.0, "inner": {"x": 3.0}}"#).unwrap();
+        assert_eq!((t.n, t.inner.map(|i| i.x)), (Some(12), Some(3)));
+        assert_eq!(field(r#"{"name": "a", "n": 12.5}"#), "n");
+        assert_eq!(field(r#"{"name": "a", "n": 1e300}"#), "n");
+        assert_eq!(field(r#"["a", null, null]"#), ".");
     }
 }

@@ -5,13 +5,19 @@
 pub mod agents;
 pub mod api_keys;
 pub mod auth;
+mod call_media;
 pub mod calls;
 pub mod cdrs;
 pub mod docs;
 pub mod error;
 pub mod health;
+pub mod ivr_flows;
 pub mod numbers;
 pub mod pagination;
+pub mod prompts;
+pub mod queues;
+pub mod recordings;
+pub mod rules;
 pub mod stats;
 pub mod trunks;
 pub mod webhooks;
@@ -71,7 +77,7 @@ impl AppState {
     info(
         title = "voxgate control API",
         description = "Control API of voxgate, a self-hosted SIP/RTP softswitch. Ids carry a type \
-                       prefix (agt_, call_, leg_, key_, trk_, whk_, evt_, dlv_); a reference to a resource accepts its id or unique name. \
+                       prefix (agt_, call_, leg_, key_, trk_, whk_, evt_, dlv_, rec_, prm_, ivr_, que_); a reference to a resource accepts its id or unique name. \
                        Times are RFC 3339 UTC. Lists are cursor-paginated with ?limit=&after=."
     ),
     modifiers(&BearerScheme),
@@ -84,6 +90,10 @@ impl AppState {
         (name = "numbers", description = "Inbound numbers and where their calls go"),
         (name = "health", description = "Liveness, readiness, metrics"),
         (name = "webhooks", description = "Signed event deliveries to your URLs"),
+        (name = "recordings", description = "Call recordings and their audio"),
+        (name = "prompts", description = "Audio played to callers: menus, hold music"),
+        (name = "ivr-flows", description = "IVR flows: menus and call programs (SPEC §6)"),
+        (name = "queues", description = "Call queues: strategies, skills, hold, overflow"),
         (name = "docs", description = "This document"),
     )
 )]
@@ -106,17 +116,115 @@ impl Modify for BearerScheme {
     }
 }
 
+/// The problems any route can answer for reasons that do not depend on the route: what
+/// the extractors and the outer layers do. Added to every operation after the routes are
+/// collected, so a route added later is documented without further work; a route's own
+/// description of a status (e.g. 404 "No such agent") is kept, and every problem response
+/// names its `type`.
+fn standard_problems(doc: &mut utoipa::openapi::OpenApi) {
+    use error::problem_type as t;
+    use utoipa::openapi::path::ParameterIn;
+    use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+
+    let problem = |description: String| {
+        RefOr::T(
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    PROBLEM_JSON,
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("Problem")))
+                        .build(),
+                )
+                .build(),
+        )
+    };
+    // The problem types a status can carry, for descriptions that do not name one.
+    let types_of = |status: &str| -> &'static str {
+        match status {
+            "400" => t::MALFORMED,
+            "401" => t::UNAUTHORIZED,
+            "404" => t::NOT_FOUND,
+            "409" => "/problems/conflict or /problems/invalid-state",
+            "413" => t::TOO_LARGE,
+            "415" => t::MEDIA_TYPE,
+            "422" => t::VALIDATION,
+            "503" => t::UNAVAILABLE,
+            _ => t::BLANK,
+        }
+    };
+    for item in doc.paths.paths.values_mut() {
+        let ops = [
+            &mut item.get,
+            &mut item.post,
+            &mut item.put,
+            &mut item.patch,
+            &mut item.delete,
+        ];
+        for op in ops.into_iter().flatten() {
+            let mut add: Vec<(&str, &str)> = Vec::new();
+            if op.security.as_ref().is_some_and(|s| !s.is_empty()) {
+                add.push(("401", "Missing or bad API key"));
+            }
+            if op.request_body.is_some() {
+                add.push(("400", "Malformed JSON"));
+                add.push(("413", "Body larger than api.max_body_bytes"));
+                add.push(("415", "A body that is not JSON (Content-Type)"));
+                add.push((
+                    "422",
+                    "A field does not fit the schema (the problem names it)",
+                ));
+            }
+            let params = op.parameters.as_deref().unwrap_or_default();
+            if params.iter().any(|p| p.parameter_in == ParameterIn::Query) {
+                add.push(("422", "A bad query parameter (the problem names it)"));
+            }
+            if params.iter().any(|p| p.parameter_in == ParameterIn::Path) {
+                add.push(("404", "Not found"));
+            }
+            if op.security.as_ref().is_some_and(|s| !s.is_empty()) {
+                // Store failures (database unreachable, …) are the only 5xx of a route
+                // that does not document its own.
+                add.push(("500", "Internal error (database unavailable, …)"));
+            }
+            let responses = &mut op.responses.responses;
+            for (status, description) in add {
+                responses
+                    .entry(status.to_owned())
+                    .or_insert_with(|| problem(description.to_owned()));
+            }
+            for (status, response) in responses.iter_mut() {
+                if !status.starts_with('4') && !status.starts_with('5') {
+                    continue;
+                }
+                if let RefOr::T(r) = response {
+                    if !r.description.contains("/problems/")
+                        && !r.description.contains("about:blank")
+                    {
+                        r.description = format!("{} (`{}`)", r.description, types_of(status));
+                    }
+                }
+            }
+        }
+    }
+}
+
 fn api_router() -> OpenApiRouter<Arc<AppState>> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(agents::router())
         .merge(api_keys::router())
         .merge(calls::router())
+        .merge(call_media::router())
         .merge(cdrs::router())
         .merge(stats::router())
         .merge(trunks::router())
         .merge(numbers::router())
         .merge(health::router())
         .merge(webhooks::router())
+        .merge(recordings::router())
+        .merge(prompts::router())
+        .merge(ivr_flows::router())
+        .merge(queues::router())
         .merge(docs::router())
 }
 
@@ -124,6 +232,7 @@ fn api_router() -> OpenApiRouter<Arc<AppState>> {
 pub fn openapi() -> utoipa::openapi::OpenApi {
     let (_, mut doc) = api_router().split_for_parts();
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    standard_problems(&mut doc);
     doc
 }
 
@@ -229,7 +338,9 @@ pub mod time_format {
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&crate::store::fmt_time(*t))
+        let b = crate::store::time_bytes(*t);
+        // ASCII only (digits and separators), so this never fails.
+        s.serialize_str(std::str::from_utf8(&b).unwrap_or_default())
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {

@@ -1,7 +1,8 @@
 //! `/v1/numbers`: inbound numbers (DIDs) and where their calls go (SPEC §4). A number is
 //! stored in E.164; it is read with its trunk's country code, so `09876543210` on an
-//! Exotel trunk is `+919876543210`. Route type `agent` is supported; the other route
-//! types come with call programs.
+//! Exotel trunk is `+919876543210`. Route types `agent`, `queue`, `ivr`
+//! and `webhook` are accepted; only `agent` routes calls yet (the others answer 404 until
+//! the engine runs call programs).
 
 use std::sync::Arc;
 
@@ -19,7 +20,9 @@ use super::auth::Authed;
 use super::error::{ApiError, ApiJson, FieldError, Problem};
 use super::pagination::{PageQuery, Pagination};
 use super::trunks::changed;
+use super::webhooks::check_callback_url;
 use super::{time_format, AppState};
+use crate::store::RecordingChannels;
 use crate::store::{NumberRow, StoreError, TrunkRow};
 use crate::trunks::number;
 
@@ -29,19 +32,30 @@ pub fn router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(get_number, patch_number, delete_number))
 }
 
-/// The route types of SPEC §4; only `agent` runs yet.
-const ROUTE_TYPES: [&str; 5] = ["agent", "queue", "ivr", "webhook", "masking"];
+/// The route types a number accepts (SPEC §4's `masking` comes with masking sessions).
+/// Only `agent` routes calls yet; the engine runs the others later.
+const ROUTE_TYPES: [&str; 4] = ["agent", "queue", "ivr", "webhook"];
+
+fn route_type_schema() -> utoipa::openapi::schema::Schema {
+    utoipa::openapi::schema::Schema::Object(
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .enum_values(Some(ROUTE_TYPES))
+            .build(),
+    )
+}
 
 /// Where a number's inbound calls go.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NumberRouteSpec {
-    /// `agent` (`queue`, `ivr`, `webhook` and `masking` are not supported yet).
+    /// `agent`, `queue`, `ivr` or `webhook` (only `agent` routes calls yet).
     #[serde(rename = "type")]
-    #[schema(example = "agent")]
+    #[schema(schema_with = route_type_schema)]
     pub route_type: String,
-    /// For `agent`: the agent's id or username (stored as the id).
-    #[schema(example = "alice")]
+    /// For `agent`, `queue` and `ivr`: its id or unique name (stored and shown as the
+    /// id); for `webhook`: an absolute http(s) URL.
+    #[schema(example = "alice", min_length = 1, max_length = 2048)]
     pub target: String,
 }
 
@@ -56,6 +70,10 @@ pub struct CreateNumber {
     #[schema(example = "twilio-us")]
     pub trunk: String,
     pub route: NumberRouteSpec,
+    /// Record this number's calls from the answer (default false).
+    pub record: Option<bool>,
+    /// With `record`: `dual` (default: agent left, caller right) or `mono`.
+    pub recording_channels: Option<super::recordings::ChannelsParam>,
 }
 
 /// Body of `PATCH /v1/numbers/{number}`: only the fields present change.
@@ -64,6 +82,10 @@ pub struct CreateNumber {
 pub struct PatchNumber {
     pub trunk: Option<String>,
     pub route: Option<NumberRouteSpec>,
+    /// Start (true) or stop (false) recording this number's calls.
+    pub record: Option<bool>,
+    /// `dual` or `mono`, for a number that records (or starts to).
+    pub recording_channels: Option<super::recordings::ChannelsParam>,
     /// Accepted only to report that it cannot change.
     #[serde(default)]
     #[schema(ignore)]
@@ -74,7 +96,8 @@ pub struct PatchNumber {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct NumberListQuery {
-    /// Only the numbers of this trunk (id or name).
+    /// Only the numbers of this trunk (id or name); an unknown trunk is a 422.
+    #[param(schema_with = super::calls::filter_schema)]
     pub trunk: Option<String>,
 }
 
@@ -88,6 +111,10 @@ pub struct NumberView {
     pub trunk: String,
     /// The route; for `agent` the target is the agent's id.
     pub route: NumberRouteSpec,
+    /// Its calls are recorded.
+    pub record: bool,
+    /// The recordings' channels (`dual` unless set to `mono`).
+    pub recording_channels: super::recordings::ChannelsParam,
     #[serde(with = "time_format")]
     pub created_at: DateTime<Utc>,
     #[serde(with = "time_format")]
@@ -110,6 +137,11 @@ fn view(n: NumberRow) -> NumberView {
             route_type: n.route_type,
             target: n.route_target,
         },
+        record: n.record.is_some(),
+        recording_channels: match n.record {
+            Some(RecordingChannels::Mono) => super::recordings::ChannelsParam::Mono,
+            _ => super::recordings::ChannelsParam::Dual,
+        },
         created_at: n.created_at,
         updated_at: n.updated_at,
     }
@@ -129,22 +161,53 @@ async fn trunk_field(state: &AppState, reference: &str) -> Result<TrunkRow, ApiE
 
 /// A route, validated, with an agent reference resolved to the agent's id.
 async fn route_of(state: &AppState, r: &NumberRouteSpec) -> Result<(String, String), ApiError> {
+    resolve_route(state, "route", r, &ROUTE_TYPES).await
+}
+
+/// A route (`field` is where it sits in the body: `route`, `overflow`), validated against
+/// `allowed` types: an agent, queue or ivr flow reference resolved to its id (a 422
+/// naming it when it does not exist), a webhook's http(s) URL kept as given.
+pub(super) async fn resolve_route(
+    state: &AppState,
+    field: &str,
+    r: &NumberRouteSpec,
+    allowed: &[&str],
+) -> Result<(String, String), ApiError> {
+    let target_field = format!("{field}.target");
+    let missing = |what: &str, how: &str| {
+        ApiError::field(
+            target_field.clone(),
+            format!("no {what} with id or {how} {:?}", r.target),
+        )
+    };
+    let found = |id: String| Ok((r.route_type.clone(), id));
     match r.route_type.as_str() {
+        t if !allowed.contains(&t) => Err(ApiError::field(
+            format!("{field}.type"),
+            format!("must be one of {}, got {t:?}", allowed.join(", ")),
+        )),
         "agent" => match state.store.find_agent(&r.target).await {
-            Ok(a) => Ok(("agent".to_owned(), a.id)),
-            Err(StoreError::NotFound) => Err(ApiError::field(
-                "route.target",
-                format!("no agent with id or username {:?}", r.target),
-            )),
+            Ok(a) => found(a.id),
+            Err(StoreError::NotFound) => Err(missing("agent", "username")),
             Err(e) => Err(e.into()),
         },
-        t if ROUTE_TYPES.contains(&t) => Err(ApiError::field(
-            "route.type",
-            format!("{t} routes are not supported yet (only agent)"),
-        )),
+        "queue" => match state.store.find_queue(&r.target).await {
+            Ok(q) => found(q.id),
+            Err(StoreError::NotFound) => Err(missing("queue", "name")),
+            Err(e) => Err(e.into()),
+        },
+        "ivr" => match state.store.find_ivr_flow(&r.target).await {
+            Ok(f) => found(f.id),
+            Err(StoreError::NotFound) => Err(missing("ivr flow", "name")),
+            Err(e) => Err(e.into()),
+        },
+        "webhook" => match check_callback_url(&target_field, &r.target) {
+            Ok(()) => found(r.target.clone()),
+            Err(e) => Err(ApiError::Validation(vec![e])),
+        },
         t => Err(ApiError::field(
-            "route.type",
-            format!("must be one of {}, got {t:?}", ROUTE_TYPES.join(", ")),
+            format!("{field}.type"),
+            format!("{t} routes are not supported yet"),
         )),
     }
 }
@@ -188,7 +251,7 @@ async fn find(state: &AppState, reference: &str) -> Result<NumberRow, ApiError> 
         (status = 401, description = "Missing or bad API key", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The number exists", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid field: a bad number, an unknown trunk or agent, an unsupported route type", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid field: a bad number, an unknown trunk, agent, queue or ivr flow (named), a bad webhook URL, an unknown route type", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -205,9 +268,14 @@ async fn create_number(
         )])
     })?;
     let (route_type, target) = route_of(&state, &body.route).await?;
+    let record = match (body.record, body.recording_channels) {
+        (Some(true), channels) => Some(channels.map_or_else(Default::default, Into::into)),
+        (_, Some(_)) => return Err(ApiError::field("recording_channels", "needs record: true")),
+        (_, None) => None,
+    };
     let row = state
         .store
-        .create_number(n.as_str(), &trunk.id, &route_type, &target)
+        .create_number(n.as_str(), &trunk.id, &route_type, &target, record)
         .await?;
     changed(&state).await;
     let location = format!("/v1/numbers/{}", row.number.replace('+', "%2B"));
@@ -304,12 +372,30 @@ async fn patch_number(
         Some(r) => Some(route_of(&state, r).await?),
         None => None,
     };
+    let record = match (body.record, body.recording_channels) {
+        (Some(false), Some(_)) => {
+            return Err(ApiError::field("recording_channels", "needs record: true"))
+        }
+        (Some(false), None) => Some(None),
+        (Some(true), channels) => Some(Some(
+            channels.map_or_else(|| row.record.unwrap_or_default(), Into::into),
+        )),
+        (None, Some(c)) if row.record.is_some() => Some(Some(c.into())),
+        (None, Some(_)) => {
+            return Err(ApiError::field(
+                "recording_channels",
+                "the number does not record: set record: true",
+            ))
+        }
+        (None, None) => None,
+    };
     let updated = state
         .store
         .update_number(
             &row.number,
             trunk.as_deref(),
             route.as_ref().map(|(t, x)| (t.as_str(), x.as_str())),
+            record,
         )
         .await?;
     if updated != row {

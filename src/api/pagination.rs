@@ -5,9 +5,22 @@ use axum::http::request::Parts;
 use utoipa::IntoParams;
 
 use super::error::{ApiError, FieldError};
+use super::rules::{Chars, Int, Text};
 
 pub const DEFAULT_LIMIT: usize = 50;
 pub const MAX_LIMIT: usize = 200;
+/// `limit`: the page size.
+pub const LIMIT: Int = Int::new(1, MAX_LIMIT as i64);
+/// `after`: an id from a previous page's `next`.
+pub const AFTER: Text = Text::new(1, 128, Chars::Printable);
+
+fn limit_schema() -> utoipa::openapi::schema::Schema {
+    LIMIT.schema()
+}
+
+fn after_schema() -> utoipa::openapi::schema::Schema {
+    AFTER.schema()
+}
 
 /// Validated pagination parameters.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -22,9 +35,10 @@ pub struct Pagination {
 #[allow(dead_code)]
 pub struct PageQuery {
     /// Page size, 1..=200 (default 50).
-    #[param(minimum = 1, maximum = 200, default = 50)]
+    #[param(schema_with = limit_schema, default = 50)]
     limit: Option<u32>,
-    /// Return items after this id (the `next` of the previous page).
+    /// Return items after this id (the `next` of the previous page); 1-128 characters.
+    #[param(schema_with = after_schema)]
     after: Option<String>,
 }
 
@@ -45,14 +59,20 @@ impl<S: Send + Sync> FromRequestParts<S> for Pagination {
                     Ok(n) if (1..=MAX_LIMIT).contains(&n) => page.limit = n,
                     _ => errors.push(FieldError::new(
                         "limit",
-                        format!("must be an integer from 1 to {MAX_LIMIT}, got {v:?}"),
+                        format!(
+                            "must be an integer from {} to {}, got {v:?}",
+                            LIMIT.min, LIMIT.max
+                        ),
                     )),
                 },
                 "after" => {
-                    if v.is_empty() || v.len() > 128 {
-                        errors.push(FieldError::new("after", "must be an id from `next`"));
-                    } else {
+                    if AFTER.is_valid(&v) {
                         page.after = Some(v);
+                    } else {
+                        errors.push(FieldError::new(
+                            "after",
+                            format!("must be an id from `next` ({})", AFTER.message()),
+                        ));
                     }
                 }
                 _ => {}

@@ -30,12 +30,31 @@ pub fn router() -> OpenApiRouter<Arc<AppState>> {
 #[allow(dead_code)]
 pub struct StatsQueryDoc {
     /// Calls started at or after this time (RFC 3339); default: all.
+    #[param(schema_with = super::calls::time_schema)]
     since: Option<String>,
-    /// Calls started before this time (RFC 3339); default: all.
+    /// Calls started before this time (RFC 3339), later than `since`; default: all.
+    #[param(schema_with = super::calls::time_schema)]
     until: Option<String>,
     /// `agent`, `trunk` or `day` (UTC); default: totals only. (`campaign` comes with
     /// campaigns.)
+    #[param(schema_with = group_by_schema)]
     group_by: Option<String>,
+}
+
+/// The accepted `group_by` values, for the check and the document.
+const GROUP_BY: [(&str, StatsGroupBy); 3] = [
+    ("agent", StatsGroupBy::Agent),
+    ("trunk", StatsGroupBy::Trunk),
+    ("day", StatsGroupBy::Day),
+];
+
+fn group_by_schema() -> utoipa::openapi::schema::Schema {
+    utoipa::openapi::schema::Schema::Object(
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .enum_values(Some(GROUP_BY.iter().map(|(name, _)| *name)))
+            .build(),
+    )
 }
 
 #[derive(Debug)]
@@ -61,15 +80,13 @@ impl<S: Send + Sync> FromRequestParts<S> for StatsQuery {
             match k.as_str() {
                 "since" => q.since = parse_time("since", &v, &mut errors),
                 "until" => q.until = parse_time("until", &v, &mut errors),
-                "group_by" => match v.as_str() {
-                    "agent" => q.group_by = StatsGroupBy::Agent,
-                    "trunk" => q.group_by = StatsGroupBy::Trunk,
-                    "day" => q.group_by = StatsGroupBy::Day,
-                    "campaign" => errors.push(FieldError::new(
+                "group_by" => match GROUP_BY.iter().find(|(name, _)| *name == v) {
+                    Some((_, g)) => q.group_by = *g,
+                    None if v == "campaign" => errors.push(FieldError::new(
                         "group_by",
                         "campaign is not supported yet (there are no campaigns)",
                     )),
-                    _ => errors.push(FieldError::new(
+                    None => errors.push(FieldError::new(
                         "group_by",
                         format!("must be agent, trunk or day, got {v:?}"),
                     )),

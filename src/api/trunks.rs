@@ -84,12 +84,21 @@ pub struct InboundSpec {
     pub password: Option<String>,
 }
 
+/// `rate.per_minute`: a string or a number (the server reads either).
+fn per_minute_schema() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{ObjectBuilder, Schema, SchemaType, Type};
+    Schema::Object(
+        ObjectBuilder::new()
+            .schema_type(SchemaType::from_iter([Type::String, Type::Number]))
+            .build(),
+    )
+}
 /// A price for outbound calls.
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RateSpec {
     /// Price per minute: a decimal string (or number) with at most 6 decimals.
-    #[schema(value_type = String, example = "0.0130")]
+    #[schema(schema_with = per_minute_schema, example = "0.0130")]
     pub per_minute: Value,
     /// ISO 4217 code.
     #[schema(example = "USD")]
@@ -163,6 +172,8 @@ pub struct CreateTrunk {
 #[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct PatchTrunk {
+    /// A new name; it cannot be cleared (null is a 422).
+    #[schema(nullable = false)]
     name: Option<String>,
     outbound: Option<OutboundSpec>,
     inbound: Option<InboundSpec>,
@@ -332,7 +343,46 @@ fn spec_of(c: &TrunkConfig) -> CreateTrunk {
 }
 
 /// RFC 7396 JSON merge patch.
-fn merge(target: &mut Value, patch: Value) {
+/// Every member of a merge patch must name a field, null or not: RFC 7396 drops a null
+/// member wherever it is, so a patch such as `{"typo": null}` would merge into nothing and
+/// pass the check of the merged result (found by schemathesis). `fields` are the top
+/// level's names, `nested` those inside the objects that merge member by member. The
+/// names come from the schemas the document shows ([`schema_fields`]).
+pub(super) fn check_patch_members(
+    patch: &serde_json::Map<String, Value>,
+    fields: &[String],
+    nested: &[(&str, Vec<String>)],
+) -> Result<(), ApiError> {
+    for (k, v) in patch {
+        if !fields.contains(k) {
+            return Err(ApiError::field(k, format!("unknown field {k:?}")));
+        }
+        let (Some((_, inner)), Value::Object(members)) =
+            (nested.iter().find(|(name, _)| name == k), v)
+        else {
+            continue;
+        };
+        if let Some(n) = members.keys().find(|n| !inner.contains(n)) {
+            return Err(ApiError::field(
+                format!("{k}.{n}"),
+                format!("unknown field {n:?}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The property names of `T`'s schema.
+pub(super) fn schema_fields<T: utoipa::PartialSchema>() -> Vec<String> {
+    match T::schema() {
+        utoipa::openapi::RefOr::T(utoipa::openapi::schema::Schema::Object(o)) => {
+            o.properties.keys().cloned().collect()
+        }
+        _ => Vec::new(),
+    }
+}
+
+pub(super) fn merge(target: &mut Value, patch: Value) {
     match patch {
         Value::Object(p) => {
             if !target.is_object() {
@@ -871,6 +921,18 @@ async fn patch_trunk(
     let Value::Object(patch) = body else {
         return Err(ApiError::field(".", "must be a JSON object"));
     };
+    // `provider` may be repeated unchanged (checked below).
+    let mut fields = schema_fields::<PatchTrunk>();
+    fields.push("provider".to_owned());
+    check_patch_members(
+        &patch,
+        &fields,
+        &[
+            ("outbound", schema_fields::<OutboundSpec>()),
+            ("inbound", schema_fields::<InboundSpec>()),
+            ("rate", schema_fields::<RateSpec>()),
+        ],
+    )?;
     let trunk = find(&state, &id).await?;
     if let Some(p) = patch.get("provider") {
         if p.as_str() != Some(trunk.config.provider.as_str()) {

@@ -470,7 +470,7 @@ async fn test_webhook(
     _auth: Authed,
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
-    _body: Option<ApiJson<TestWebhook>>,
+    _body: Option<ApiJson<Option<TestWebhook>>>,
 ) -> Result<(StatusCode, Json<TestQueued>), ApiError> {
     let hook = find(&state, &id).await?;
     let event_id = state.store.enqueue_test_event(&hook).await?;

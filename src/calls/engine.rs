@@ -37,22 +37,37 @@ use voxgate_sip::dialog::{
 };
 use voxgate_sip::message::{Message, MessageBuilder, Method, SipUri};
 use voxgate_sip::sdp::{
-    answer_offer, forward_offer, Direction, LegMedia, LegSdp, LocalMedia, LocalSession,
-    NegotiationError, PendingOffer, PtTranslation, SdpConfig, SessionDescription,
+    answer_offer, forward_offer, Codec as SdpCodec, Direction, LegMedia, LegSdp, LocalMedia,
+    LocalSession, NegotiationError, PayloadMap, PendingOffer, PtTranslation, SdpConfig,
+    SessionDescription,
 };
 use voxgate_sip::transaction::{ClientTxId, Peer, ServerTxId, TransactionLayer, Transport};
 
 use super::control::ControlError;
+use super::control::RecordingAction;
 use super::env::{Caller, Clock, Credentials, Directory, MediaPort, Route, Target, TrunkDial};
+use super::env::{PromptPlay, RecordingStart};
 use super::pacer::Pacer;
-use super::record::{CallChange, CallStatus, LegDirection, NewCall, NewLeg};
+use super::record::{
+    CallChange, CallStatus, DtmfPress, LegDirection, MediaChange, NewCall, NewLeg,
+};
 use super::types::{AgentId, CallDirection, CallId, HangupBy, LegId};
 use crate::ids::{IdGen, IdKind};
+use crate::media::ListenEvent;
+use crate::media::{Digit, DtmfMethod};
 use crate::media::{LegRemote, MediaDirection, PtMap, SessionId, Side};
 use crate::registrar::Reply;
+use crate::store::{NewRecording, RecordingChannels};
+use voxgate_media::codec::Codec as MediaCodec;
+use voxgate_media::dtmf::info::{InfoBody, InfoContentType};
+use voxgate_media::dtmf::DtmfSource;
+use voxgate_media::listen::ListenConfig;
 use voxgate_media::tone::{Law, TonePlayer, ToneSpec};
+use voxgate_media::transcode::TranscodeSpec;
+use voxgate_media::ClockRate;
 
 mod outbound;
+mod program;
 
 const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, REGISTER";
 
@@ -78,6 +93,32 @@ pub struct EngineConfig {
     pub sdp: SdpConfig,
     /// How long a dial rings before its forks are cancelled (the caller gets 480).
     pub ring_timeout: Duration,
+}
+
+/// The codecs voxgate's calls use: the relay carries all of them between legs that
+/// share one, the media engine decodes and encodes each (recording, DTMF, prompts) and
+/// transcodes between legs that share none. G.711 first: every carrier has it, and it
+/// costs nothing to record.
+#[must_use]
+pub fn sdp_config() -> SdpConfig {
+    let voice = [
+        SdpCodec::pcmu(),
+        SdpCodec::pcma(),
+        SdpCodec::new("G722", 8000, 1),
+        SdpCodec::new("opus", 48_000, 2),
+    ];
+    let events = [
+        SdpCodec::telephone_event(),
+        SdpCodec {
+            clock_rate: 48_000,
+            ..SdpCodec::telephone_event()
+        },
+    ];
+    SdpConfig {
+        codecs: voice.iter().chain(&events).cloned().collect(),
+        transcode: voice.to_vec(),
+        ..SdpConfig::default()
+    }
 }
 
 impl EngineConfig {
@@ -146,6 +187,8 @@ pub struct Originate {
     pub ring_timeout: Option<Duration>,
     /// The longest the call may last once bridged.
     pub time_limit: Option<Duration>,
+    /// Record from the lead's answer (`record: true`), with these channels.
+    pub record: Option<RecordingChannels>,
 }
 
 /// A change in a call's life, for whoever reports it (webhooks, later).
@@ -167,6 +210,9 @@ pub enum Output {
     Answered {
         sip_call_id: String,
     },
+    /// A call program's HTTP request (a `redirect`): send it off the SIP loop, and hand
+    /// the reply to [`CallEngine::on_program_reply`].
+    ProgramRequest(super::fetch::ProgramRequest),
 }
 
 /// The UAS half of a channel: an INVITE voxgate received.
@@ -375,6 +421,8 @@ struct Renegotiation {
 
 struct Call {
     id: CallId,
+    /// The call program running on the caller's channel (an IVR flow), if any.
+    program: Option<Box<program::Running>>,
     /// Agents this call counts against (`max_concurrent_calls`).
     agents: Vec<AgentId>,
     /// Every channel, in creation order; the first is the one the call came in on.
@@ -398,6 +446,18 @@ struct Call {
     rate: Option<crate::trunks::cost::Rate>,
     /// voxgate plays ringback to side A (a click-to-call's agent while the lead rings).
     ringback: bool,
+    /// The agent's side: the left channel of a dual recording (B on a carrier's call).
+    internal: Side,
+    /// Record from the answer on (`record: true`).
+    record: Option<RecordingChannels>,
+    /// The live recording, if any.
+    recording: Option<LiveRecording>,
+}
+
+/// A call's recording while it runs.
+struct LiveRecording {
+    id: String,
+    paused: bool,
 }
 
 impl Call {
@@ -461,6 +521,10 @@ pub struct CallEngine {
     calls: HashMap<CallId, Call>,
     channels: HashMap<LegId, Channel>,
     by_server_tx: HashMap<ServerTxId, LegId>,
+    /// Each call's media session, for what the media side reports.
+    by_session: HashMap<SessionId, CallId>,
+    /// The last token given to a playback a call program waits for.
+    next_tag: u64,
     by_client_tx: HashMap<ClientTxId, LegId>,
     by_dialog: HashMap<DialogId, LegId>,
     /// Forks of ended calls until their INVITE transaction ends (bounded by Timer B/D).
@@ -497,6 +561,8 @@ impl CallEngine {
             calls: HashMap::new(),
             channels: HashMap::new(),
             by_server_tx: HashMap::new(),
+            by_session: HashMap::new(),
+            next_tag: 0,
             by_client_tx: HashMap::new(),
             by_dialog: HashMap::new(),
             orphans: HashMap::new(),
@@ -614,6 +680,287 @@ impl CallEngine {
         }
     }
 
+    /// `POST /v1/calls/{id}/recording`: start, pause, resume or stop; the recording's id.
+    pub fn recording(
+        &mut self,
+        call_id: &CallId,
+        action: RecordingAction,
+        now: Instant,
+    ) -> Result<String, ControlError> {
+        let Some(call) = self.calls.get_mut(call_id) else {
+            return Err(ControlError::NotFound);
+        };
+        match action {
+            RecordingAction::Start(channels) => self.start_recording(call_id, channels, now),
+            RecordingAction::Pause | RecordingAction::Resume => {
+                let paused = action == RecordingAction::Pause;
+                let Some(rec) = call.recording.as_mut() else {
+                    return Err(ControlError::Conflict);
+                };
+                let id = rec.id.clone();
+                if rec.paused != paused {
+                    rec.paused = paused;
+                    self.media.pause_recording(call.media, paused);
+                    self.emit(CallChange::Media(MediaChange::RecordingPaused {
+                        id: id.clone(),
+                        paused,
+                    }));
+                }
+                Ok(id)
+            }
+            RecordingAction::Stop => {
+                let Some(rec) = call.recording.take() else {
+                    return Err(ControlError::Conflict);
+                };
+                self.media.stop_recording(call.media);
+                Ok(rec.id)
+            }
+        }
+    }
+
+    /// The answered sides of a call a command targets: `leg`'s, or (when `None`) every
+    /// answered side. `NotFound` for a leg not in the call, `Conflict` for a call (or leg)
+    /// not answered yet.
+    fn target_sides(
+        &self,
+        call_id: &CallId,
+        leg: Option<&LegId>,
+    ) -> Result<(SessionId, Vec<(Side, LegId)>), ControlError> {
+        let call = self.calls.get(call_id).ok_or(ControlError::NotFound)?;
+        if !call.answered() {
+            return Err(ControlError::Conflict);
+        }
+        let answered: Vec<(Side, LegId)> = call
+            .channels
+            .iter()
+            .filter_map(|l| self.channels.get(l))
+            .filter(|c| c.status == CallStatus::InProgress)
+            .filter(|c| call.sdp[side_index(c.side)].media.is_some())
+            .map(|c| (c.side, c.id.clone()))
+            .collect();
+        match leg {
+            None => Ok((call.media, answered)),
+            Some(l) => match answered.into_iter().find(|(_, id)| id == l) {
+                Some(x) => Ok((call.media, vec![x])),
+                None if call.channels.contains(l) => Err(ControlError::Conflict),
+                None => Err(ControlError::NotFound),
+            },
+        }
+    }
+
+    /// `POST /v1/calls/{id}/play`: the prompt replaces what the leg(s) hear until it
+    /// ends, in each leg's own codec.
+    pub fn play(
+        &mut self,
+        call_id: &CallId,
+        leg: Option<&LegId>,
+        play: super::control::PlayPrompt,
+    ) -> Result<Vec<LegId>, ControlError> {
+        let (session, sides) = self.target_sides(call_id, leg)?;
+        let mut played = Vec::new();
+        for (side, leg) in sides {
+            let Some(call) = self.calls.get(call_id) else {
+                break;
+            };
+            let Some(m) = &call.sdp[side_index(side)].media else {
+                continue;
+            };
+            let Some((payload_type, codec)) = audio_codec(m) else {
+                continue;
+            };
+            let req = PromptPlay {
+                prompt: play.prompt.clone(),
+                codec,
+                payload_type,
+                loops: play.loops,
+                tag: None,
+            };
+            if self.media.play(session, side, req) {
+                played.push(leg);
+            }
+        }
+        if played.is_empty() {
+            return Err(ControlError::Unavailable);
+        }
+        Ok(played)
+    }
+
+    /// `POST /v1/calls/{id}/dtmf`: digits to a leg (by default the one that is not the
+    /// agent's), as RFC 4733 events when its SDP has `telephone-event`, else as tones.
+    pub fn send_digits(
+        &mut self,
+        call_id: &CallId,
+        leg: Option<&LegId>,
+        digits: Vec<Digit>,
+    ) -> Result<LegId, ControlError> {
+        let (session, sides) = self.target_sides(call_id, leg)?;
+        let Some(call) = self.calls.get(call_id) else {
+            return Err(ControlError::NotFound);
+        };
+        let external = match call.internal {
+            Side::A => Side::B,
+            Side::B => Side::A,
+        };
+        let Some((side, leg)) = sides
+            .iter()
+            .find(|(s, _)| leg.is_some() || *s == external)
+            .cloned()
+        else {
+            return Err(ControlError::Conflict);
+        };
+        let Some(m) = &call.sdp[side_index(side)].media else {
+            return Err(ControlError::Conflict);
+        };
+        let Some(method) = dtmf_method(m) else {
+            return Err(ControlError::Conflict);
+        };
+        if self.media.send_dtmf(session, side, digits, method) {
+            Ok(leg)
+        } else {
+            Err(ControlError::Unavailable)
+        }
+    }
+
+    /// Starts recording a bridged call (both sides' media negotiated).
+    fn start_recording(
+        &mut self,
+        call_id: &CallId,
+        channels: RecordingChannels,
+        now: Instant,
+    ) -> Result<String, ControlError> {
+        let wall = self.wall(now);
+        let id = self.new_id(IdKind::Recording, now);
+        let Some(call) = self.calls.get_mut(call_id) else {
+            return Err(ControlError::NotFound);
+        };
+        // Bridged, or a caller answered by voxgate (a call program's voicemail).
+        let bridged = call.answered() && call.sdp.iter().all(|s| s.media.is_some());
+        let alone = call.answered() && call.program.is_some() && call.sdp[0].media.is_some();
+        if !(bridged || alone) || call.recording.is_some() {
+            return Err(ControlError::Conflict);
+        }
+        let rate = recording_rate(call);
+        let start = RecordingStart {
+            id: id.clone(),
+            channels,
+            internal: call.internal,
+            rate,
+            started_at: wall,
+        };
+        if !self.media.start_recording(call.media, start) {
+            return Err(ControlError::Unavailable);
+        }
+        call.recording = Some(LiveRecording {
+            id: id.clone(),
+            paused: false,
+        });
+        let agent_id = call.agents.first().map(ToString::to_string);
+        self.emit(CallChange::Media(MediaChange::RecordingStarted(
+            NewRecording {
+                id: id.clone(),
+                call_id: call_id.to_string(),
+                agent_id,
+                channels,
+                sample_rate: rate,
+                started_at: wall,
+            },
+        )));
+        Ok(id)
+    }
+
+    /// A key press the media side heard on one of a call's legs: `call.dtmf`.
+    pub fn on_dtmf(
+        &mut self,
+        layer: &mut TransactionLayer,
+        directory: &mut dyn Directory,
+        press: ListenEvent,
+        now: Instant,
+    ) {
+        let Some(call_id) = self.by_session.get(&press.session).cloned() else {
+            return;
+        };
+        let Some(call) = self.calls.get(&call_id) else {
+            return;
+        };
+        // The answered channel on that side (a ringing fork sends no media we tap).
+        let Some(leg) = call
+            .channels
+            .iter()
+            .filter_map(|l| self.channels.get(l))
+            .find(|c| c.side == press.side && c.status == CallStatus::InProgress)
+            .map(|c| c.id.to_string())
+        else {
+            return;
+        };
+        let wall = self.wall(now);
+        self.emit(CallChange::Media(MediaChange::Dtmf(DtmfPress {
+            call_id: call_id.to_string(),
+            leg_id: leg,
+            digit: press.event.digit.as_char(),
+            source: match press.event.source {
+                DtmfSource::Rfc4733 => "rfc4733",
+                DtmfSource::Info => "info",
+                DtmfSource::InBand => "inband",
+            },
+            duration_ms: i64::try_from(press.event.duration.as_millis()).unwrap_or(i64::MAX),
+            at: wall,
+        })));
+        // Relay the press to the other leg where the relay cannot: an INFO is answered
+        // here and goes no further, and telephone-events reach only a leg that
+        // negotiated them (tones in the audio pass through as they are).
+        let Some(call) = self.calls.get(&call_id) else {
+            return;
+        };
+        if call.program.is_some() && call.bridge.is_none() {
+            let digit = press.event.digit.as_char();
+            self.program_digit(layer, directory, &call_id, press.side, digit, now);
+            return;
+        }
+        if call.bridge.is_none() {
+            return;
+        }
+        let other = match press.side {
+            Side::A => Side::B,
+            Side::B => Side::A,
+        };
+        let Some(m) = &call.sdp[side_index(other)].media else {
+            return;
+        };
+        let method = dtmf_method(m);
+        let relay = match press.event.source {
+            DtmfSource::Info => true,
+            DtmfSource::Rfc4733 => !matches!(method, Some(DtmfMethod::Rfc4733 { .. })),
+            DtmfSource::InBand => false,
+        };
+        if let (true, Some(method)) = (relay, method) {
+            let session = call.media;
+            self.media
+                .send_dtmf(session, other, vec![press.event.digit], method);
+        }
+    }
+
+    /// An INFO carrying a key press (RFC 6086; `application/dtmf-relay` or
+    /// `application/dtmf`) goes to the media side, which reports each press once.
+    fn info_digits(&mut self, leg: &LegId, req: &Message) {
+        let Some(kind) = req
+            .content_type()
+            .and_then(InfoContentType::from_content_type)
+        else {
+            return;
+        };
+        let Ok(body) = InfoBody::parse(kind, req.body()) else {
+            tracing::debug!("INFO with an unreadable DTMF body");
+            return;
+        };
+        let Some(channel) = self.channels.get(leg) else {
+            return;
+        };
+        let Some(session) = self.calls.get(&channel.call).map(|c| c.media) else {
+            return;
+        };
+        self.media.dtmf_info(session, channel.side, body);
+    }
+
     fn wall(&self, now: Instant) -> DateTime<Utc> {
         self.clock.wall(now)
     }
@@ -646,7 +993,7 @@ impl CallEngine {
 
     /// Schedules the channel's next timer, if it has one.
     fn arm(&mut self, leg: &LegId) {
-        if let Some(at) = self.channels.get(leg).and_then(Channel::next_timeout) {
+        if let Some(at) = self.leg_timeout(leg) {
             self.timers.push(Reverse((at, leg.clone())));
         }
         // Stale entries pile up when timers move often; rebuild before the heap outgrows
@@ -654,10 +1001,20 @@ impl CallEngine {
         if self.timers.len() > 4 * self.channels.len() + 1024 {
             let live: Vec<Reverse<(Instant, LegId)>> = self
                 .channels
-                .values()
-                .filter_map(|c| Some(Reverse((c.next_timeout()?, c.id.clone()))))
+                .keys()
+                .filter_map(|id| Some(Reverse((self.leg_timeout(id)?, id.clone()))))
                 .collect();
             self.timers = BinaryHeap::from(live);
+        }
+    }
+
+    /// When `leg` needs the clock next: its channel's timers, and the timer of a call
+    /// program running on it.
+    fn leg_timeout(&self, leg: &LegId) -> Option<Instant> {
+        let channel = self.channels.get(leg).and_then(Channel::next_timeout);
+        match (channel, self.program_timeout(leg)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 
@@ -788,9 +1145,9 @@ impl CallEngine {
             }
             _ => {}
         }
-        let callee = match &route {
-            Route::Agent { party, .. } => Some(party.clone()),
-            _ => None,
+        let (callee, record) = match &route {
+            Route::Agent { party, record, .. } => (Some(party.clone()), *record),
+            _ => (None, None),
         };
         // RFC 4028 §9: only when the caller asks (we do not impose a timer).
         let session_timer = match negotiate_uas(&SESSION_TIMER, invite) {
@@ -948,13 +1305,26 @@ impl CallEngine {
                 trunk: None,
                 rate: None,
                 ringback: false,
+                internal: if direction == CallDirection::Inbound {
+                    Side::B
+                } else {
+                    Side::A
+                },
+                record,
+                recording: None,
+                program: None,
             },
         );
+        self.by_session.insert(session.id, call_id.clone());
         metrics::counter!("voxgate_calls_total").increment(1);
 
+        if let Route::Program(program) = &route {
+            self.start_program(layer, directory, &call_id, &inbound, program, now);
+            return Ok(());
+        }
         let ip = host(self.cfg.public_ip);
         let dialled = match route {
-            Route::Agent { party, targets } => {
+            Route::Agent { party, targets, .. } => {
                 let from = match caller {
                     Caller::Agent(p) => &p.username,
                     // The agent's phone shows the lead's number.
@@ -1093,7 +1463,9 @@ impl CallEngine {
                 offer,
             });
         }
-        if no_forks {
+        if no_forks && self.program_dialing(call_id) {
+            self.program_dial_failed(call_id, voxgate_ivr::DialOutcome::Failed, now);
+        } else if no_forks {
             let ending = Ending {
                 status: CallStatus::Failed,
                 cause: "no contact reachable",
@@ -1365,7 +1737,10 @@ impl CallEngine {
                     && self
                         .calls
                         .get(call_id)
-                        .is_some_and(|c| !c.answered() && c.dial.is_some());
+                        // A call program's caller is answered before its dial rings.
+                        .is_some_and(|c| {
+                            (!c.answered() || c.program.is_some()) && c.dial.is_some()
+                        });
                 if won {
                     self.fork_answered(layer, call_id, leg, resp, now);
                 } else {
@@ -1442,15 +1817,26 @@ impl CallEngine {
         let Some(dial) = &call.dial else {
             return;
         };
-        if call.answered() {
-            return;
-        }
         let statuses: Vec<CallStatus> = dial
             .forks
             .iter()
             .filter_map(|l| self.channels.get(l).map(|c| c.status))
             .collect();
         if statuses.contains(&CallStatus::Ringing) {
+            return;
+        }
+        if self.program_dialing(call_id) {
+            // A call program's dial: its outcome is the program's next step.
+            let outcome = if statuses.contains(&CallStatus::Busy) {
+                voxgate_ivr::DialOutcome::Busy
+            } else if statuses.contains(&CallStatus::NoAnswer) {
+                voxgate_ivr::DialOutcome::NoAnswer
+            } else {
+                voxgate_ivr::DialOutcome::Failed
+            };
+            return self.program_dial_failed(call_id, outcome, now);
+        }
+        if call.answered() {
             return;
         }
         let (status, code, reason) = if statuses.contains(&CallStatus::Busy) {
@@ -1603,6 +1989,7 @@ impl CallEngine {
         // answered when the lead is.
         let agent_answered = call.lead.is_some();
         let mut limited = None;
+        let mut record = None;
         if agent_answered {
             if let Some(m) = &call.sdp[side_index(dial.side)].media {
                 // Nothing to relay to yet: the agent's remote, translated from itself.
@@ -1610,9 +1997,11 @@ impl CallEngine {
                     .update_leg(call.media, dial.side, leg_remote(m, m));
             }
         } else {
-            call.answered_at = Some(wall);
+            // A call program's caller was answered already (by voxgate).
+            call.answered_at.get_or_insert(wall);
             stop_ringback(self.media.as_mut(), call);
             update_media(self.media.as_mut(), call);
+            record = call.record;
             if let Some(origin) = &dial.origin {
                 call.bridge = Some(Bridge {
                     a: origin.clone(),
@@ -1628,6 +2017,11 @@ impl CallEngine {
         }
         if let Some(origin) = limited {
             self.arm(&origin);
+        }
+        if let Some(channels) = record {
+            if let Err(e) = self.start_recording(call_id, channels, now) {
+                tracing::warn!(error = %e, "recording not started");
+            }
         }
         for other in dial.forks.iter().filter(|l| *l != leg) {
             let Some(c) = self.channels.get_mut(other) else {
@@ -1660,6 +2054,11 @@ impl CallEngine {
         if agent_answered {
             self.arm(leg);
             self.dial_lead(layer, call_id, leg, now);
+            return;
+        }
+        if self.program_dialing(call_id) {
+            // The call was answered when its program began; the program goes on.
+            self.program_dial_answered(call_id, now);
             return;
         }
         self.emit(CallChange::CallAnswered {
@@ -1776,6 +2175,12 @@ impl CallEngine {
                 let Some(channel) = self.channels.get(&leg) else {
                     return true;
                 };
+                if channel.side == Side::B && self.program_dialing(&channel.call) {
+                    // The agent a call program dialled hung up: the program goes on.
+                    let call_id = channel.call.clone();
+                    self.program_bridge_ended(&call_id, &leg, now);
+                    return true;
+                }
                 // Side A is the caller's (or, for click-to-call, the agent's) side.
                 let by = match channel.side {
                     Side::A => HangupBy::Caller,
@@ -1804,6 +2209,9 @@ impl CallEngine {
                         self.respond_in_dialog(layer, &req, tx, 488, "Not Acceptable Here", now);
                     }
                     _ => {
+                        if method == Some(Method::Info) {
+                            self.info_digits(&leg, &req);
+                        }
                         // OPTIONS, INFO, UPDATE without SDP (session refresh): answered here.
                         let session = self
                             .channels
@@ -2158,6 +2566,7 @@ impl CallEngine {
             call: call.id.clone(),
             status: ending.status,
         }));
+        self.by_session.remove(&call.media);
         self.media.release_session(call.media);
         if let Some(q) = call.trunk.as_ref().and_then(|t| self.trunks.get_mut(t)) {
             q.pacer.release_slot();
@@ -2253,6 +2662,7 @@ impl CallEngine {
         }
         for leg in due {
             self.channel_timeout(layer, &leg, now);
+            self.program_tick(layer, directory, &leg, now);
             self.arm(&leg);
         }
     }
@@ -2453,7 +2863,111 @@ fn update_media(media: &mut (dyn MediaPort + Send), call: &Call) {
         return;
     };
     for (side, this, other) in [(Side::A, a, b), (Side::B, b, a)] {
-        media.update_leg(call.media, side, leg_remote(this, other));
+        let remote = leg_remote(this, other);
+        if let Some(t) = &remote.transcode {
+            tracing::debug!(call = %call.id, to = ?side, from = ?t.from, into = ?t.to, "media: transcoding");
+        }
+        media.update_leg(call.media, side, remote);
+    }
+    media.listen(call.media, Side::A, listen_config(heard_as(a, b)));
+    media.listen(call.media, Side::B, listen_config(heard_as(b, a)));
+}
+
+/// How `sender`'s packets reach a listener: as the relay forwards them, numbered as
+/// `receiver` receives them; or, when the direction is transcoded, as they arrived.
+fn heard_as<'a>(sender: &'a LegMedia, receiver: &'a LegMedia) -> &'a PayloadMap {
+    if transcode_spec(receiver, sender).is_some() {
+        &sender.recv
+    } else {
+        &receiver.send
+    }
+}
+
+/// The codecs of packets numbered as `map` says.
+fn listen_config(map: &PayloadMap) -> ListenConfig {
+    ListenConfig {
+        inband: true,
+        telephone_event: telephone_event(map),
+        codecs: media_codecs(map).collect(),
+    }
+}
+
+/// The voice codecs of `map` voxgate can decode and encode, with their payload types.
+fn media_codecs(map: &PayloadMap) -> impl Iterator<Item = (u8, MediaCodec)> + '_ {
+    map.iter().filter_map(|(pt, c)| {
+        MediaCodec::from_encoding_name(&c.name)
+            .filter(|codec| codec.clock_rate().0 == c.clock_rate)
+            .map(|codec| (pt, codec))
+    })
+}
+
+/// telephone-event in `map`: its payload type and clock.
+fn telephone_event(map: &PayloadMap) -> Option<(u8, ClockRate)> {
+    map.iter()
+        .find(|(_, c)| c.is_telephone_event())
+        .map(|(pt, c)| (pt, ClockRate(c.clock_rate)))
+}
+
+/// When `other` sends `this` no voice codec `this` receives (the SDP gave each leg a
+/// codec of its own): transcode what `other` may send, by the numbers it uses towards
+/// voxgate, into the first codec of `this` voxgate can encode.
+fn transcode_spec(this: &LegMedia, other: &LegMedia) -> Option<TranscodeSpec> {
+    let shared = other
+        .recv
+        .iter()
+        .any(|(_, c)| !c.is_auxiliary() && this.send.payload_type(c).is_some());
+    if shared {
+        return None;
+    }
+    let from: Vec<(u8, MediaCodec)> = media_codecs(&other.recv).collect();
+    let to = audio_codec(this)?;
+    if from.is_empty() {
+        return None;
+    }
+    Some(TranscodeSpec {
+        from,
+        to,
+        events: telephone_event(&other.recv).zip(telephone_event(&this.send)),
+    })
+}
+
+/// How digits reach `leg`: RFC 4733 events when its SDP has `telephone-event`, else
+/// tones in its first audio codec voxgate can encode.
+fn dtmf_method(leg: &LegMedia) -> Option<DtmfMethod> {
+    let event = leg
+        .send
+        .iter()
+        .find(|(_, c)| c.name.eq_ignore_ascii_case("telephone-event"));
+    match (event, audio_codec(leg)) {
+        (Some((payload_type, c)), _) => Some(DtmfMethod::Rfc4733 {
+            payload_type,
+            clock: ClockRate(c.clock_rate),
+        }),
+        (None, Some((payload_type, codec))) => Some(DtmfMethod::InBand {
+            codec,
+            payload_type,
+        }),
+        (None, None) => None,
+    }
+}
+
+/// The first audio codec voxgate can encode that `leg` receives, with its payload type
+/// (in the leg's own numbering).
+fn audio_codec(leg: &LegMedia) -> Option<(u8, MediaCodec)> {
+    media_codecs(&leg.send).next()
+}
+
+/// The rate a recording of `call` is written at: 16 kHz once a side is wideband.
+fn recording_rate(call: &Call) -> u32 {
+    let side_rate = |m: &Option<LegMedia>| {
+        m.as_ref()
+            .and_then(audio_codec)
+            .map_or(8000, |(_, codec)| codec.sample_rate().hz())
+    };
+    if side_rate(&call.sdp[0].media) > 8000 || side_rate(&call.sdp[1].media) > 8000 {
+        16_000
+    } else {
+        8000
     }
 }
 
@@ -2472,6 +2986,8 @@ fn leg_remote(this: &LegMedia, other: &LegMedia) -> LegRemote {
         rtcp: this.remote.map(|r| r.rtcp),
         rtcp_mux: this.rtcp_mux,
         pt_out,
+        clock: audio_codec(this).map(|(_, codec)| codec.clock_rate()),
+        transcode: transcode_spec(this, other),
         direction: match this.direction {
             Direction::SendRecv => MediaDirection::SendRecv,
             Direction::SendOnly => MediaDirection::SendOnly,

@@ -13,8 +13,13 @@ use voxgate_sip::message::{Message, SipUri};
 use voxgate_sip::transaction::{Peer, Transport};
 
 use super::types::AgentId;
-use crate::media::{LegRemote, MediaEngine, MediaError, Session, SessionId, Side};
+use crate::media::{
+    Digit, DtmfMethod, LegRemote, Loops, MediaEngine, MediaError, Session, SessionId, Side,
+};
 use crate::registrar::{Binding, Challenger, Registrar, Reply};
+use crate::store::RecordingChannels;
+use voxgate_media::dtmf::info::InfoBody;
+use voxgate_media::listen::ListenConfig;
 
 /// An agent as the engine sees it: who, and how many calls they may have at once.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,8 +72,13 @@ pub struct Target {
 /// Where a call for a Request-URI user goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
-    /// Ring every target of this agent at once.
-    Agent { party: Party, targets: Vec<Target> },
+    /// Ring every target of this agent at once; record the call from the answer when
+    /// `record` says so (a number that records its calls).
+    Agent {
+        party: Party,
+        targets: Vec<Target>,
+        record: Option<RecordingChannels>,
+    },
     /// A known agent with no live registration (480).
     Offline,
     /// Nobody by that name (404).
@@ -78,7 +88,32 @@ pub enum Route {
     Answer,
     /// A number out through a trunk (an agent dialling a lead).
     Trunk(Box<TrunkDial>),
+    /// voxgate answers the call itself and runs a call program on it (a number routed to
+    /// an IVR flow).
+    Program(ProgramRoute),
 }
+
+/// The program a number runs.
+#[derive(Debug, Clone)]
+pub enum ProgramRoute {
+    /// An IVR flow, compiled once and shared by every call that runs it.
+    Flow(std::sync::Arc<voxgate_ivr::Blocks>),
+    /// The operator's app at this URL: asked for the verbs, and again with each outcome.
+    Webhook(String),
+}
+
+impl PartialEq for ProgramRoute {
+    /// The same compiled flow (two compilations are two), or the same URL.
+    fn eq(&self, other: &ProgramRoute) -> bool {
+        match (self, other) {
+            (ProgramRoute::Flow(a), ProgramRoute::Flow(b)) => std::sync::Arc::ptr_eq(a, b),
+            (ProgramRoute::Webhook(a), ProgramRoute::Webhook(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for ProgramRoute {}
 
 /// Digest credentials voxgate answers a carrier's 401/407 with.
 #[derive(Clone, PartialEq, Eq)]
@@ -161,6 +196,12 @@ pub trait Directory {
         let _ = (trunk, number, caller_id);
         Err(DialOutError::NoTrunk)
     }
+
+    /// A prompt by id or unique name (what a call program plays).
+    fn prompt(&self, reference: &str) -> Option<crate::store::PromptRow> {
+        let _ = reference;
+        None
+    }
 }
 
 /// The registrar as a [`Directory`]: agents call agents by username.
@@ -191,6 +232,11 @@ impl Directory for AgentDirectory<'_> {
         let Some(agent) = self.registrar.find_agent(user) else {
             return Route::NotFound;
         };
+        // Away: registered but not taking calls; callers get what an unregistered
+        // agent gives (480), so the phone does not ring.
+        if agent.away {
+            return Route::Offline;
+        }
         let targets: Vec<Target> = self
             .registrar
             .bindings(&agent.id)
@@ -228,6 +274,7 @@ impl Directory for AgentDirectory<'_> {
                 max_concurrent_calls: usize::try_from(agent.max_concurrent_calls).unwrap_or(1),
             },
             targets,
+            record: None,
         }
     }
 }
@@ -269,6 +316,109 @@ pub trait MediaPort {
     ) {
         let _ = (session, side, tone);
     }
+    /// What a side's packets carry (its negotiated codecs, as the relay forwards them),
+    /// each time that changes; the port taps the side only while somebody listens (a
+    /// recording, the DTMF reporter).
+    fn listen(&mut self, session: SessionId, side: Side, config: ListenConfig) {
+        let _ = (session, side, config);
+    }
+    /// Starts recording the session's two sides; false if it cannot.
+    fn start_recording(&mut self, session: SessionId, rec: RecordingStart) -> bool {
+        let _ = (session, rec);
+        false
+    }
+    fn pause_recording(&mut self, session: SessionId, paused: bool) {
+        let _ = (session, paused);
+    }
+    /// Ends the session's recording (the file is finished off the call path).
+    fn stop_recording(&mut self, session: SessionId) {
+        let _ = session;
+    }
+    /// Digits a side sent by SIP INFO, merged with those its RTP carries.
+    fn dtmf_info(&mut self, session: SessionId, side: Side, body: InfoBody) {
+        let _ = (session, side, body);
+    }
+    /// Plays a prompt to a side: it replaces what the side hears from the other until
+    /// it ends. False if it cannot start.
+    fn play(&mut self, session: SessionId, side: Side, play: PromptPlay) -> bool {
+        let _ = (session, side, play);
+        false
+    }
+    /// Speaks `say.text` to a side (the `[tts]` service, off the SIP loop); its end is
+    /// reported like a prompt's. False if it cannot start (no service configured).
+    fn say(&mut self, session: SessionId, side: Side, say: SpeechPlay) -> bool {
+        let _ = (session, side, say);
+        false
+    }
+    /// Plays the record beep (a short 1 kHz tone, as voicemail systems do) to a side, in
+    /// `codec`; its end is not reported.
+    fn beep(
+        &mut self,
+        session: SessionId,
+        side: Side,
+        codec: voxgate_media::Codec,
+        payload_type: u8,
+    ) {
+        let _ = (session, side, codec, payload_type);
+    }
+    /// Stops what plays into a side (a prompt a caller's key interrupted).
+    fn stop_play(&mut self, session: SessionId, side: Side) {
+        let _ = (session, side);
+    }
+    /// Someone waits for a session's key presses (a call program's `gather`): tap it
+    /// whoever else listens.
+    fn need_digits(&mut self, session: SessionId) {
+        let _ = session;
+    }
+    /// Sends digits to a side, in the method its SDP allows. False if it cannot start.
+    fn send_dtmf(
+        &mut self,
+        session: SessionId,
+        side: Side,
+        digits: Vec<Digit>,
+        method: DtmfMethod,
+    ) -> bool {
+        let _ = (session, side, digits, method);
+        false
+    }
+}
+
+/// A prompt to play into a leg, in the leg's codec.
+#[derive(Debug, Clone)]
+pub struct PromptPlay {
+    pub prompt: crate::store::PromptRow,
+    pub codec: voxgate_media::Codec,
+    pub payload_type: u8,
+    pub loops: Loops,
+    /// Report the playback's end to the engine with this token (a call program waits
+    /// for it); `None`: nobody waits.
+    pub tag: Option<u64>,
+}
+
+/// Text to speak into a leg, in the leg's codec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpeechPlay {
+    pub text: String,
+    /// The service's voice; `None`: the configured one.
+    pub voice: Option<String>,
+    pub codec: voxgate_media::Codec,
+    pub payload_type: u8,
+    /// Reported back with the end of the speech.
+    pub tag: u64,
+}
+
+/// A recording the engine starts: where the media side files it and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordingStart {
+    /// `rec_…`: also the file's name.
+    pub id: String,
+    pub channels: RecordingChannels,
+    /// The agent's side: the left channel of a dual recording.
+    pub internal: Side,
+    /// Output rate (8 kHz narrowband, 16 kHz once a side is wideband).
+    pub rate: u32,
+    /// Chooses the folder, `recordings/YYYY/MM/DD/`.
+    pub started_at: DateTime<Utc>,
 }
 
 impl MediaPort for std::sync::Arc<MediaEngine> {

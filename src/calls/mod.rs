@@ -7,6 +7,7 @@
 pub mod control;
 pub mod engine;
 pub mod env;
+pub mod fetch;
 pub mod pacer;
 pub mod record;
 #[cfg(test)]

@@ -187,6 +187,47 @@ pub enum CallChange {
         hangup_cause: String,
         hangup_by: HangupBy,
     },
+    /// What the media side did: recordings and key presses. Rare next to call changes,
+    /// so a batch applies them one by one after its call changes (whose rows they
+    /// reference), in order.
+    Media(MediaChange),
+}
+
+/// A recording's life and the digits a call's legs sent.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MediaChange {
+    /// Recording began: its row, status `recording`.
+    RecordingStarted(crate::store::NewRecording),
+    RecordingPaused {
+        id: String,
+        paused: bool,
+    },
+    /// The file is closed: `recording.completed` (or the row is marked failed).
+    RecordingEnded {
+        id: String,
+        end: crate::store::RecordingEnd,
+    },
+    /// A key press on a leg: `call.dtmf`.
+    Dtmf(DtmfPress),
+    /// A call program's input attempt: `ivr.input` with `data` as its payload.
+    IvrInput {
+        call_id: String,
+        data: serde_json::Value,
+    },
+}
+
+/// One key press as `call.dtmf` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DtmfPress {
+    pub call_id: String,
+    pub leg_id: String,
+    /// `0`-`9`, `*`, `#`, `A`-`D`.
+    pub digit: char,
+    /// `rfc4733`, `info` or `inband`.
+    pub source: &'static str,
+    /// How long the key had been down when the press was reported.
+    pub duration_ms: i64,
+    pub at: DateTime<Utc>,
 }
 
 /// The most changes written in one transaction.

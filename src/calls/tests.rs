@@ -162,12 +162,17 @@ impl Directory for TestDirectory {
         if user == "park" {
             return Route::Answer;
         }
+        if user == "app" {
+            let url = "http://app.test/voice".to_owned();
+            return Route::Program(crate::calls::env::ProgramRoute::Webhook(url));
+        }
         match self.agents.get(user) {
             None => Route::NotFound,
             Some((_, t)) if t.is_empty() => Route::Offline,
             Some((party, targets)) => Route::Agent {
                 party: party.clone(),
                 targets: targets.clone(),
+                record: None,
             },
         }
     }
@@ -293,6 +298,8 @@ struct Sim {
     sent: Vec<(Peer, Message)>,
     records: Vec<CallChange>,
     answered: Vec<String>,
+    /// Call programs' HTTP requests, not yet answered by the test.
+    requests: Vec<crate::calls::fetch::ProgramRequest>,
     /// Stream connections that are closed: sending on them fails.
     dead_conns: HashSet<u64>,
     branches: u64,
@@ -323,6 +330,7 @@ impl Sim {
             sent: Vec::new(),
             records: Vec::new(),
             answered: Vec::new(),
+            requests: Vec::new(),
             dead_conns: HashSet::new(),
             branches: 0,
         }
@@ -445,6 +453,7 @@ impl Sim {
             match out {
                 Output::Record(c) => self.records.push(c),
                 Output::Answered { sip_call_id } => self.answered.push(sip_call_id),
+                Output::ProgramRequest(r) => self.requests.push(r),
                 Output::Event(_) => {}
             }
         }
@@ -976,6 +985,117 @@ fn voxgate_answers_a_channel_itself() {
     sim.assert_clean();
 }
 
+/// A number run by the operator's app: the engine asks it (an output the driver sends),
+/// runs the verbs of its reply (pause answers the call first, then the program's timer
+/// runs on the engine's clock) and hangs up; the app is not asked again after hangup.
+#[test]
+fn a_webhook_program_answers_pauses_on_the_engine_clock_and_hangs_up() {
+    let mut sim = Sim::new();
+    let alice = Phone::udp(5061);
+    sim.agent("alice", 1, &[alice]);
+    let mut caller = sim.call(alice, "alice", "app", &offer_sdp(30_000, "sendrecv"));
+    let request = sim.requests.pop().expect("the app is asked for the verbs");
+    assert!(sim.requests.is_empty());
+    assert_eq!(request.url, "http://app.test/voice");
+    assert_eq!(request.body["direction"], "inbound");
+    assert_eq!(request.body["call_id"], request.call.to_string());
+    // Nothing answered while the app thinks.
+    assert!(sim.sent.iter().all(|(_, m)| m.status() != Some(200)));
+    let reply = crate::calls::fetch::ProgramReply {
+        call: request.call.clone(),
+        request: request.request,
+        result: Ok(br#"[{"verb": "pause", "seconds": 2}, {"verb": "hangup"}]"#.to_vec()),
+    };
+    sim.engine
+        .on_program_reply(&mut sim.layer, &mut sim.dir, reply, sim.now);
+    sim.pump();
+    let ok = sim.expect_response(alice, 200);
+    sim.caller_acks(&mut caller, &ok);
+    // The pause: no BYE before 2 s, one right after.
+    sim.advance(Duration::from_millis(1900));
+    assert!(sim
+        .sent
+        .iter()
+        .all(|(_, m)| m.method() != Some(&Method::Bye)));
+    sim.advance(Duration::from_millis(200));
+    let bye = sim.expect_request(alice, &Method::Bye);
+    sim.reply(alice, &bye, 200, None);
+    assert_eq!(
+        sim.ended(),
+        [(
+            CallStatus::Completed,
+            "program hangup".to_owned(),
+            HangupBy::System
+        )]
+    );
+    assert!(sim.requests.is_empty(), "not asked again after hangup");
+    sim.assert_clean();
+}
+
+/// A program's dial bridges the agent with the caller voxgate answered; the agent's BYE
+/// ends only the bridge, and the program goes on (the app is asked again with
+/// `dial_status`) until its own hangup.
+#[test]
+fn a_program_dial_bridges_an_agent_and_the_program_outlives_the_bridge() {
+    let mut sim = Sim::new();
+    let (alice, bob) = (Phone::udp(5061), Phone::udp(5062));
+    sim.agent("alice", 1, &[alice]);
+    sim.agent("bob", 1, &[bob]);
+    let mut caller = sim.call(alice, "alice", "app", &offer_sdp(30_000, "sendrecv"));
+    let reply = |sim: &mut Sim, body: &str| {
+        let request = sim.requests.pop().expect("the app is asked");
+        let reply = crate::calls::fetch::ProgramReply {
+            call: request.call.clone(),
+            request: request.request,
+            result: Ok(body.as_bytes().to_vec()),
+        };
+        sim.engine
+            .on_program_reply(&mut sim.layer, &mut sim.dir, reply, sim.now);
+        sim.pump();
+        request
+    };
+    reply(
+        &mut sim,
+        r#"[{"verb": "dial", "targets": [{"type": "agent", "agent": "bob"}]}]"#,
+    );
+    // The caller is answered as the dial starts; bob rings with voxgate's own offer.
+    let ok = sim.expect_response(alice, 200);
+    sim.caller_acks(&mut caller, &ok);
+    let inv = sim.expect_request(bob, &Method::Invite);
+    let mut callee = sim.respond(bob, &inv, 200, "b");
+    sim.advance(Duration::from_millis(1));
+    assert!(sim.requests.is_empty(), "bridged: the app waits");
+    let bridged = sim.media.lock().unwrap().updates.clone();
+    assert!(
+        bridged
+            .iter()
+            .any(|(_, side, r)| *side == Side::B && r.rtp.is_some()),
+        "the relay got bob's side: {bridged:?}"
+    );
+    // Bob hangs up: the caller stays, and the app is asked what next.
+    sim.bye(&mut callee);
+    sim.advance(Duration::from_millis(1));
+    assert!(
+        sim.sent
+            .iter()
+            .all(|(_, m)| m.method() != Some(&Method::Bye)),
+        "the caller is not hung up with the agent"
+    );
+    let asked = reply(&mut sim, r#"[{"verb": "hangup"}]"#);
+    assert_eq!(asked.body["variables"]["dial_status"], "completed");
+    let bye = sim.expect_request(alice, &Method::Bye);
+    sim.reply(alice, &bye, 200, None);
+    assert_eq!(
+        sim.ended(),
+        [(
+            CallStatus::Completed,
+            "program hangup".to_owned(),
+            HangupBy::System
+        )]
+    );
+    sim.assert_clean();
+}
+
 /// A leg that does not exist, or one that is not ringing, cannot be answered.
 #[test]
 fn answer_command_checks_the_channel() {
@@ -1074,6 +1194,7 @@ fn originate(sim: &mut Sim, call: &str, agent: &str, time_limit: Option<Duration
             caller_id: None,
             ring_timeout: None,
             time_limit,
+            record: None,
         })),
         sim.now,
     );

@@ -17,16 +17,30 @@
 //! let stats = engine.destroy_session(s.id)?;   // ports are free again
 //! # Ok(()) }
 //! ```
+//!
+//! Playing into a leg: [`MediaEngine::play`] (a prompt), [`MediaEngine::send_dtmf`]
+//! (digits as RFC 4733 events or in-band tones) and [`MediaEngine::play_tone`]
+//! (ringback) share one slot per leg; a new one ends the one before. While something
+//! plays into a leg, it replaces (does not mix with) the audio relayed to that leg; the
+//! leg still receives one continuous RTP stream across each switch. How each playback
+//! ended comes back as a [`PlaybackEvent`] on the channel given with it.
 
+pub mod listen;
 mod offload;
+mod plant;
 pub mod ports;
+pub mod prompts;
+pub mod recording;
+pub mod tts;
 mod worker;
 
+pub use listen::ListenEvent;
 pub use offload::KernelForwarding;
+pub use plant::{recover_recordings, MediaPlant};
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Sender, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -34,11 +48,16 @@ use std::time::{Duration, Instant};
 
 use nix::sys::eventfd::EventFd;
 use thiserror::Error;
+pub use voxgate_media::dtmf::Digit;
+pub use voxgate_media::player::{DtmfTiming, Loops, PlayerError};
 pub use voxgate_media::{ClockRate, DropReason, LatchMode, LegRemote, MediaDirection, PtMap};
+pub use voxgate_media::{Codec, SampleRate};
+
+use voxgate_media::player::{EventPlayer, Player, RtpIdentity, Source};
 
 use crate::config::PortRange;
 use ports::{PortAllocator, PortPair};
-use worker::{Command, LegIo, WorkerShared};
+use worker::{Command, LegIo, Playing, WorkerShared};
 
 /// A relay session: two legs (A and B) bridged on one worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -142,6 +161,8 @@ pub enum MediaError {
     Config(&'static str),
     #[error("rtp.kernel_forwarding = \"on\" but the kernel refused: {0}")]
     Kernel(String),
+    #[error("cannot play: {0}")]
+    Play(#[from] PlayerError),
 }
 
 /// The advertised address of one leg's ports (what goes into that leg's SDP).
@@ -174,6 +195,11 @@ pub struct LegStats {
     pub latched: Option<SocketAddr>,
     /// Source switches re-anchored on the stream going *out* of this leg.
     pub source_switches: u32,
+    /// Of the RTP received, not forwarded because the other leg heard a playback
+    /// instead (still given to this leg's tap).
+    pub replaced: u64,
+    /// RTP voxgate played to this leg's remote itself (prompts, DTMF, tones).
+    pub played: u64,
 }
 
 /// Final counters of a destroyed session.
@@ -197,9 +223,13 @@ pub struct EngineStats {
     pub kernel_flows: usize,
     pub rtcp_forwarded: u64,
     /// Indexed like [`DropReason::ALL`].
-    pub dropped: [u64; 5],
+    pub dropped: [u64; DropReason::ALL.len()],
     pub send_errors: u64,
     pub tap_dropped: u64,
+    /// RTP not forwarded because the receiving leg heard a playback instead.
+    pub rtp_replaced: u64,
+    /// RTP packets of playbacks sent.
+    pub rtp_played: u64,
 }
 
 impl EngineStats {
@@ -228,9 +258,83 @@ pub struct TapPacket {
 /// copy (counted in `tap_dropped`) and never waits.
 pub type TapSender = SyncSender<TapPacket>;
 
+/// A playback started by [`MediaEngine::play`] or [`MediaEngine::send_dtmf`], unique
+/// within the engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PlaybackId(pub u64);
+
+impl std::fmt::Display for PlaybackId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "playback-{}", self.0)
+    }
+}
+
+/// How a playback ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlaybackOutcome {
+    /// Played to its end (every loop, every digit).
+    Finished,
+    /// By [`MediaEngine::stop_play`].
+    Stopped,
+    /// Another playback or tone on the same leg took its place.
+    Superseded,
+    /// The session was destroyed (or the engine stopped) first.
+    SessionClosed,
+    /// The encoder refused a frame; the leg hears the relayed audio again.
+    Failed,
+}
+
+/// A playback ended. The relay worker sends it as the playback's last act, so the leg
+/// is already hearing the relayed audio again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlaybackEvent {
+    pub session: SessionId,
+    pub side: Side,
+    pub id: PlaybackId,
+    pub outcome: PlaybackOutcome,
+    /// The [`PlaySpec::tag`] it was started with.
+    pub tag: u64,
+}
+
+/// Where a playback's [`PlaybackEvent`] goes: an unbounded channel, so the relay never
+/// waits on it. One sender (cloned) may serve every playback of the engine.
+pub type PlaybackNotify = Sender<PlaybackEvent>;
+
+/// A prompt to play into a leg.
+#[derive(Clone)]
+pub struct PlaySpec {
+    /// Mono PCM at `rate`, shared (a prompt decoded once plays into many calls).
+    pub pcm: Arc<[i16]>,
+    /// Must be `codec`'s sample rate: 8 kHz for PCMU/PCMA, 16 kHz for G.722, 48 kHz
+    /// for Opus (the caller resamples; prompts are stored at 8 and 16 kHz).
+    pub rate: SampleRate,
+    /// The codec the leg negotiated, and its payload type.
+    pub codec: Codec,
+    pub payload_type: u8,
+    pub loops: Loops,
+    pub notify: Option<PlaybackNotify>,
+    /// The caller's own token for this playback, given back in its [`PlaybackEvent`]
+    /// (the call engine's id for it: the relay's id is not known to it in time).
+    pub tag: u64,
+}
+
+/// How digits reach a leg.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DtmfMethod {
+    /// RFC 4733 telephone-events, on the leg's negotiated `telephone-event` payload
+    /// type and clock (8000, or 48000 beside Opus). Only a press on the wire replaces
+    /// the relayed audio; between digits the leg hears the call.
+    Rfc4733 { payload_type: u8, clock: ClockRate },
+    /// Tones (ITU-T Q.23) encoded in the leg's audio codec, for a leg that negotiated
+    /// no telephone-event; they replace the relayed audio, pauses included.
+    InBand { codec: Codec, payload_type: u8 },
+}
+
 struct WorkerHandle {
     tx: Sender<Command>,
     wake: Arc<EventFd>,
+    /// Commands were queued since the last wake-up (deferred mode).
+    unwoken: AtomicBool,
     shared: Arc<WorkerShared>,
     thread: Option<JoinHandle<()>>,
 }
@@ -247,8 +351,11 @@ pub struct MediaEngine {
     workers: Vec<WorkerHandle>,
     control: Mutex<Control>,
     next_id: AtomicU64,
+    next_playback: AtomicU64,
     next_worker: AtomicUsize,
     offload: Option<Arc<offload::Offload>>,
+    /// Wake workers only in [`MediaEngine::flush_wakes`] (see [`MediaEngine::defer_wakes`]).
+    deferred: AtomicBool,
 }
 
 impl MediaEngine {
@@ -267,6 +374,7 @@ impl MediaEngine {
             .map(|(tx, wake, shared, thread)| WorkerHandle {
                 tx,
                 wake,
+                unwoken: AtomicBool::new(false),
                 shared,
                 thread: Some(thread),
             })
@@ -279,9 +387,38 @@ impl MediaEngine {
             cfg,
             workers,
             next_id: AtomicU64::new(1),
+            next_playback: AtomicU64::new(1),
             next_worker: AtomicUsize::new(0),
             offload,
+            deferred: AtomicBool::new(false),
         })
+    }
+
+    /// From now on, commands wake their worker only at the next
+    /// [`MediaEngine::flush_wakes`]. The SIP core calls that once per turn of its loop,
+    /// after a batch of messages: one wake-up (an eventfd write, an `epoll_wait` return
+    /// and a context switch on each side) then carries every session command of the
+    /// batch, instead of one per command (about 2.7 per call, measured under call load).
+    pub fn defer_wakes(&self) {
+        self.deferred.store(true, Ordering::Relaxed);
+    }
+
+    /// Wakes every worker that has commands queued since its last wake-up.
+    pub fn flush_wakes(&self) {
+        for h in &self.workers {
+            if h.unwoken.swap(false, Ordering::AcqRel) {
+                wake(h);
+            }
+        }
+    }
+
+    /// Wakes `h` now, or at the next [`MediaEngine::flush_wakes`] when deferred.
+    fn nudge(&self, h: &WorkerHandle) {
+        if self.deferred.load(Ordering::Relaxed) {
+            h.unwoken.store(true, Ordering::Release);
+        } else {
+            wake(h);
+        }
     }
 
     /// Allocates and binds two port pairs (legs A and B) on one worker. Until
@@ -315,7 +452,7 @@ impl MediaEngine {
         }
         ctl.sessions.insert(id, (w, [pa, pb]));
         drop(ctl);
-        wake(handle);
+        self.nudge(handle);
         let ep = |p: PortPair| Endpoint {
             rtp: SocketAddr::new(self.cfg.advertised_ip, p.rtp),
             rtcp: SocketAddr::new(self.cfg.advertised_ip, p.rtcp()),
@@ -364,7 +501,9 @@ impl MediaEngine {
     }
 
     /// Starts (`Some`) or stops (`None`) a tone voxgate sends leg `side`'s remote itself
-    /// (ringback while the other side rings), from that leg's own port.
+    /// (ringback while the other side rings), from that leg's own port, in the leg's
+    /// playback slot: it replaces the relayed audio while it plays. `None` stops only a
+    /// tone, never a prompt or DTMF started since.
     pub fn play_tone(
         &self,
         session: SessionId,
@@ -381,11 +520,99 @@ impl MediaEngine {
         )
     }
 
+    /// Plays a prompt into leg `side` (ending whatever played there): its packets go
+    /// from the leg's own port, paced at 20 ms, in place of the audio relayed from the
+    /// other leg until it ends. Telephone-events from the other leg are replaced too
+    /// (its tap still sees them; the call engine relays digits in the leg's own method
+    /// if it wants them heard). RTCP is still relayed. Returns at once; the end is
+    /// reported to `spec.notify`.
+    pub fn play(
+        &self,
+        session: SessionId,
+        side: Side,
+        spec: PlaySpec,
+    ) -> Result<PlaybackId, MediaError> {
+        // The encoder (Opus' is a few kB) is made here, on the caller's thread, not on
+        // the relay's.
+        let player = Player::prompt(
+            spec.pcm,
+            spec.rate,
+            spec.codec,
+            spec.payload_type,
+            spec.loops,
+            RtpIdentity::from_random(rand::random()),
+        )?;
+        self.start_playback(session, side, Source::Audio(player), spec.notify, spec.tag)
+    }
+
+    /// Sends `digits` to leg `side`'s remote by `method`, each sounding `timing.tone`
+    /// then a pause of `timing.gap`; shares the leg's playback slot with
+    /// [`MediaEngine::play`].
+    pub fn send_dtmf(
+        &self,
+        session: SessionId,
+        side: Side,
+        digits: &[Digit],
+        method: DtmfMethod,
+        timing: DtmfTiming,
+        notify: Option<PlaybackNotify>,
+    ) -> Result<PlaybackId, MediaError> {
+        let id = RtpIdentity::from_random(rand::random());
+        let source = match method {
+            DtmfMethod::Rfc4733 {
+                payload_type,
+                clock,
+            } => Source::Events(EventPlayer::new(digits, timing, payload_type, clock, id)?),
+            DtmfMethod::InBand {
+                codec,
+                payload_type,
+            } => Source::Audio(Player::inband_dtmf(
+                digits,
+                timing,
+                codec,
+                payload_type,
+                id,
+            )?),
+        };
+        self.start_playback(session, side, source, notify, 0)
+    }
+
+    /// Stops what plays into leg `side` (a prompt, DTMF or a tone); its end is
+    /// reported as [`PlaybackOutcome::Stopped`]. An RFC 4733 digit already on the wire
+    /// is finished with its end packets first (a receiver would hold it otherwise).
+    pub fn stop_play(&self, session: SessionId, side: Side) -> Result<(), MediaError> {
+        self.send(session, Command::StopPlay { id: session, side })
+    }
+
+    fn start_playback(
+        &self,
+        session: SessionId,
+        side: Side,
+        source: Source,
+        notify: Option<PlaybackNotify>,
+        tag: u64,
+    ) -> Result<PlaybackId, MediaError> {
+        let id = PlaybackId(self.next_playback.fetch_add(1, Ordering::Relaxed));
+        let mut play = Playing::new(source, Some(id), notify);
+        play.tag = tag;
+        let play = Box::new(play);
+        self.send(
+            session,
+            Command::Play {
+                id: session,
+                side,
+                play,
+            },
+        )?;
+        Ok(id)
+    }
+
     /// Stops relaying, closes the sockets, releases the ports and returns the final
     /// counters. Blocks until the worker has closed the sockets (microseconds, at most
     /// 5 s): for tests and tools; the call engine uses [`MediaEngine::release_session`].
     pub fn destroy_session(&self, session: SessionId) -> Result<SessionStats, MediaError> {
         let (w, reply) = self.remove(session)?;
+        self.flush_wakes();
         // The worker closes the sockets before it replies; if it has died, its sockets
         // died with it.
         reply
@@ -422,7 +649,7 @@ impl MediaEngine {
             })
             .is_ok();
         if sent {
-            wake(handle);
+            self.nudge(handle);
         }
         let mut ctl = self.lock();
         for p in pairs {
@@ -468,7 +695,7 @@ impl MediaEngine {
             .ok_or(MediaError::UnknownSession(session))?;
         let handle = &self.workers[w];
         handle.tx.send(cmd).map_err(|_| MediaError::WorkerGone(w))?;
-        wake(handle);
+        self.nudge(handle);
         Ok(())
     }
 

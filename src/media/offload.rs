@@ -3,9 +3,9 @@
 //! A direction X→Y of a session is *offloaded* when every packet of it would be
 //! handled identically by the userspace path: X's source is latched (IPv4), X may send
 //! and Y may receive, the stream out of Y has a steady rewrite (fixed SSRC and offsets),
-//! and nobody taps X. The worker then installs the flow in the kernel, keyed by X's RTP
-//! socket; the program forwards those packets and passes everything else up to the
-//! socket, where the userspace path sees it as before.
+//! nobody taps X and nothing plays into Y. The worker then installs the flow in the
+//! kernel, keyed by X's RTP socket; the program forwards those packets and passes
+//! everything else up to the socket, where the userspace path sees it as before.
 //!
 //! Userspace state stays authoritative. Before the worker handles an RTP packet of an
 //! offloaded direction itself (a new SSRC, a stranger, a re-latch) and before it
@@ -158,6 +158,8 @@ pub(super) struct SlotRefs<'a> {
     pub policy: &'a mut [LegPolicy; 2],
     pub stats: &'a mut [LegStats; 2],
     pub tap: &'a [Option<TapSender>; 2],
+    /// A source plays into the leg (its relayed audio is replaced meanwhile).
+    pub playing: [bool; 2],
 }
 
 impl SessionFlows {
@@ -264,7 +266,9 @@ fn v4(a: SocketAddr) -> Option<SocketAddrV4> {
 /// The flow the direction out of `side` should have, if it is steady.
 fn desired(off: &Offload, s: &SlotRefs<'_>, side: usize) -> Option<Flow> {
     let other = 1 - side;
-    if s.tap[side].is_some() {
+    // A listener needs every packet in userspace; a source voxgate plays, or a
+    // transcoder, makes what the other leg receives.
+    if s.tap[side].is_some() || s.playing[other] || s.policy[other].transcodes() {
         return None;
     }
     let (ing, eg) = (&s.policy[side], &s.policy[other]);

@@ -4,6 +4,12 @@
 //! one buffer the worker owns, rewrites in place, and updates plain counters the
 //! worker owns; nothing is shared with other workers or the control thread except a
 //! batch of atomics published every [`FLUSH_EVERY`].
+//!
+//! Each leg has one source slot: audio voxgate plays into the leg itself (ringback, a
+//! prompt, DTMF; `voxgate_media::player`). The worker wakes when its next packet is due
+//! and sends it from the leg's own port, spliced into the stream the leg receives;
+//! meanwhile the audio relayed to that leg is dropped (replaced, not mixed) and its
+//! direction stays out of the kernel.
 
 use std::collections::HashMap;
 use std::io::ErrorKind;
@@ -16,12 +22,16 @@ use std::time::{Duration, Instant};
 
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
+use voxgate_media::player::{play_into, Ending, Source, SourceKind, ToneSource, MAX_PACKET_LEN};
 use voxgate_media::relay::{route, LegPolicy, LegRemote, Port, Route};
 use voxgate_media::tone::TonePlayer;
 use voxgate_media::DropReason;
 
 use super::offload::{Offload, SessionFlows, SlotRefs};
-use super::{EngineStats, LegStats, PollMode, SessionId, SessionStats, Side, TapPacket, TapSender};
+use super::{
+    EngineStats, LegStats, PlaybackEvent, PlaybackId, PlaybackNotify, PlaybackOutcome, PollMode,
+    SessionId, SessionStats, Side, TapPacket, TapSender,
+};
 
 /// How often counters are published to the engine and the `metrics` registry.
 const FLUSH_EVERY: Duration = Duration::from_millis(100);
@@ -30,10 +40,7 @@ const WAKE: u64 = u64::MAX;
 /// Largest datagram we relay whole; RTP over UDP stays far below (MTU-sized).
 const BUF_LEN: usize = 4096;
 const MAX_EVENTS: usize = 1024;
-/// A tone packet's length in time (20 ms of G.711).
-const TONE_PACKET: Duration = Duration::from_millis(20);
-/// A tone this far behind (the worker was stalled) restarts from now.
-const TONE_LATE: Duration = Duration::from_millis(200);
+const _: () = assert!(BUF_LEN >= voxgate_media::player::MAX_PACKET_LEN);
 
 /// Control messages from the engine.
 pub(super) enum Command {
@@ -51,17 +58,77 @@ pub(super) enum Command {
         side: Side,
         tap: Option<TapSender>,
     },
-    /// Starts (`Some`) or stops (`None`) a tone towards leg `side`'s remote.
+    /// Starts (`Some`) or stops (`None`) a tone towards leg `side`'s remote. `None`
+    /// stops only a tone, not a prompt or DTMF that took its place.
     Tone {
         id: SessionId,
         side: Side,
         tone: Option<Box<TonePlayer>>,
+    },
+    /// Plays a source into leg `side`, in place of whatever played there.
+    Play {
+        id: SessionId,
+        side: Side,
+        play: Box<Playing>,
+    },
+    /// Stops whatever plays into leg `side`.
+    StopPlay {
+        id: SessionId,
+        side: Side,
     },
     Remove {
         id: SessionId,
         reply: SyncSender<SessionStats>,
     },
     Stop,
+}
+
+/// A source playing into a leg, and whom to tell when it ends.
+pub(super) struct Playing {
+    pub source: Source,
+    /// `None` for tones, which nobody waits for.
+    pub id: Option<PlaybackId>,
+    pub notify: Option<PlaybackNotify>,
+    /// Stopped by a command; ends when the source says it has (a telephone-event press
+    /// on the wire finishes first).
+    pub stopping: bool,
+    /// The starter's token, given back in the [`PlaybackEvent`].
+    pub tag: u64,
+}
+
+impl Playing {
+    pub(super) fn new(
+        source: Source,
+        id: Option<PlaybackId>,
+        notify: Option<PlaybackNotify>,
+    ) -> Playing {
+        Playing {
+            source,
+            id,
+            notify,
+            stopping: false,
+            tag: 0,
+        }
+    }
+
+    fn stop(&mut self) {
+        self.source.stop();
+        self.stopping = true;
+    }
+
+    /// Tells the caller how it ended. `Sender::send` never blocks (the channel is
+    /// unbounded); a caller that went away is not an error.
+    fn report(&self, session: SessionId, side: usize, outcome: PlaybackOutcome) {
+        if let (Some(id), Some(tx)) = (self.id, &self.notify) {
+            let _ = tx.send(PlaybackEvent {
+                session,
+                side: if side == 0 { Side::A } else { Side::B },
+                id,
+                outcome,
+                tag: self.tag,
+            });
+        }
+    }
 }
 
 /// A leg's two sockets.
@@ -78,9 +145,11 @@ pub(super) struct LegIo {
 pub(super) struct WorkerShared {
     rtp_forwarded: AtomicU64,
     rtcp_forwarded: AtomicU64,
-    dropped: [AtomicU64; 5],
+    dropped: [AtomicU64; DropReason::ALL.len()],
     send_errors: AtomicU64,
     tap_dropped: AtomicU64,
+    rtp_replaced: AtomicU64,
+    rtp_played: AtomicU64,
 }
 
 impl WorkerShared {
@@ -92,6 +161,8 @@ impl WorkerShared {
         }
         s.send_errors += self.send_errors.load(Ordering::Relaxed);
         s.tap_dropped += self.tap_dropped.load(Ordering::Relaxed);
+        s.rtp_replaced += self.rtp_replaced.load(Ordering::Relaxed);
+        s.rtp_played += self.rtp_played.load(Ordering::Relaxed);
     }
 }
 
@@ -100,9 +171,11 @@ impl WorkerShared {
 struct Local {
     rtp_forwarded: u64,
     rtcp_forwarded: u64,
-    dropped: [u64; 5],
+    dropped: [u64; DropReason::ALL.len()],
     send_errors: u64,
     tap_dropped: u64,
+    rtp_replaced: u64,
+    rtp_played: u64,
 }
 
 struct Slot {
@@ -112,9 +185,8 @@ struct Slot {
     stats: [LegStats; 2],
     /// Copies of what each leg's remote sends; `None` costs one branch per packet.
     tap: [Option<TapSender>; 2],
-    /// A tone voxgate sends a leg's remote itself (ringback), and when its next packet
-    /// is due.
-    tone: [Option<(Box<TonePlayer>, Instant)>; 2],
+    /// What voxgate plays into each leg itself.
+    source: [Option<Box<Playing>>; 2],
     /// Directions forwarded in the kernel.
     kernel: SessionFlows,
 }
@@ -129,6 +201,7 @@ impl Slot {
                 policy: &mut self.policy,
                 stats: &mut self.stats,
                 tap: &self.tap,
+                playing: [self.source[0].is_some(), self.source[1].is_some()],
             },
         )
     }
@@ -145,10 +218,12 @@ struct Worker {
     local: Local,
     shared: Arc<WorkerShared>,
     buf: Box<[u8; BUF_LEN]>,
+    /// Where a transcoder writes the packets it makes of the one in `buf`.
+    transcoded: Box<[u8; MAX_PACKET_LEN]>,
     index: usize,
     offload: Option<Arc<Offload>>,
-    /// Slots that may have a tone playing (checked, and pruned, on each wake-up).
-    toned: Vec<usize>,
+    /// Slots that may have a source playing (checked, and pruned, on each wake-up).
+    sourced: Vec<usize>,
 }
 
 pub(super) type Spawned = (
@@ -182,9 +257,10 @@ pub(super) fn spawn(
         local: Local::default(),
         shared: shared.clone(),
         buf: Box::new([0u8; BUF_LEN]),
+        transcoded: Box::new([0u8; MAX_PACKET_LEN]),
         index,
         offload,
-        toned: Vec::new(),
+        sourced: Vec::new(),
     };
     let thread = std::thread::Builder::new()
         .name(format!("voxgate-rtp-{index}"))
@@ -206,10 +282,12 @@ impl Worker {
             let timeout = if spin {
                 EpollTimeout::ZERO
             } else {
-                // Woken in time for the next tone packet, if any plays.
-                let ms = self.next_tone().map_or(100, |at| {
+                // Woken in time for the next packet a source plays, if any: rounded
+                // up, since a timeout rounded down would wake early and spin.
+                let ms = self.next_source().map_or(100, |at| {
                     at.saturating_duration_since(Instant::now())
-                        .as_millis()
+                        .as_micros()
+                        .div_ceil(1000)
                         .min(100)
                 });
                 EpollTimeout::from(u16::try_from(ms).unwrap_or(100))
@@ -238,10 +316,11 @@ impl Worker {
             if n > 0 {
                 last_busy = now;
             }
-            if !self.toned.is_empty() {
-                self.play_tones(Instant::now());
+            if !self.sourced.is_empty() {
+                self.play_sources(Instant::now());
             }
             if stop {
+                self.close_all();
                 self.flush();
                 return;
             }
@@ -269,6 +348,7 @@ impl Worker {
             return;
         };
         let buf = &mut self.buf[..];
+        let out = &mut self.transcoded[..];
         let off = self.offload.as_deref();
         match self.mode {
             PollMode::EdgeDrain => loop {
@@ -279,7 +359,7 @@ impl Worker {
                 };
                 match sock.recv_from(buf) {
                     Ok((len, src)) => {
-                        forward(s, side, port, src, buf, len, now, &mut self.local, off);
+                        forward(s, side, port, src, buf, len, out, now, &mut self.local, off);
                     }
                     Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                     // Any other error (EINTR, a queued ICMP error) is consumed by the
@@ -295,7 +375,7 @@ impl Worker {
                 };
                 // Level-triggered: one read; if more is queued epoll reports it again.
                 if let Ok((len, src)) = sock.recv_from(buf) {
-                    forward(s, side, port, src, buf, len, now, &mut self.local, off);
+                    forward(s, side, port, src, buf, len, out, now, &mut self.local, off);
                 }
             }
         }
@@ -342,15 +422,35 @@ impl Worker {
                     s.tap[side.index()] = tap;
                 }
             }
-            Command::Tone { id, side, tone } => {
-                let Some(&i) = self.by_id.get(&id) else {
-                    return;
-                };
-                if let Some(Some(s)) = self.slots.get_mut(i) {
-                    s.tone[side.index()] = tone.map(|t| (t, Instant::now()));
-                    if s.tone.iter().any(Option::is_some) && !self.toned.contains(&i) {
-                        self.toned.push(i);
+            Command::Tone {
+                id,
+                side,
+                tone: Some(t),
+            } => {
+                let play = Playing::new(Source::Tone(ToneSource::new(*t)), None, None);
+                self.install(id, side.index(), Box::new(play));
+            }
+            Command::Tone {
+                id,
+                side,
+                tone: None,
+            } => {
+                if let Some(p) = self
+                    .slot_mut(id)
+                    .and_then(|s| s.source[side.index()].as_mut())
+                {
+                    if p.source.kind() == SourceKind::Tone {
+                        p.stop();
                     }
+                }
+            }
+            Command::Play { id, side, play } => self.install(id, side.index(), play),
+            Command::StopPlay { id, side } => {
+                if let Some(p) = self
+                    .slot_mut(id)
+                    .and_then(|s| s.source[side.index()].as_mut())
+                {
+                    p.stop();
                 }
             }
             Command::Remove { id, reply } => {
@@ -361,48 +461,104 @@ impl Worker {
         }
     }
 
-    /// When the earliest tone packet is due.
-    fn next_tone(&self) -> Option<Instant> {
-        self.toned
+    /// Puts `play` in leg `side`'s source slot (ending what played there) and takes
+    /// the direction towards that leg out of the kernel: the kernel would relay the
+    /// other leg's audio straight to it.
+    fn install(&mut self, id: SessionId, side: usize, mut play: Box<Playing>) {
+        let Some(&i) = self.by_id.get(&id) else {
+            // The session is gone: its playback ended with it.
+            play.report(id, side, PlaybackOutcome::SessionClosed);
+            return;
+        };
+        let off = self.offload.clone();
+        let Some(Some(s)) = self.slots.get_mut(i) else {
+            return;
+        };
+        let now = Instant::now();
+        if let Some(old) = s.source[side].take() {
+            // Cut off at once, even a telephone-event press on the wire: the new
+            // playback is what the caller wants heard now.
+            old.report(id, side, PlaybackOutcome::Superseded);
+            // The new source's first packet then re-anchors the stream whatever its SSRC.
+            s.policy[side].set_local_source(false);
+        }
+        if let Some(off) = &off {
+            let (k, mut refs) = s.split();
+            k.remove(off, &mut refs, 1 - side, now);
+        }
+        play.source.start(now);
+        s.source[side] = Some(play);
+        if !self.sourced.contains(&i) {
+            self.sourced.push(i);
+        }
+    }
+
+    /// When the earliest source packet is due.
+    fn next_source(&self) -> Option<Instant> {
+        self.sourced
             .iter()
             .filter_map(|i| self.slots.get(*i)?.as_ref())
-            .flat_map(|s| s.tone.iter().flatten().map(|(_, at)| *at))
+            .flat_map(|s| s.source.iter().flatten())
+            .filter_map(|p| p.source.poll_timeout())
             .min()
     }
 
-    /// Sends the tone packets that are due, from the leg's own port to where its remote
-    /// receives (signalled or latched), and forgets slots with no tone left.
-    fn play_tones(&mut self, now: Instant) {
-        let mut pkt = [0u8; voxgate_media::tone::PACKET_LEN];
+    /// Sends the source packets that are due, from the leg's own port to where its
+    /// remote receives (signalled or latched); reports and clears sources that ended,
+    /// and forgets slots with none left.
+    fn play_sources(&mut self, now: Instant) {
+        let buf = &mut self.buf[..];
         let local = &mut self.local;
         let slots = &mut self.slots;
-        self.toned.retain(|&i| {
+        self.sourced.retain(|&i| {
             let Some(Some(s)) = slots.get_mut(i) else {
                 return false;
             };
             for side in 0..2 {
-                let Some((player, at)) = s.tone[side].as_mut() else {
+                let Some(p) = s.source[side].as_mut() else {
                     continue;
                 };
-                // After a stall, carry on from now rather than send a burst.
-                if now.saturating_duration_since(*at) > TONE_LATE {
-                    *at = now;
-                }
-                while *at <= now {
-                    let len = player.next_packet(&mut pkt);
-                    let Some(bytes) = pkt.get_mut(..len) else {
-                        break;
-                    };
-                    if let Some(to) = s.policy[side].own_packet(bytes, now) {
-                        if s.io[side].rtp.send_to(bytes, to).is_err() {
-                            local.send_errors += 1;
-                        }
+                let sock = &s.io[side].rtp;
+                let mut errors = 0;
+                let sent = play_into(&mut p.source, &mut s.policy[side], now, buf, |pkt, to| {
+                    if sock.send_to(pkt, to).is_err() {
+                        errors += 1;
                     }
-                    *at += TONE_PACKET;
+                });
+                let sent = sent as u64;
+                local.send_errors += errors;
+                local.rtp_played += sent;
+                s.stats[side].played += sent;
+                let Some(ending) = p.source.ending() else {
+                    continue;
+                };
+                let outcome = match (ending, p.stopping) {
+                    (Ending::Failed(e), _) => {
+                        tracing::warn!(session = %s.id, error = %e, "media: playback failed");
+                        PlaybackOutcome::Failed
+                    }
+                    (Ending::Done, true) => PlaybackOutcome::Stopped,
+                    (Ending::Done, false) => PlaybackOutcome::Finished,
+                };
+                p.report(s.id, side, outcome);
+                s.source[side] = None;
+                // `play_into` lifted the replacement already; the next packet relayed
+                // to the leg re-anchors its stream and may go back to the kernel.
+                s.policy[side].set_local_source(false);
+            }
+            s.source.iter().any(Option::is_some)
+        });
+    }
+
+    /// The worker stops: every playback ends with its session.
+    fn close_all(&mut self) {
+        for s in self.slots.iter_mut().flatten() {
+            for (side, p) in s.source.iter_mut().enumerate() {
+                if let Some(p) = p.take() {
+                    p.report(s.id, side, PlaybackOutcome::SessionClosed);
                 }
             }
-            s.tone.iter().any(Option::is_some)
-        });
+        }
     }
 
     fn slot_mut(&mut self, id: SessionId) -> Option<&mut Slot> {
@@ -437,7 +593,7 @@ impl Worker {
             policy: [LegPolicy::default(), LegPolicy::default()],
             stats: [LegStats::default(); 2],
             tap: [None, None],
-            tone: [None, None],
+            source: [None, None],
             kernel: SessionFlows::default(),
         });
         self.by_id.insert(id, i);
@@ -453,6 +609,11 @@ impl Worker {
         if let Some(off) = &self.offload {
             let (k, mut refs) = s.split();
             k.remove_all(off, &mut refs, Instant::now());
+        }
+        for (side, p) in s.source.iter_mut().enumerate() {
+            if let Some(p) = p.take() {
+                p.report(id, side, PlaybackOutcome::SessionClosed);
+            }
         }
         self.free_slots.push(i);
         for leg in &s.io {
@@ -492,6 +653,15 @@ impl Worker {
         }
         sh.send_errors.fetch_add(l.send_errors, Ordering::Relaxed);
         sh.tap_dropped.fetch_add(l.tap_dropped, Ordering::Relaxed);
+        sh.rtp_replaced.fetch_add(l.rtp_replaced, Ordering::Relaxed);
+        sh.rtp_played.fetch_add(l.rtp_played, Ordering::Relaxed);
+        if l.rtp_replaced > 0 {
+            metrics::counter!("voxgate_rtp_packets_total", "result" => "replaced")
+                .increment(l.rtp_replaced);
+        }
+        if l.rtp_played > 0 {
+            metrics::counter!("voxgate_rtp_played_packets_total").increment(l.rtp_played);
+        }
         if l.rtp_forwarded + l.rtcp_forwarded > 0 {
             metrics::counter!("voxgate_rtp_packets_total", "result" => "forwarded")
                 .increment(l.rtp_forwarded + l.rtcp_forwarded);
@@ -521,6 +691,7 @@ fn forward(
     src: SocketAddr,
     buf: &mut [u8],
     len: usize,
+    out: &mut [u8],
     now: Instant,
     local: &mut Local,
     off: Option<&Offload>,
@@ -540,34 +711,61 @@ fn forward(
     let (ing, eg) = if side == 0 { (p0, p1) } else { (p1, p0) };
     let r = route(ing, eg, port, src, pkt, now);
     s.stats[side].received += 1;
-    let (sock, to, rtcp) = match r {
-        Route::Forward(to) => (&s.io[other].rtp, to, false),
+    let (dest, rtcp) = match r {
+        Route::Forward(to) => (Some((&s.io[other].rtp, to)), false),
         Route::ForwardRtcp { to, mux } => {
             let sock = if mux {
                 &s.io[other].rtp
             } else {
                 &s.io[other].rtcp
             };
-            (sock, to, true)
+            (Some((sock, to)), true)
+        }
+        Route::Transcoded(to) => {
+            // Whatever the transcoder made of it (none, one or a few packets).
+            let sock = &s.io[other].rtp;
+            while let Some(n) = s.policy[other].pop_transcoded(out, now) {
+                match sock.send_to(&out[..n], to) {
+                    Ok(_) => {
+                        s.stats[side].forwarded += 1;
+                        local.rtp_forwarded += 1;
+                    }
+                    Err(_) => local.send_errors += 1,
+                }
+            }
+            (None, false)
+        }
+        Route::Replaced => {
+            // The other leg hears a source voxgate plays; listeners still get a copy.
+            s.stats[side].replaced += 1;
+            local.rtp_replaced += 1;
+            (None, false)
         }
         Route::Drop(reason) => {
             s.stats[side].dropped += 1;
             if let Some(i) = DropReason::ALL.iter().position(|r| *r == reason) {
                 local.dropped[i] += 1;
             }
-            return;
+            // A leg with nobody to relay to (answered by voxgate alone, or the other
+            // on hold) is still heard: a call program gathers its digits.
+            if !matches!(reason, DropReason::NoDestination | DropReason::NotReceiving) {
+                return;
+            }
+            (None, false)
         }
     };
-    match sock.send_to(pkt, to) {
-        Ok(_) => {
-            s.stats[side].forwarded += 1;
-            if rtcp {
-                local.rtcp_forwarded += 1;
-            } else {
-                local.rtp_forwarded += 1;
+    if let Some((sock, to)) = dest {
+        match sock.send_to(pkt, to) {
+            Ok(_) => {
+                s.stats[side].forwarded += 1;
+                if rtcp {
+                    local.rtcp_forwarded += 1;
+                } else {
+                    local.rtp_forwarded += 1;
+                }
             }
+            Err(_) => local.send_errors += 1,
         }
-        Err(_) => local.send_errors += 1,
     }
     if let (Some(off), false) = (kernel_rtp, rtcp) {
         // This packet may have made either direction steady (latched, anchored).

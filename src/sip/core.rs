@@ -65,6 +65,13 @@ pub struct Core {
     pub records: RecordSender,
     /// Commands from the control API.
     pub commands: mpsc::Receiver<CallCommand>,
+    /// Key presses the media listeners heard.
+    pub dtmf: mpsc::UnboundedReceiver<crate::media::ListenEvent>,
+    /// Ends of playbacks the engine waits for (call programs).
+    pub playbacks: mpsc::UnboundedReceiver<crate::media::PlaybackEvent>,
+    /// Sends call programs' HTTP requests; their replies come back on `program_replies`.
+    pub fetcher: crate::calls::fetch::Fetcher,
+    pub program_replies: mpsc::UnboundedReceiver<crate::calls::fetch::ProgramReply>,
     /// How long live calls may go on after SIGTERM before they are hung up.
     pub shutdown_grace: Duration,
     /// The registration store queue (shared with the registrar, so barriers stay in order).
@@ -158,6 +165,18 @@ impl Core {
                 }
                 Some(table) = self.trunk_updates.recv() => self.on_trunks(table),
                 Some(cmd) = self.commands.recv() => self.on_command(cmd),
+                Some(press) = self.dtmf.recv() => {
+                    let mut directory = directory!(self);
+                    self.engine.on_dtmf(&mut self.layer, &mut directory, press, Instant::now());
+                }
+                Some(reply) = self.program_replies.recv() => {
+                    let mut directory = directory!(self);
+                    self.engine.on_program_reply(&mut self.layer, &mut directory, reply, Instant::now());
+                }
+                Some(ended) = self.playbacks.recv() => {
+                    let mut directory = directory!(self);
+                    self.engine.on_playback(&mut self.layer, &mut directory, ended, Instant::now());
+                }
                 ev = events.recv() => self.on_event(ev),
                 Some(update) = self.agent_updates.recv() => self.on_agent_update(update),
                 Some(n) = self.committed.recv() => self.release(n),
@@ -547,6 +566,29 @@ impl Core {
                     Instant::now(),
                 );
             }
+            CallCommand::Play {
+                call_id,
+                leg,
+                play,
+                reply,
+            } => {
+                let _ = reply.send(self.engine.play(&call_id, leg.as_ref(), *play));
+            }
+            CallCommand::Dtmf {
+                call_id,
+                leg,
+                digits,
+                reply,
+            } => {
+                let _ = reply.send(self.engine.send_digits(&call_id, leg.as_ref(), digits));
+            }
+            CallCommand::Recording {
+                call_id,
+                action,
+                reply,
+            } => {
+                let _ = reply.send(self.engine.recording(&call_id, action, Instant::now()));
+            }
         }
     }
 
@@ -561,6 +603,7 @@ impl Core {
                         metrics::histogram!("voxgate_call_setup_seconds").record(d.as_secs_f64());
                     }
                 }
+                Output::ProgramRequest(req) => self.fetcher.spawn(req),
                 Output::Event(_) => {}
             }
         }
@@ -631,6 +674,8 @@ impl Core {
             }
         }
         self.drain_engine();
+        // One wake-up per turn for the relay workers, carrying this turn's commands.
+        self.media.flush_wakes();
     }
 
     fn handle_layer_events(&mut self, now: Instant) {

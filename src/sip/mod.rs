@@ -37,7 +37,6 @@ use crate::events::AppEvent;
 use crate::media::{KernelForwarding, MediaConfig, MediaEngine, PollMode};
 use crate::registrar::{Registrar, RegistrarConfig};
 use crate::store::Store;
-use voxgate_sip::sdp::SdpConfig;
 
 /// Requested SO_RCVBUF for the SIP UDP socket.
 const UDP_RECV_BUFFER: usize = 4 << 20;
@@ -53,6 +52,8 @@ pub struct SipStart {
     pub trunks: crate::trunks::TrunkDirectory,
     /// Where the core publishes its registrations to carriers, for the API.
     pub registration_states: registration::RegistrationStates,
+    /// Signs call programs' requests to operators' apps (the status_callback secret).
+    pub program_secret: String,
 }
 
 pub struct SipHandle {
@@ -106,6 +107,7 @@ pub async fn start(args: SipStart) -> anyhow::Result<SipHandle> {
         calls,
         trunks,
         registration_states,
+        program_secret,
     } = args;
     let sip = &config.sip;
 
@@ -252,6 +254,8 @@ pub async fn start(args: SipStart) -> anyhow::Result<SipHandle> {
         },
     })
     .context("starting the media relay")?;
+    // The core wakes the relay workers once per turn of its loop (Core::flush).
+    media.defer_wakes();
     let records = RecorderHealth::new(record::BACKLOG_BOUND);
     let (records_tx, records_rx) = record::RecordSender::channel(records.clone());
     let recorder = tokio::spawn(record::run_recorder(
@@ -272,12 +276,35 @@ pub async fn start(args: SipStart) -> anyhow::Result<SipHandle> {
         public_ip: config.sip.public_addr(),
         sip_port,
         tls_port: tls_addr.map(|a| a.port()),
-        sdp: SdpConfig::default(),
+        sdp: crate::calls::engine::sdp_config(),
         ring_timeout: Duration::from_secs(sip.ring_timeout_seconds),
     };
+    // Recordings a crash cut short are repaired and closed before any new call.
+    match crate::media::recover_recordings(&store, &config.data_dir).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(recordings = n, "closed recordings left by a crash"),
+        Err(e) => tracing::error!(error = %e, "cannot close recordings left by a crash"),
+    }
+    // The media port reads webhook subscriptions without waiting: load them now.
+    let _ = store.subscriptions().await;
+    let (dtmf_tx, dtmf_rx) = mpsc::unbounded_channel();
+    let (playbacks_tx, playbacks_rx) = mpsc::unbounded_channel();
+    let (replies_tx, program_replies) = mpsc::unbounded_channel();
+    let fetcher = crate::calls::fetch::Fetcher::new(program_secret, replies_tx)
+        .context("building the call programs' HTTP client")?;
+    let plant = crate::media::MediaPlant::start(
+        media.clone(),
+        store.clone(),
+        &config.data_dir,
+        records_tx.clone(),
+        dtmf_tx,
+        playbacks_tx,
+        Arc::new(crate::media::tts::Tts::new(config.tts.clone())?),
+    )
+    .context("starting the media listeners")?;
     let engine = CallEngine::new(
         engine_cfg.clone(),
-        Box::new(media.clone()),
+        Box::new(plant),
         Clock::new(std::time::Instant::now(), chrono::Utc::now()),
         rand::random(),
     );
@@ -327,6 +354,10 @@ pub async fn start(args: SipStart) -> anyhow::Result<SipHandle> {
         engine,
         media,
         records: records_tx,
+        dtmf: dtmf_rx,
+        playbacks: playbacks_rx,
+        fetcher,
+        program_replies,
         commands: calls,
         shutdown_grace: Duration::from_secs(sip.shutdown_grace_seconds),
         persist: persist_tx,

@@ -11,8 +11,8 @@ use sqlx::any::AnyRow;
 
 use super::webhooks::Outbox;
 use super::{
-    conflict_on, fmt_time, get_enum, get_i64, get_opt_str, get_str, get_time, into_page,
-    limit_plus_one, now, Page, Registration, Store, StoreError,
+    conflict_on, fmt_time, get_enum, get_i64, get_opt_str, get_opt_time, get_str, get_time,
+    into_page, limit_plus_one, now, Page, Registration, Store, StoreError,
 };
 use crate::ids::{new_id, IdKind};
 
@@ -58,6 +58,9 @@ pub struct Agent {
     pub max_concurrent_calls: i64,
     pub wrap_up_seconds: i64,
     pub presence: Presence,
+    /// After-call work until then (set by the engine when a call ends); not offered
+    /// queue calls before it.
+    pub wrap_up_until: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -71,6 +74,8 @@ pub struct AgentAuth {
     pub ha1_sha256: String,
     pub realm: String,
     pub max_concurrent_calls: i64,
+    /// Set `away` (`POST /v1/agents/{id}/status`): registered, but not offered calls.
+    pub away: bool,
 }
 
 /// Digest credentials derived from a password; the password itself is dropped.
@@ -128,7 +133,7 @@ impl AgentPatch {
 }
 
 const AGENT_COLUMNS: &str = "id, username, display_name, ha1_md5, ha1_sha256, realm, skills, \
-     max_concurrent_calls, wrap_up_seconds, presence, created_at, updated_at";
+     max_concurrent_calls, wrap_up_seconds, presence, wrap_up_until, created_at, updated_at";
 
 fn agent_from_row(row: &AnyRow) -> Result<Agent, StoreError> {
     let skills_json = get_str(row, "skills")?;
@@ -147,6 +152,7 @@ fn agent_from_row(row: &AnyRow) -> Result<Agent, StoreError> {
         max_concurrent_calls: get_i64(row, "max_concurrent_calls")?,
         wrap_up_seconds: get_i64(row, "wrap_up_seconds")?,
         presence: get_enum(row, "presence")?,
+        wrap_up_until: get_opt_time(row, "wrap_up_until")?,
         created_at: get_time(row, "created_at")?,
         updated_at: get_time(row, "updated_at")?,
     })
@@ -160,6 +166,7 @@ fn auth_from_row(row: &AnyRow) -> Result<AgentAuth, StoreError> {
         ha1_sha256: get_str(row, "ha1_sha256")?,
         realm: get_str(row, "realm")?,
         max_concurrent_calls: get_i64(row, "max_concurrent_calls")?,
+        away: get_enum::<Presence>(row, "presence")? == Presence::Away,
     })
 }
 
@@ -184,6 +191,7 @@ impl Store {
             max_concurrent_calls: new.max_concurrent_calls,
             wrap_up_seconds: new.wrap_up_seconds,
             presence: Presence::Available,
+            wrap_up_until: None,
             created_at: t,
             updated_at: t,
         };
@@ -265,7 +273,7 @@ impl Store {
     pub async fn update_agent(&self, id: &str, patch: &AgentPatch) -> Result<Agent, StoreError> {
         // Before the transaction: a reload must not wait for a second connection inside it.
         let subs = self.subscriptions().await?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let row = sqlx::query(&format!("SELECT {AGENT_COLUMNS} FROM agents WHERE id = $1"))
             .bind(id)
             .fetch_optional(&mut *tx)
@@ -334,9 +342,27 @@ impl Store {
         Ok(agent)
     }
 
+    /// Put an agent in wrap-up until `until` (`None` ends it): the engine calls this when
+    /// an agent's call ends and `wrap_up_seconds` is not 0.
+    pub async fn set_agent_wrap_up(
+        &self,
+        id: &str,
+        until: Option<DateTime<Utc>>,
+    ) -> Result<(), StoreError> {
+        let done = sqlx::query("UPDATE agents SET wrap_up_until = $1 WHERE id = $2")
+            .bind(until.map(fmt_time))
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
     /// Delete an agent (its registrations go with it, ON DELETE CASCADE); returns the row.
     pub async fn delete_agent(&self, id: &str) -> Result<Agent, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let row = sqlx::query(&format!("SELECT {AGENT_COLUMNS} FROM agents WHERE id = $1"))
             .bind(id)
             .fetch_optional(&mut *tx)
@@ -356,7 +382,7 @@ impl Store {
         username: &str,
     ) -> Result<Option<AgentAuth>, StoreError> {
         let row = sqlx::query(
-            "SELECT id, username, ha1_md5, ha1_sha256, realm, max_concurrent_calls \
+            "SELECT id, username, ha1_md5, ha1_sha256, realm, max_concurrent_calls, presence \
              FROM agents WHERE username = $1",
         )
         .bind(username)
@@ -367,7 +393,7 @@ impl Store {
 
     pub async fn all_agent_auth(&self) -> Result<Vec<AgentAuth>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, username, ha1_md5, ha1_sha256, realm, max_concurrent_calls \
+            "SELECT id, username, ha1_md5, ha1_sha256, realm, max_concurrent_calls, presence \
              FROM agents ORDER BY id",
         )
         .fetch_all(&self.pool)

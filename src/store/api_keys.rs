@@ -1,6 +1,10 @@
 //! API keys. A key is `vxk_` + 64 hex chars (32 random bytes); only its SHA-256 is stored.
 //! With 256 bits of entropy a fast hash is enough: there is nothing to brute-force.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Instant;
+
 use chrono::{DateTime, Duration, Utc};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
@@ -18,6 +22,79 @@ pub const API_KEY_PREFIX: &str = "vxk_";
 /// How stale `last_used_at` may get before a request refreshes it (one write a minute
 /// at most per key, not one per request).
 const TOUCH_INTERVAL_SECONDS: i64 = 60;
+
+/// How long a verified key is believed without asking the database again. A key deleted
+/// through this process stops working at once (the deletion empties the cache); one
+/// deleted by another node sharing the database, or by hand, works here for at most this
+/// long. The database was asked on every request before: one of a list page's few
+/// queries, and the same answer thousands of times a second.
+const KEY_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Most keys the cache holds; only keys that verified are cached, so this is reached
+/// only with that many keys in use within a second, and then the cache starts over.
+const KEY_CACHE_MAX: usize = 1024;
+
+/// Keys that verified recently, by the hash of the presented key.
+#[derive(Debug, Default)]
+pub(super) struct KeyCache {
+    inner: Mutex<KeyCacheInner>,
+}
+
+#[derive(Debug, Default)]
+struct KeyCacheInner {
+    /// Bumped by every deletion through this process: a lookup that read the database
+    /// before a deletion must not put the deleted key into the cache after it.
+    generation: u64,
+    keys: HashMap<String, (ApiKey, Instant)>,
+}
+
+impl KeyCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, KeyCacheInner> {
+        // The map is valid after any panic elsewhere (every update is one insert or
+        // remove), so a poisoned lock is still usable.
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The key with this hash if it verified less than [`KEY_CACHE_TTL`] ago.
+    fn get(&self, hash: &str, now: Instant) -> Option<ApiKey> {
+        let inner = self.lock();
+        let (key, at) = inner.keys.get(hash)?;
+        (now.saturating_duration_since(*at) < KEY_CACHE_TTL).then(|| key.clone())
+    }
+
+    fn generation(&self) -> u64 {
+        self.lock().generation
+    }
+
+    /// Remember a key read from the database, unless a deletion happened since the
+    /// lookup began (`generation`).
+    fn put(&self, generation: u64, hash: String, key: ApiKey, at: Instant) {
+        let mut inner = self.lock();
+        if inner.generation != generation {
+            return;
+        }
+        if inner.keys.len() >= KEY_CACHE_MAX && !inner.keys.contains_key(&hash) {
+            inner.keys.clear();
+        }
+        inner.keys.insert(hash, (key, at));
+    }
+
+    /// The key's `last_used_at` was refreshed to `t`.
+    fn touched(&self, hash: &str, t: DateTime<Utc>) {
+        if let Some((key, _)) = self.lock().keys.get_mut(hash) {
+            key.last_used_at = Some(t);
+        }
+    }
+
+    /// Forget the key with this id: it was deleted.
+    fn revoke(&self, id: &str) {
+        let mut inner = self.lock();
+        inner.generation = inner.generation.wrapping_add(1);
+        inner.keys.retain(|_, (key, _)| key.id != id);
+    }
+}
 
 /// One row of `api_keys` (the key itself is not stored).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -148,23 +225,38 @@ impl Store {
             .bind(id)
             .execute(&self.pool)
             .await?;
+        // Also when nothing was deleted here: another node may have deleted it.
+        self.keys.revoke(id);
         if r.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
         Ok(())
     }
 
-    /// Look a presented key up by its hash; on success refresh `last_used_at` if it is
-    /// older than a minute.
+    /// Look a presented key up by its hash (answered from memory for a key that verified
+    /// within the last second, see [`KEY_CACHE_TTL`]); on success refresh `last_used_at`
+    /// if it is older than a minute.
     pub async fn verify_api_key(&self, key: &str) -> Result<Option<ApiKey>, StoreError> {
-        let row = sqlx::query(&format!(
-            "SELECT {KEY_COLUMNS} FROM api_keys WHERE key_hash = $1"
-        ))
-        .bind(hash_api_key(key))
-        .fetch_optional(&self.pool)
-        .await?;
-        let Some(row) = row else { return Ok(None) };
-        let mut found = api_key_from_row(&row)?;
+        let hash = hash_api_key(key);
+        let checked = Instant::now();
+        let found = match self.keys.get(&hash, checked) {
+            Some(found) => found,
+            None => {
+                let generation = self.keys.generation();
+                let row = sqlx::query(&format!(
+                    "SELECT {KEY_COLUMNS} FROM api_keys WHERE key_hash = $1"
+                ))
+                .bind(&hash)
+                .fetch_optional(&self.pool)
+                .await?;
+                let Some(row) = row else { return Ok(None) };
+                let found = api_key_from_row(&row)?;
+                self.keys
+                    .put(generation, hash.clone(), found.clone(), checked);
+                found
+            }
+        };
+        let mut found = found;
         let t = now();
         let stale = found
             .last_used_at
@@ -181,6 +273,7 @@ impl Store {
             .execute(&self.pool)
             .await?;
             found.last_used_at = Some(t);
+            self.keys.touched(&hash, t);
         }
         Ok(Some(found))
     }

@@ -9,6 +9,8 @@
 mod agents;
 mod api_keys;
 mod calls;
+mod programs;
+mod recordings;
 mod registrations;
 mod stats;
 mod trunks;
@@ -25,6 +27,13 @@ use sqlx::{AnyPool, Executor, Row};
 pub use agents::{Agent, AgentAuth, AgentPatch, Credentials, NewAgent, Presence};
 pub use api_keys::{generate_api_key, hash_api_key, ApiKey, API_KEY_PREFIX};
 pub use calls::{call_event_data, AgentCallCounts, Call, CallFilter, Leg, GATEWAY_RESTART};
+pub use programs::{
+    flow_references, CatalogNames, IvrFlowRow, NewPrompt, PromptRow, QueueRow, QueueSpec,
+};
+pub use recordings::{
+    recording_event_data, NewRecording, Recording, RecordingChannels, RecordingEnd,
+    RecordingFilter, RecordingStatus, RecordingStorage,
+};
 pub use registrations::{Registration, RegistrationChange};
 pub use stats::{CostTotal, StatsGroup, StatsGroupBy, StatsRow};
 pub use trunks::{NumberRow, TrunkRow};
@@ -108,6 +117,8 @@ pub struct Store {
     backend: Backend,
     /// Webhook subscriptions cache and the delivery worker's wake-up, shared by clones.
     hooks: std::sync::Arc<webhooks::Hooks>,
+    /// API keys verified in the last second, shared by clones.
+    keys: std::sync::Arc<api_keys::KeyCache>,
 }
 
 impl Store {
@@ -157,6 +168,7 @@ impl Store {
             pool,
             backend,
             hooks: std::sync::Arc::default(),
+            keys: std::sync::Arc::default(),
         })
     }
 
@@ -167,6 +179,20 @@ impl Store {
             Backend::Postgres => POSTGRES_MIGRATOR.run(&self.pool).await?,
         }
         Ok(())
+    }
+
+    /// A transaction that will write. On SQLite it takes the write lock at BEGIN
+    /// (`BEGIN IMMEDIATE`): a deferred transaction that reads first and then writes fails
+    /// at once with SQLITE_BUSY ("database is locked", no busy wait) when another writer
+    /// committed in between, as two concurrent API writes showed (a PATCH of a trunk
+    /// answered 500); an immediate one waits its turn under `busy_timeout` instead.
+    pub(crate) async fn begin_write(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        })
     }
 
     /// `SELECT 1`, for readiness.
@@ -221,7 +247,35 @@ fn prepare_sqlite_url(url: &str) -> Result<String, StoreError> {
 /// The one stored time format: RFC 3339, UTC, milliseconds, `Z`. Fixed width so that
 /// text order is time order.
 pub fn fmt_time(t: DateTime<Utc>) -> String {
-    t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+    let buf = time_bytes(t);
+    // Only ASCII digits and separators were written.
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// [`fmt_time`] into a stack buffer, for serialising without an allocation: chrono's
+/// `format` interprets its pattern on every call, which made up a good part of a call
+/// list's serialisation (eight times per call with its legs).
+pub fn time_bytes(t: DateTime<Utc>) -> [u8; 24] {
+    use chrono::{Datelike, Timelike};
+    let mut b = *b"0000-00-00T00:00:00.000Z";
+    let mut put = |at: usize, width: usize, mut v: u32| {
+        for i in (at..at + width).rev() {
+            b[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    // Years outside 0..=9999 do not occur in the store (RFC 3339 cannot write them);
+    // clamp rather than write a wider field.
+    put(0, 4, t.year().clamp(0, 9999).unsigned_abs());
+    put(5, 2, t.month());
+    put(8, 2, t.day());
+    put(11, 2, t.hour());
+    put(14, 2, t.minute());
+    // A leap second is kept in the nanoseconds (chrono): show it as :60.
+    let nanos = t.nanosecond();
+    put(17, 2, t.second() + nanos / 1_000_000_000);
+    put(20, 3, (nanos % 1_000_000_000) / 1_000_000);
+    b
 }
 
 /// The current time, truncated to what the store keeps (milliseconds).
@@ -231,12 +285,41 @@ pub fn now() -> DateTime<Utc> {
 }
 
 fn parse_time(column: &'static str, s: &str) -> Result<DateTime<Utc>, StoreError> {
+    if let Some(t) = parse_stored_time(s) {
+        return Ok(t);
+    }
     DateTime::parse_from_rfc3339(s)
         .map(|t| t.with_timezone(&Utc))
         .map_err(|e| StoreError::Corrupt {
             column,
             reason: format!("{s:?}: {e}"),
         })
+}
+
+/// The one stored format (`2026-01-31T09:00:00.123Z`) read directly; anything else
+/// (`None`) goes through the general RFC 3339 parser.
+fn parse_stored_time(s: &str) -> Option<DateTime<Utc>> {
+    let b = s.as_bytes();
+    if b.len() != 24 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' {
+        return None;
+    }
+    if b[16] != b':' || b[19] != b'.' || b[23] != b'Z' {
+        return None;
+    }
+    let num = |from: usize, to: usize| -> Option<u32> {
+        b[from..to].iter().try_fold(0u32, |acc, &c| {
+            c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0'))
+        })
+    };
+    let date =
+        chrono::NaiveDate::from_ymd_opt(i32::try_from(num(0, 4)?).ok()?, num(5, 7)?, num(8, 10)?)?;
+    let time = chrono::NaiveTime::from_hms_milli_opt(
+        num(11, 13)?,
+        num(14, 16)?,
+        num(17, 19)?,
+        num(20, 23)?,
+    )?;
+    Some(date.and_time(time).and_utc())
 }
 
 fn get_str(row: &AnyRow, column: &'static str) -> Result<String, StoreError> {
@@ -297,4 +380,32 @@ fn limit_plus_one(limit: usize) -> i64 {
     i64::try_from(limit)
         .unwrap_or(i64::MAX - 1)
         .saturating_add(1)
+}
+
+#[cfg(test)]
+mod time_tests {
+    use super::*;
+
+    #[test]
+    fn stored_time_round_trips() {
+        for s in [
+            "2026-01-31T09:00:00.123Z",
+            "0001-01-01T00:00:00.000Z",
+            "9999-12-31T23:59:59.999Z",
+        ] {
+            let t = parse_time("t", s).ok();
+            assert_eq!(t.map(fmt_time).as_deref(), Some(s));
+        }
+        // Other RFC 3339 forms still parse; nonsense does not.
+        let t = parse_time("t", "2026-01-31T10:00:00+01:00").ok();
+        assert_eq!(t.map(fmt_time).as_deref(), Some("2026-01-31T09:00:00.000Z"));
+        assert!(parse_time("t", "2026-02-30T09:00:00.000Z").is_err());
+        assert!(parse_time("t", "2026-01-31T09:00:00.12xZ").is_err());
+        // The same text as chrono's formatter.
+        let now = Utc::now();
+        assert_eq!(
+            fmt_time(now),
+            now.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+        );
+    }
 }

@@ -65,7 +65,7 @@ impl Store {
             return Ok(());
         }
         let t = fmt_time(now());
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         for change in changes {
             match change {
                 RegistrationChange::Upsert(r) => {

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use sqlx::any::AnyRow;
 use sqlx::AnyConnection;
 
+use super::RecordingChannels;
 use super::{
     conflict_on, fmt_time, get_enum, get_i64, get_opt_i64, get_opt_str, get_str, get_time,
     into_page, limit_plus_one, now, Page, Store, StoreError,
@@ -33,6 +34,8 @@ pub struct NumberRow {
     pub route_type: String,
     /// For `agent`: the agent's id.
     pub route_target: String,
+    /// Record its calls, with these channels.
+    pub record: Option<RecordingChannels>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -44,7 +47,8 @@ const TRUNK_COLUMNS: &str = "id, name, provider, outbound_host, outbound_port, \
      rate_per_minute_micros, rate_currency, rate_increment_seconds, rate_minimum_seconds, \
      simulate, default_outbound, created_at, updated_at";
 
-const NUMBER_COLUMNS: &str = "number, trunk_id, route_type, route_target, created_at, updated_at";
+const NUMBER_COLUMNS: &str =
+    "number, trunk_id, route_type, route_target, record, created_at, updated_at";
 
 fn json_column<T: serde::de::DeserializeOwned>(
     row: &AnyRow,
@@ -131,6 +135,17 @@ fn number_from_row(row: &AnyRow) -> Result<NumberRow, StoreError> {
         trunk_id: get_str(row, "trunk_id")?,
         route_type: get_str(row, "route_type")?,
         route_target: get_str(row, "route_target")?,
+        record: match get_opt_str(row, "record")?.as_deref() {
+            None => None,
+            Some("mono") => Some(RecordingChannels::Mono),
+            Some("dual") => Some(RecordingChannels::Dual),
+            Some(other) => {
+                return Err(StoreError::Corrupt {
+                    column: "record",
+                    reason: format!("unknown channels {other:?}"),
+                })
+            }
+        },
         created_at: get_time(row, "created_at")?,
         updated_at: get_time(row, "updated_at")?,
     })
@@ -234,7 +249,7 @@ impl Store {
             created_at: t,
             updated_at: t,
         };
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         if config.default_outbound {
             clear_default(&mut tx, &row.id).await?;
         }
@@ -292,7 +307,7 @@ impl Store {
 
     /// Every trunk and every number, read in one transaction (the directory's snapshot).
     pub async fn trunks_and_numbers(&self) -> Result<(Vec<TrunkRow>, Vec<NumberRow>), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let trunks = sqlx::query(&format!("SELECT {TRUNK_COLUMNS} FROM trunks ORDER BY id"))
             .fetch_all(&mut *tx)
             .await?
@@ -317,7 +332,7 @@ impl Store {
         id: &str,
         config: &TrunkConfig,
     ) -> Result<TrunkRow, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let row = sqlx::query(&format!("SELECT {TRUNK_COLUMNS} FROM trunks WHERE id = $1"))
             .bind(id)
             .fetch_optional(&mut *tx)
@@ -340,7 +355,7 @@ impl Store {
     /// Delete a trunk that has no numbers (else [`StoreError::InUse`]); its calls keep
     /// their records with `trunk_id` NULL.
     pub async fn delete_trunk(&self, id: &str) -> Result<TrunkRow, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let row = sqlx::query(&format!("SELECT {TRUNK_COLUMNS} FROM trunks WHERE id = $1"))
             .bind(id)
             .fetch_optional(&mut *tx)
@@ -375,6 +390,7 @@ impl Store {
         trunk_id: &str,
         route_type: &str,
         route_target: &str,
+        record: Option<RecordingChannels>,
     ) -> Result<NumberRow, StoreError> {
         let t = now();
         let row = NumberRow {
@@ -382,16 +398,18 @@ impl Store {
             trunk_id: trunk_id.to_owned(),
             route_type: route_type.to_owned(),
             route_target: route_target.to_owned(),
+            record,
             created_at: t,
             updated_at: t,
         };
         sqlx::query(&format!(
-            "INSERT INTO numbers ({NUMBER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"
+            "INSERT INTO numbers ({NUMBER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
         ))
         .bind(&row.number)
         .bind(&row.trunk_id)
         .bind(&row.route_type)
         .bind(&row.route_target)
+        .bind(row.record.map(RecordingChannels::as_str))
         .bind(fmt_time(t))
         .bind(fmt_time(t))
         .execute(&self.pool)
@@ -439,14 +457,16 @@ impl Store {
         Ok(into_page(numbers, limit, |n| &n.number))
     }
 
-    /// Change a number's trunk and/or route; `None` keeps it.
+    /// Change a number's trunk, route and/or recording; `None` keeps it (`record:
+    /// Some(None)` stops recording).
     pub async fn update_number(
         &self,
         number: &str,
         trunk_id: Option<&str>,
         route: Option<(&str, &str)>,
+        record: Option<Option<RecordingChannels>>,
     ) -> Result<NumberRow, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let row = sqlx::query(&format!(
             "SELECT {NUMBER_COLUMNS} FROM numbers WHERE number = $1"
         ))
@@ -463,17 +483,21 @@ impl Store {
             ty.clone_into(&mut n.route_type);
             target.clone_into(&mut n.route_target);
         }
+        if let Some(r) = record {
+            n.record = r;
+        }
         if n == before {
             return Ok(n);
         }
         n.updated_at = now();
         sqlx::query(
             "UPDATE numbers SET trunk_id = $1, route_type = $2, route_target = $3, \
-             updated_at = $4 WHERE number = $5",
+             record = $4, updated_at = $5 WHERE number = $6",
         )
         .bind(&n.trunk_id)
         .bind(&n.route_type)
         .bind(&n.route_target)
+        .bind(n.record.map(RecordingChannels::as_str))
         .bind(fmt_time(n.updated_at))
         .bind(&n.number)
         .execute(&mut *tx)
@@ -487,7 +511,7 @@ impl Store {
     }
 
     pub async fn delete_number(&self, number: &str) -> Result<NumberRow, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let row = sqlx::query(&format!(
             "SELECT {NUMBER_COLUMNS} FROM numbers WHERE number = $1"
         ))

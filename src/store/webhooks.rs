@@ -478,6 +478,24 @@ impl Store {
         Ok(subs)
     }
 
+    /// Whether a webhook subscribes to `event_type`, from the cached subscriptions: no
+    /// query, for callers that must not wait (the call engine's media port). The cache is
+    /// refreshed by every batch of call records and by webhook changes; false before its
+    /// first load.
+    pub fn subscribed_now(&self, event_type: &str) -> bool {
+        self.hooks.subscriptions.read().is_ok_and(|g| {
+            g.as_ref()
+                .is_some_and(|(_, subs)| subs.iter().any(|s| s.wants(event_type)))
+        })
+    }
+
+    /// Webhooks changed: drop the cached subscriptions and load them at once, so that
+    /// `subscribed_now` readers never see "nobody" meanwhile.
+    async fn subscriptions_changed(&self) {
+        self.hooks.invalidate();
+        let _ = self.subscriptions().await;
+    }
+
     /// Wakes the delivery worker: new outbox rows are committed.
     pub fn webhooks_notified(&self) -> impl std::future::Future<Output = ()> + '_ {
         self.hooks.notify.notified()
@@ -511,7 +529,7 @@ impl Store {
         .bind(fmt_time(t))
         .execute(&self.pool)
         .await?;
-        self.hooks.invalidate();
+        self.subscriptions_changed().await;
         Ok(hook)
     }
 
@@ -551,7 +569,7 @@ impl Store {
         id: &str,
         patch: &WebhookPatch,
     ) -> Result<Webhook, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let row = sqlx::query(&format!(
             "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE id = $1"
         ))
@@ -582,7 +600,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        self.hooks.invalidate();
+        self.subscriptions_changed().await;
         Ok(hook)
     }
 
@@ -593,7 +611,7 @@ impl Store {
             .execute(&self.pool)
             .await?
             .rows_affected();
-        self.hooks.invalidate();
+        self.subscriptions_changed().await;
         if n == 0 {
             return Err(StoreError::NotFound);
         }
@@ -677,7 +695,7 @@ impl Store {
                ORDER BY e.id LIMIT $4 {lock}) \
              RETURNING id, type, created_at, payload, webhook_id, target, order_key, attempts"
         );
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let rows = sqlx::query(&sql)
             .bind(owner)
             .bind(&until)
@@ -758,7 +776,7 @@ impl Store {
             NextStep::RetryAt(at) => ("pending", fmt_time(at)),
             NextStep::Failed => ("failed", t.clone()),
         };
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO webhook_deliveries (id, event_id, webhook_id, event_type, url, attempt, \
              status_code, error, duration_ms, at) \

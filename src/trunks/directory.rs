@@ -29,9 +29,9 @@ use voxgate_sip::transaction::{Peer, Transport};
 
 use super::number::{self, E164};
 use super::{codec_by_name, Provider, SimulateRule, TrunkConfig};
-use crate::calls::env::{Caller, Credentials, DialOutError, TrunkDial};
+use crate::calls::env::{Caller, Credentials, DialOutError, ProgramRoute, TrunkDial};
 use crate::calls::pacer::TrunkLimits;
-use crate::store::{NumberRow, Store, StoreError, TrunkRow};
+use crate::store::{IvrFlowRow, NumberRow, PromptRow, Store, StoreError, TrunkRow};
 
 /// The host in the Request-URI of calls on a `simulated` trunk, which never leave
 /// voxgate (`.invalid` is reserved for that, RFC 6761 §6.4).
@@ -359,6 +359,10 @@ impl Trunk {
 pub enum NumberRoute {
     /// Ring this agent (by id).
     Agent { agent_id: String },
+    /// Answer and run this IVR flow (by id).
+    Ivr { flow_id: String },
+    /// Answer and run the verbs the operator's app at this URL returns.
+    Webhook { url: String },
     /// A route type the engine does not run yet (`queue`, `ivr`, …): stored, not routed.
     Other { route_type: String, target: String },
 }
@@ -370,6 +374,8 @@ pub struct NumberEntry {
     pub number: String,
     pub trunk_id: String,
     pub route: NumberRoute,
+    /// Its calls are recorded, with these channels.
+    pub record: Option<crate::store::RecordingChannels>,
 }
 
 /// Every trunk and number at one moment: immutable, shared by `Arc`.
@@ -384,6 +390,10 @@ pub struct Snapshot {
     default: Option<usize>,
     /// Country codes of the trunks that have numbers, to read national called numbers.
     countries: Vec<String>,
+    /// IVR flows compiled for the engine, by id.
+    flows: HashMap<String, ProgramRoute>,
+    /// Prompts by id and by name (what programs play).
+    prompts: HashMap<String, PromptRow>,
 }
 
 impl Snapshot {
@@ -414,6 +424,14 @@ impl Snapshot {
                     NumberRoute::Agent {
                         agent_id: n.route_target,
                     }
+                } else if n.route_type == "ivr" {
+                    NumberRoute::Ivr {
+                        flow_id: n.route_target,
+                    }
+                } else if n.route_type == "webhook" {
+                    NumberRoute::Webhook {
+                        url: n.route_target,
+                    }
                 } else {
                     NumberRoute::Other {
                         route_type: n.route_type,
@@ -426,6 +444,7 @@ impl Snapshot {
                         number: n.number,
                         trunk_id: n.trunk_id,
                         route,
+                        record: n.record,
                     },
                 )
             })
@@ -445,7 +464,43 @@ impl Snapshot {
             numbers,
             default,
             countries,
+            flows: HashMap::new(),
+            prompts: HashMap::new(),
         }
+    }
+
+    /// The same snapshot with the call programs numbers may route to: each flow compiled
+    /// once (a flow that does not compile, which validation at `PUT` prevents, is left
+    /// out and logged), and the prompts they play.
+    #[must_use]
+    pub fn with_programs(mut self, flows: Vec<IvrFlowRow>, prompts: Vec<PromptRow>) -> Snapshot {
+        for f in flows {
+            let compiled = serde_json::from_value::<voxgate_ivr::Flow>(f.flow)
+                .map_err(|e| e.to_string())
+                .and_then(|flow| flow.compile().map_err(|e| e.to_string()));
+            match compiled {
+                Ok(blocks) => {
+                    self.flows
+                        .insert(f.id, ProgramRoute::Flow(Arc::new(blocks)));
+                }
+                Err(e) => tracing::warn!(flow = %f.id, error = %e, "ivr flow not loaded"),
+            }
+        }
+        for p in prompts {
+            self.prompts.insert(p.name.clone(), p.clone());
+            self.prompts.insert(p.id.clone(), p);
+        }
+        self
+    }
+
+    /// A compiled IVR flow by id.
+    pub fn flow(&self, id: &str) -> Option<&ProgramRoute> {
+        self.flows.get(id)
+    }
+
+    /// A prompt by id or name.
+    pub fn prompt(&self, reference: &str) -> Option<&PromptRow> {
+        self.prompts.get(reference)
     }
 
     /// Every trunk, in creation order.
@@ -557,7 +612,8 @@ impl TrunkDirectory {
     pub async fn reload(&self, store: &Store) -> Result<(), StoreError> {
         let _one_at_a_time = self.inner.reload.lock().await;
         let (trunks, numbers) = store.trunks_and_numbers().await?;
-        self.replace(Snapshot::build(trunks, numbers));
+        let (flows, prompts) = store.programs_catalog().await?;
+        self.replace(Snapshot::build(trunks, numbers).with_programs(flows, prompts));
         Ok(())
     }
 
@@ -629,6 +685,7 @@ mod tests {
             trunk_id: trunk.to_owned(),
             route_type: "agent".to_owned(),
             route_target: agent.to_owned(),
+            record: None,
             created_at: Utc::now(),
             updated_at: Utc::now(),
         }

@@ -227,9 +227,26 @@ impl Directory for GatewayDirectory<'_> {
                     Some(t) => snap.number_on(t, user),
                     None => snap.number(user),
                 };
-                match entry.map(|n| &n.route) {
-                    Some(NumberRoute::Agent { agent_id }) => self.agents.agent(agent_id),
-                    Some(NumberRoute::Other { .. }) | None => Route::NotFound,
+                let Some(entry) = entry else {
+                    return Route::NotFound;
+                };
+                match &entry.route {
+                    NumberRoute::Agent { agent_id } => match self.agents.agent(agent_id) {
+                        Route::Agent { party, targets, .. } => Route::Agent {
+                            party,
+                            targets,
+                            record: entry.record,
+                        },
+                        other => other,
+                    },
+                    NumberRoute::Ivr { flow_id } => match snap.flow(flow_id) {
+                        Some(program) => Route::Program(program.clone()),
+                        None => Route::NotFound,
+                    },
+                    NumberRoute::Webhook { url } => {
+                        Route::Program(crate::calls::env::ProgramRoute::Webhook(url.clone()))
+                    }
+                    NumberRoute::Other { .. } => Route::NotFound,
                 }
             }
             Caller::Agent(_) => match self.agents.agent(user) {
@@ -244,6 +261,10 @@ impl Directory for GatewayDirectory<'_> {
 
     fn agent(&self, agent: &str) -> Route {
         self.agents.agent(agent)
+    }
+
+    fn prompt(&self, reference: &str) -> Option<crate::store::PromptRow> {
+        self.trunks.snapshot.prompt(reference).cloned()
     }
 
     fn dial_out(

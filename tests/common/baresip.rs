@@ -90,6 +90,8 @@ rtp_ports\t\t20000-29999
 jitter_buffer_delay\t5-10
 module_path\t\t{MODULE_DIR}
 module\t\t\tg711.so
+module\t\t\tg722.so
+module\t\t\topus.so
 module\t\t\taufile.so
 module\t\t\taubridge.so
 module\t\t\tsndfile.so
@@ -113,6 +115,16 @@ impl Baresip {
     /// [`Baresip::start`] with extra config lines (`sip_cafile <pem>` for TLS). baresip
     /// listens for TLS on its SIP port + 1.
     pub fn start_with(cfg: &PhoneConfig, extra_config: &str) -> Baresip {
+        Baresip::start_full(cfg, extra_config, "PCMU")
+    }
+
+    /// [`Baresip::start`] offering and accepting only `audio_codecs` (baresip's
+    /// comma-separated account parameter: `opus`, `G722`, `PCMA`…).
+    pub fn start_codecs(cfg: &PhoneConfig, audio_codecs: &str) -> Baresip {
+        Baresip::start_full(cfg, "", audio_codecs)
+    }
+
+    fn start_full(cfg: &PhoneConfig, extra_config: &str, audio_codecs: &str) -> Baresip {
         assert!(
             Path::new(MODULE_DIR).join("ctrl_tcp.so").exists(),
             "baresip modules missing under {MODULE_DIR}: run scripts/install-test-deps.sh"
@@ -145,7 +157,7 @@ impl Baresip {
         )
         .expect("write config");
         let mut account = format!(
-            "<{}>;answermode=auto;regint={};audio_codecs=PCMU",
+            "<{}>;answermode=auto;regint={};audio_codecs={audio_codecs}",
             cfg.aor, cfg.regint
         );
         if let Some(pass) = &cfg.password {

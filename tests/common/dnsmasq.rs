@@ -74,6 +74,19 @@ impl Dnsmasq {
     pub fn log(&self) -> String {
         self.log.lock().unwrap().join("\n")
     }
+
+    /// The log once it holds `needle` (dnsmasq's log lines reach us from a reader
+    /// thread, possibly after the answer did), or as it is after `within`.
+    pub fn log_with(&self, needle: &str, within: std::time::Duration) -> String {
+        let until = std::time::Instant::now() + within;
+        loop {
+            let log = self.log();
+            if log.contains(needle) || std::time::Instant::now() >= until {
+                return log;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
 }
 
 impl Drop for Dnsmasq {

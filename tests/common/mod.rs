@@ -152,6 +152,10 @@ impl Gateway {
             // machine that cannot load it fails loudly instead of testing less.
             ("VOXGATE_RTP_KERNEL_FORWARDING".into(), "on".into()),
             ("VOXGATE_LOG".into(), "info,voxgate=debug".into()),
+            // Test traffic stays on loopback: trunk host names (example.pstn.twilio.com in
+            // the API tests) go to a loopback port where nothing answers, not to the
+            // machine's resolver. Tests of DNS give their own dnsmasq (tests/dns.rs).
+            ("VOXGATE_SIP_DNS_SERVERS".into(), "127.0.0.1:9".into()),
         ];
         if let Some(db) = &pg {
             vars.push(("VOXGATE_DATABASE_URL".into(), db.url.clone()));
@@ -324,6 +328,57 @@ impl Gateway {
             .expect("client")
     }
 
+    /// `POST /v1/agents` with `body`; panics with the server's answer unless it is 2xx.
+    pub async fn create_agent(&self, body: serde_json::Value) -> serde_json::Value {
+        let r = self
+            .client()
+            .post(self.url("/v1/agents"))
+            .json(&body)
+            .send()
+            .await
+            .expect("POST /v1/agents");
+        let status = r.status();
+        let text = r.text().await.unwrap_or_default();
+        assert!(
+            status.is_success(),
+            "POST /v1/agents {body}: {status} {text}"
+        );
+        serde_json::from_str(&text).expect("agent JSON")
+    }
+
+    /// Polls `GET /v1/agents/{username}` until its `state` is `available`, for at most
+    /// `within`; returns the agent's JSON. On timeout it panics with the last answer and
+    /// `context()` (a softphone's events and log, say).
+    pub async fn wait_agent_available(
+        &self,
+        username: &str,
+        within: Duration,
+        context: impl Fn() -> String,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + within;
+        let mut last = serde_json::Value::Null;
+        while Instant::now() < deadline {
+            let r = self
+                .client()
+                .get(self.url(&format!("/v1/agents/{username}")))
+                .send()
+                .await
+                .expect("GET /v1/agents/{id}");
+            if r.status().is_success() {
+                last = r.json().await.expect("agent JSON");
+                if last["state"] == "available" {
+                    return last;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "{username} not available after {within:?}: {last}\n{}\n----- voxgate -----\n{}",
+            context(),
+            self.log()
+        );
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }
@@ -382,4 +437,65 @@ impl Drop for Gateway {
         }
         self.kill9();
     }
+}
+
+// ---------------------------------------------------------------------------------
+// Prompt uploads
+
+const BOUNDARY: &str = "voxgate-test-boundary-7MA4YWxkTrZu0gW";
+
+/// A `multipart/form-data` body for `POST /v1/prompts` (RFC 7578) with text parts and one file part, written by
+/// hand so that malformed variants can be sent too.
+pub fn multipart(texts: &[(&str, &str)], file: Option<(&str, &[u8])>) -> Vec<u8> {
+    let mut b = Vec::new();
+    for (name, value) in texts {
+        b.extend_from_slice(
+            format!(
+                "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+            )
+            .as_bytes(),
+        );
+    }
+    if let Some((filename, bytes)) = file {
+        b.extend_from_slice(
+            format!(
+                "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; \
+                 filename=\"{filename}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        b.extend_from_slice(bytes);
+        b.extend_from_slice(b"\r\n");
+    }
+    b.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
+    b
+}
+
+/// `POST /v1/prompts` with `body` (made by [`multipart`]): status, JSON body, Location.
+pub async fn upload_prompt(
+    gw: &Gateway,
+    body: Vec<u8>,
+) -> (u16, serde_json::Value, Option<String>) {
+    let r = gw
+        .client()
+        .post(gw.url("/v1/prompts"))
+        .header(
+            reqwest::header::CONTENT_TYPE,
+            format!("multipart/form-data; boundary={BOUNDARY}"),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let location = r
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .map(|v| v.to_str().unwrap().to_owned());
+    let text = r.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+        location,
+    )
 }

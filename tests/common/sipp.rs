@@ -79,6 +79,34 @@ pub fn free_port_on(ip: IpAddr) -> u16 {
     panic!("no port free for both UDP and TCP on {ip} after 200 tries");
 }
 
+/// SIPp's media ports (`-mp`): 61000-65499, above the kernel's ephemeral range
+/// (32768-60999, where every `bind(0)` lands) and clear of the test gateways' RTP slots
+/// (10000-19999) and baresip's (20000-29999).
+const SIPP_MEDIA_BASE: u16 = 61_000;
+const SIPP_MEDIA_BLOCKS: u16 = 1_125;
+
+/// An even port `p` for SIPp's `-mp` with `p` and `p + 2` free on loopback UDP: SIPp binds
+/// both (audio and video) and exits at start when either is taken, so a port from
+/// [`free_port_on`] (checked alone, and in the range every other test's sockets use) made
+/// SIPp fail now and then.
+pub fn sipp_media_port() -> u16 {
+    let free = |p: u16| UdpSocket::bind((std::net::Ipv4Addr::LOCALHOST, p)).is_ok();
+    // Spread by process (nextest runs each test in its own) and by call (a test's
+    // second SIPp may not have bound the first one's ports yet).
+    static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    let nth = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let start = ((std::process::id() as u16).wrapping_mul(7919) % SIPP_MEDIA_BLOCKS
+        + nth.wrapping_mul(97))
+        % SIPP_MEDIA_BLOCKS;
+    for i in 0..SIPP_MEDIA_BLOCKS {
+        let p = SIPP_MEDIA_BASE + ((start + i * 13) % SIPP_MEDIA_BLOCKS) * 4;
+        if free(p) && free(p + 2) {
+            return p;
+        }
+    }
+    panic!("no free SIPp media port pair in {SIPP_MEDIA_BASE}-65499");
+}
+
 /// Panics with install instructions when `sipp` is not on PATH.
 pub fn require_sipp() {
     match Command::new("sipp").arg("-v").stdin(Stdio::null()).output() {

@@ -24,6 +24,11 @@ pub struct SdpConfig {
     pub session_name: String,
     /// Codecs voxgate relays, in preference order. Matching is by [`Codec::same_format`].
     pub codecs: Vec<Codec>,
+    /// Voice codecs voxgate can decode and encode, in preference order: when an offer
+    /// has one of them, the offer forwarded to the other leg adds the others after the
+    /// offerer's own, and if the answerer picks only those voxgate transcodes between
+    /// the two legs (SPEC §3: only when they share no codec). Empty: no transcoding.
+    pub transcode: Vec<Codec>,
 }
 
 impl Default for SdpConfig {
@@ -32,6 +37,7 @@ impl Default for SdpConfig {
             username: "voxgate".to_owned(),
             session_name: "voxgate".to_owned(),
             codecs: vec![Codec::pcmu(), Codec::pcma(), Codec::telephone_event()],
+            transcode: Vec::new(),
         }
     }
 }
@@ -39,6 +45,52 @@ impl Default for SdpConfig {
 impl SdpConfig {
     fn supports(&self, codec: &Codec) -> bool {
         self.codecs.iter().any(|c| c.same_format(codec))
+    }
+
+    fn transcodes(&self, codec: &Codec) -> bool {
+        self.transcode.iter().any(|c| c.same_format(codec))
+    }
+
+    /// What an offer forwarded with the offerer's `codecs` adds so that the answerer may
+    /// pick a codec voxgate transcodes to: nothing unless voxgate can decode one of the
+    /// offerer's voice codecs; else the transcodable voice codecs the offerer lacks, and
+    /// telephone-event at their clocks if the offerer offered telephone-event at all.
+    fn transcoding_extras(&self, codecs: &[(u8, Codec)]) -> Vec<Codec> {
+        let has = |c: &Codec| codecs.iter().any(|(_, o)| o.same_format(c));
+        let decodable = codecs
+            .iter()
+            .any(|(_, c)| !c.is_auxiliary() && self.transcodes(c));
+        if !decodable {
+            return Vec::new();
+        }
+        // Opus offered for transcoding asks for no more than the offerer's audio has.
+        let beside = codecs
+            .iter()
+            .find(|(_, c)| !c.is_auxiliary() && self.transcodes(c))
+            .map(|(_, c)| c);
+        let mut extras: Vec<Codec> = self
+            .transcode
+            .iter()
+            .filter(|c| !has(c))
+            .map(|c| match beside.and_then(|b| opus_params_beside(c, b)) {
+                Some(fmtp) => c.clone().with_fmtp(&fmtp),
+                None => c.clone(),
+            })
+            .collect();
+        if codecs.iter().any(|(_, c)| c.is_telephone_event()) {
+            let mut clocks: Vec<u32> = extras.iter().map(|c| c.clock_rate).collect();
+            clocks.dedup();
+            for clock in clocks {
+                let event = Codec {
+                    clock_rate: clock,
+                    ..Codec::telephone_event()
+                };
+                if !has(&event) && extras.iter().all(|c| !c.same_format(&event)) {
+                    extras.push(event);
+                }
+            }
+        }
+        extras
     }
 }
 
@@ -242,6 +294,9 @@ pub struct PendingOffer {
     audio_index: usize,
     /// (offerer's PT, PT in our forwarded offer, codec as the offerer described it).
     codecs: Vec<(u8, u8, Codec)>,
+    /// Codecs added to the forwarded offer that voxgate would transcode to, the
+    /// offerer not having them: (PT in our forwarded offer, the same, codec).
+    transcoded: Vec<(u8, u8, Codec)>,
     /// The offerer's direction, with `c=0.0.0.0` read as "does not receive".
     offerer_direction: Direction,
     offerer_rtcp_mux: bool,
@@ -312,6 +367,7 @@ pub fn forward_offer(
 
     // Payload types on `to`: reuse earlier bindings, then static numbers, then the
     // offerer's number if free, then the lowest free dynamic one.
+    let extras = cfg.transcoding_extras(&codecs);
     let mut forwarded: Vec<(u8, u8, Codec)> = Vec::with_capacity(codecs.len());
     for (pt, codec) in codecs {
         let taken: Vec<u8> = forwarded.iter().map(|(_, b, _)| *b).collect();
@@ -319,11 +375,24 @@ pub fn forward_offer(
             .ok_or(NegotiationError::PayloadTypesExhausted)?;
         forwarded.push((pt, b_pt, codec));
     }
+    // What voxgate would transcode to, after everything the offerer has.
+    let mut transcoded: Vec<(u8, u8, Codec)> = Vec::with_capacity(extras.len());
+    for codec in extras {
+        let taken: Vec<u8> = forwarded
+            .iter()
+            .chain(&transcoded)
+            .map(|(_, b, _)| *b)
+            .collect();
+        let wanted = codec.static_payload_type().unwrap_or(DYNAMIC_PT_FIRST);
+        let b_pt = assign_payload_type(&codec, wanted, &to.bindings, &taken)
+            .ok_or(NegotiationError::PayloadTypesExhausted)?;
+        transcoded.push((b_pt, b_pt, codec));
+    }
 
     // ptime, maxptime and rtcp-mux as the offerer asked (RFC 5761 §5.1.1: mux offered
     // only if the offerer offered it, so "both sides did" is decided by the answer).
     let attributes = stream_attributes(
-        forwarded.iter().map(|(_, b, c)| (*b, c)),
+        forwarded.iter().chain(&transcoded).map(|(_, b, c)| (*b, c)),
         m,
         m.rtcp_mux(),
         direction,
@@ -331,12 +400,12 @@ pub fn forward_offer(
     let media = audio_line(
         to.local.rtp_port,
         Proto::RtpAvp,
-        forwarded.iter().map(|(_, b, _)| *b),
+        forwarded.iter().chain(&transcoded).map(|(_, b, _)| *b),
         attributes,
     );
     let mut sdp = local_description(cfg, &to.local, [media]);
     to.session.stamp(&mut sdp);
-    for (_, b_pt, codec) in &forwarded {
+    for (_, b_pt, codec) in forwarded.iter().chain(&transcoded) {
         to.bindings.bind(*b_pt, codec);
     }
 
@@ -353,6 +422,7 @@ pub fn forward_offer(
             .collect(),
         audio_index,
         codecs: forwarded,
+        transcoded,
         offerer_direction: direction,
         offerer_rtcp_mux: m.rtcp_mux(),
         offerer_ptime: m.ptime(),
@@ -448,6 +518,7 @@ pub fn create_offer(
         }],
         audio_index: 0,
         codecs: offered,
+        transcoded: Vec::new(),
         offerer_direction: Direction::SendRecv,
         offerer_rtcp_mux: false,
         offerer_ptime: None,
@@ -495,29 +566,75 @@ impl PendingOffer {
             .ok_or(NegotiationError::MissingConnection(0))?;
         let endpoint = endpoint(m, conn, 0)?;
 
-        // Codecs the answerer kept, in its order (RFC 3264 §6.1), matched to our offer.
-        let mut agreed: Vec<(u8, &(u8, u8, Codec), Codec)> = Vec::new();
-        for pt in distinct_payload_types(m) {
-            let described = m.codec(pt).or_else(|| {
-                // A sloppy answerer may reuse our number without an rtpmap.
-                self.codecs
-                    .iter()
-                    .find(|(_, b, _)| *b == pt)
-                    .map(|(_, _, c)| c.clone())
-            });
-            let Some(codec) = described else { continue };
-            let Some(offered) = self.codecs.iter().find(|(_, _, c)| c.same_format(&codec)) else {
-                continue; // not offered: RFC 3264 §6.1 forbids it, ignore it
-            };
-            if agreed.iter().all(|(_, o, _)| !o.2.same_format(&codec)) {
-                agreed.push((pt, offered, codec));
-            }
-        }
-        let clocks = voice_clocks(agreed.iter().map(|(_, _, c)| c));
-        agreed.retain(|(_, _, c)| usable(c, &clocks));
+        // Codecs the answerer kept, in its order (RFC 3264 §6.1), matched to our offer:
+        // relayed as they are when it kept one of the offerer's voice codecs, else
+        // transcoded when it kept one voxgate added.
+        let relayed = agree(m, &self.codecs);
+        let transcoding = relayed.is_empty() && !self.transcoded.is_empty();
+        let pool: Vec<(u8, u8, Codec)> = if transcoding {
+            self.codecs
+                .iter()
+                .filter(|(_, _, c)| c.is_auxiliary())
+                .chain(&self.transcoded)
+                .cloned()
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let agreed = if transcoding {
+            agree(m, &pool)
+        } else {
+            relayed
+        };
         if agreed.is_empty() {
             return Err(NegotiationError::NoCommonCodec);
         }
+        // The offerer's side: the same codecs under its numbers; or, transcoding, its
+        // first voice codec voxgate transcodes and telephone-event at that codec's clock.
+        let offerer_own: Vec<&(u8, u8, Codec)> = if transcoding {
+            let voice = self
+                .codecs
+                .iter()
+                .find(|(_, _, c)| !c.is_auxiliary() && cfg.transcodes(c))
+                .ok_or(NegotiationError::NoCommonCodec)?;
+            let event = self
+                .codecs
+                .iter()
+                .find(|(_, _, c)| c.is_telephone_event() && c.clock_rate == voice.2.clock_rate);
+            [Some(voice), event].into_iter().flatten().collect()
+        } else {
+            agreed.iter().map(|(_, o, _)| *o).collect()
+        };
+        // In our answer: fmtp as the real answerer gave it when relaying.
+        let offerer_codecs: Vec<(u8, Codec)> = if transcoding {
+            // An Opus offerer is asked for no more audio than the other leg carries.
+            let other = agreed.iter().map(|(_, _, c)| c).find(|c| !c.is_auxiliary());
+            offerer_own
+                .iter()
+                .map(|o| {
+                    let params = other.and_then(|b| opus_params_beside(&o.2, b));
+                    let codec = match params {
+                        Some(fmtp) => Codec {
+                            fmtp: Some(fmtp),
+                            ..o.2.clone()
+                        },
+                        None => o.2.clone(),
+                    };
+                    (o.0, codec)
+                })
+                .collect()
+        } else {
+            agreed
+                .iter()
+                .map(|(_, o, c)| {
+                    let codec = Codec {
+                        fmtp: c.fmtp.clone(),
+                        ..o.2.clone()
+                    };
+                    (o.0, codec)
+                })
+                .collect()
+        };
 
         // RFC 3264 §6.1: the answer may only send what the offer receives and vice versa;
         // clamp an answerer that got it wrong. c=0.0.0.0 means it does not receive.
@@ -537,24 +654,11 @@ impl PendingOffer {
             ptime: m.ptime(),
             rtcp_mux,
         };
-        // The offerer's numbers for the same codecs; fmtp as the real answerer gave it.
-        let offerer_codecs: Vec<(u8, Codec)> = agreed
-            .iter()
-            .map(|(_, o, c)| {
-                (
-                    o.0,
-                    Codec {
-                        fmtp: c.fmtp.clone(),
-                        ..o.2.clone()
-                    },
-                )
-            })
-            .collect();
         let offerer_media = LegMedia {
             remote: self.offerer_endpoint.map(|e| e.resolve(rtcp_mux)),
             direction: answerer_direction.reversed(),
-            send: PayloadMap(agreed.iter().map(|(_, o, _)| (o.0, o.2.clone())).collect()),
-            recv: PayloadMap(agreed.iter().map(|(_, o, _)| (o.0, o.2.clone())).collect()),
+            send: PayloadMap(offerer_own.iter().map(|o| (o.0, o.2.clone())).collect()),
+            recv: PayloadMap(offerer_own.iter().map(|o| (o.0, o.2.clone())).collect()),
             ptime: self.offerer_ptime,
             rtcp_mux,
         };
@@ -600,6 +704,54 @@ impl PendingOffer {
         answerer.media = Some(answerer_media);
         Ok(sdp)
     }
+}
+
+/// The `fmtp` for `codec` when it is Opus and transcoded against `other`, a narrowband
+/// (G.711) or wideband (G.722) codec: RFC 7587 §6.1's `maxplaybackrate` and
+/// `sprop-maxcapturerate`, so that a libopus peer sends (and expects) no more bandwidth
+/// than the other leg carries: narrowband SILK is several times cheaper to code.
+fn opus_params_beside(codec: &Codec, other: &Codec) -> Option<String> {
+    if !codec.name.eq_ignore_ascii_case("opus") {
+        return None;
+    }
+    let rate = match other.name.to_ascii_uppercase().as_str() {
+        "PCMU" | "PCMA" => 8000,
+        "G722" => 16_000,
+        _ => return None,
+    };
+    Some(format!(
+        "maxplaybackrate={rate};sprop-maxcapturerate={rate}"
+    ))
+}
+
+/// The codecs of an answer's m= line that match `offered` (our offer's (offerer PT,
+/// our PT, codec)), in the answerer's order, each once, as (answerer's PT, what we
+/// offered, codec as the answerer described it). Auxiliary codecs only at a voice
+/// codec's clock; empty without a voice codec.
+fn agree<'a>(
+    m: &MediaDescription,
+    offered: &'a [(u8, u8, Codec)],
+) -> Vec<(u8, &'a (u8, u8, Codec), Codec)> {
+    let mut agreed: Vec<(u8, &(u8, u8, Codec), Codec)> = Vec::new();
+    for pt in distinct_payload_types(m) {
+        let described = m.codec(pt).or_else(|| {
+            // A sloppy answerer may reuse our number without an rtpmap.
+            offered
+                .iter()
+                .find(|(_, b, _)| *b == pt)
+                .map(|(_, _, c)| c.clone())
+        });
+        let Some(codec) = described else { continue };
+        let Some(o) = offered.iter().find(|(_, _, c)| c.same_format(&codec)) else {
+            continue; // not offered: RFC 3264 §6.1 forbids it, ignore it
+        };
+        if agreed.iter().all(|(_, a, _)| !a.2.same_format(&codec)) {
+            agreed.push((pt, o, codec));
+        }
+    }
+    let clocks = voice_clocks(agreed.iter().map(|(_, _, c)| c));
+    agreed.retain(|(_, _, c)| usable(c, &clocks));
+    agreed
 }
 
 /// The first audio m= line we can bridge and its supported codecs (offerer's PT, codec),

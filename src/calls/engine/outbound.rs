@@ -62,11 +62,11 @@ impl CallEngine {
         now: Instant,
     ) {
         let (party, targets) = match directory.agent(&o.agent) {
-            Route::Agent { party, targets } => (party, targets),
+            Route::Agent { party, targets, .. } => (party, targets),
             Route::Offline => {
                 return self.never_started(&o.call, CallStatus::Failed, "agent offline", now)
             }
-            Route::NotFound | Route::Answer | Route::Trunk(_) => {
+            Route::NotFound | Route::Answer | Route::Trunk(_) | Route::Program(_) => {
                 return self.never_started(&o.call, CallStatus::Failed, "no such agent", now)
             }
         };
@@ -130,8 +130,13 @@ impl CallEngine {
                 trunk: Some(trunk.clone()),
                 rate: None,
                 ringback: false,
+                internal: Side::A,
+                record: o.record,
+                recording: None,
+                program: None,
             },
         );
+        self.by_session.insert(session.id, o.call.clone());
         *self.active.entry(party.agent.clone()).or_default() += 1;
         metrics::counter!("voxgate_calls_total").increment(1);
         self.emit(CallChange::CallRinging {

@@ -807,3 +807,141 @@ fn own_offer_restricted_to_one_codec_and_a_bad_answer_changes_nothing() {
         NegotiationError::NoCommonCodec
     );
 }
+
+/// voxgate's gateway settings: relays and transcodes G.711, G.722 and Opus.
+fn transcoding_cfg() -> SdpConfig {
+    let voice = [
+        Codec::pcmu(),
+        Codec::pcma(),
+        Codec::new("G722", 8000, 1),
+        Codec::new("opus", 48_000, 2),
+    ];
+    let events = [
+        Codec::telephone_event(),
+        Codec {
+            clock_rate: 48_000,
+            ..Codec::telephone_event()
+        },
+    ];
+    SdpConfig {
+        codecs: voice.iter().chain(&events).cloned().collect(),
+        transcode: voice.to_vec(),
+        ..SdpConfig::default()
+    }
+}
+
+/// An offer with one audio line of `formats` and `lines`.
+fn a_offer(formats: &str, lines: &[&str]) -> SessionDescription {
+    let mut text = format!(
+        "v=0\r\no=alice 5 5 IN IP4 192.0.2.5\r\ns=-\r\nc=IN IP4 192.0.2.5\r\nt=0 0\r\n\
+         m=audio 40000 RTP/AVP {formats}\r\n"
+    );
+    for l in lines {
+        text.push_str(l);
+        text.push_str("\r\n");
+    }
+    sdp(&text)
+}
+
+#[test]
+fn an_opus_only_offer_is_forwarded_with_what_voxgate_transcodes_to() {
+    let cfg = transcoding_cfg();
+    let (mut a, mut b) = legs();
+    let offer = a_offer(
+        "111 110",
+        &[
+            "a=rtpmap:111 opus/48000/2",
+            "a=fmtp:111 useinbandfec=1",
+            "a=rtpmap:110 telephone-event/48000",
+        ],
+    );
+    let (offer_b, answer_a) = bridge(
+        &cfg,
+        &offer,
+        // B has only PCMU and telephone-event at 8 kHz.
+        |_| {
+            b_answer(
+                "0 101",
+                &["a=rtpmap:0 PCMU/8000", "a=rtpmap:101 telephone-event/8000"],
+            )
+        },
+        &mut a,
+        &mut b,
+    );
+    // The offerer's codecs first, then what voxgate can transcode to, with
+    // telephone-event at the added codecs' clock.
+    let b_codecs: Vec<String> = offer_b.media[0]
+        .payload_types()
+        .map(|pt| offer_b.media[0].codec(pt).unwrap().to_string())
+        .collect();
+    assert_eq!(
+        b_codecs,
+        [
+            "opus/48000/2",
+            "telephone-event/48000",
+            "PCMU/8000",
+            "PCMA/8000",
+            "G722/8000",
+            "telephone-event/8000"
+        ]
+    );
+    // A gets an answer in its own codec and numbers: it never sees PCMU; and is asked
+    // for narrowband Opus, all that PCMU carries (RFC 7587 §6.1).
+    assert_eq!(answer_a.media[0].formats, ["111", "110"]);
+    assert!(
+        attrs(&answer_a, 0)
+            .contains(&"a=fmtp:111 maxplaybackrate=8000;sprop-maxcapturerate=8000".to_owned()),
+        "{:?}",
+        attrs(&answer_a, 0)
+    );
+    let (ma, mb) = (a.media.as_ref().unwrap(), b.media.as_ref().unwrap());
+    assert_eq!(
+        ma.send.payload_type(&Codec::new("opus", 48_000, 2)),
+        Some(111)
+    );
+    assert_eq!(ma.send.payload_type(&Codec::pcmu()), None);
+    assert_eq!(mb.send.payload_type(&Codec::pcmu()), Some(0));
+    assert_eq!(mb.send.payload_type(&Codec::telephone_event()), Some(101));
+    // No voice codec crosses as it is: the relay must transcode.
+    let a_to_b = PtTranslation::new(ma, mb);
+    assert_eq!(a_to_b.get(111), None);
+}
+
+#[test]
+fn a_shared_codec_is_relayed_even_when_voxgate_could_transcode() {
+    let cfg = transcoding_cfg();
+    let (mut a, mut b) = legs();
+    let offer = sdp(BARESIP);
+    // B picks PCMA, which A offered: relayed as it is, and the answer to A says PCMA.
+    let (_, answer_a) = bridge(
+        &cfg,
+        &offer,
+        |_| b_answer("8", &["a=rtpmap:8 PCMA/8000"]),
+        &mut a,
+        &mut b,
+    );
+    assert_eq!(answer_a.media[0].formats, ["8"]);
+    let a_to_b = PtTranslation::new(a.media.as_ref().unwrap(), b.media.as_ref().unwrap());
+    assert_eq!(a_to_b.get(8), Some(8));
+}
+
+#[test]
+fn without_a_decodable_codec_nothing_is_added() {
+    let cfg = transcoding_cfg();
+    let (_, mut b) = legs();
+    // G.729 and PCMU: PCMU is decodable, so the others are added…
+    let offer = a_offer("18 0", &["a=rtpmap:18 G729/8000", "a=rtpmap:0 PCMU/8000"]);
+    let (offer_b, _) = forward_offer(&cfg, &offer, &mut b).unwrap();
+    assert_eq!(offer_b.media[0].formats, ["0", "8", "9", "96"]);
+    // Opus added beside PCMU asks for narrowband only.
+    assert!(
+        attrs(&offer_b, 0)
+            .contains(&"a=fmtp:96 maxplaybackrate=8000;sprop-maxcapturerate=8000".to_owned()),
+        "{:?}",
+        attrs(&offer_b, 0)
+    );
+    // …and with the default settings (no transcoding) nothing is.
+    let (_, mut b) = legs();
+    let (offer_b, _) = forward_offer(&SdpConfig::default(), &offer, &mut b).unwrap();
+    assert_eq!(offer_b.media[0].formats, ["0"]);
+}
