@@ -1050,6 +1050,7 @@ async fn calls_list_get_filter_and_paginate() {
         "hangup_cause",
         "hangup_by",
         "recording_ids",
+        "ivr_inputs",
         "trunk",
         "cost",
         "currency",
@@ -1059,6 +1060,7 @@ async fn calls_list_get_filter_and_paginate() {
     .into_iter()
     .collect();
     assert_eq!(keys, expected, "{got}");
+    assert_eq!(got["ivr_inputs"], json!([]), "no program ran: {got}");
     assert_eq!(got["id"], c0.id.as_str());
     assert_eq!(got["status"], "completed");
     assert_eq!(got["direction"], "internal");

@@ -186,7 +186,17 @@ fn frames_of(heard: &[Heard], samples: &[i16]) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_carrier_call_to_an_ivr_number_hears_the_menu_and_its_key_is_gathered() {
-    let gw = Gateway::start().await;
+    menu_heard_and_key_gathered(Gateway::start().await).await;
+}
+
+/// The same on PostgreSQL (the input's row in the call's record is written by SQL of its
+/// own).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_carrier_call_to_an_ivr_number_hears_the_menu_and_its_key_is_gathered_postgres() {
+    menu_heard_and_key_gathered(Gateway::start_pg().await).await;
+}
+
+async fn menu_heard_and_key_gathered(gw: Gateway) {
     let hook = Receiver::start().await;
     let h = post(
         &gw,
@@ -286,6 +296,24 @@ async fn a_carrier_call_to_an_ivr_number_hears_the_menu_and_its_key_is_gathered(
         call["answered_at"].is_string(),
         "answered by voxgate: {call}"
     );
+    // The input is in the call's record too, as the event reported it.
+    let one: Value = gw
+        .client()
+        .get(gw.url(&format!("/v1/calls/{}", call["id"].as_str().unwrap())))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let inputs = one["ivr_inputs"]
+        .as_array()
+        .expect("ivr_inputs on the call");
+    assert_eq!(inputs.len(), 1, "{one}");
+    for field in ["node", "digits", "result", "attempt", "leg_id", "at"] {
+        assert_eq!(inputs[0][field], data[field], "{field}: {one}");
+    }
+    assert!(call.get("ivr_inputs").is_none(), "not in lists: {call}");
 }
 
 /// A carrier trunk admitting 127.0.0.1 (SIPp's carrier).

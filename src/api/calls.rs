@@ -110,6 +110,10 @@ pub struct CallView {
     /// `caller`, `callee`, `api` or `system`.
     pub hangup_by: Option<String>,
     pub recording_ids: Vec<String>,
+    /// What the call's program gathered (IVR menus and `gather`), oldest first, as each
+    /// `ivr.input` event reported it. Only on `GET /v1/calls/{id}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ivr_inputs: Option<Vec<IvrInputView>>,
     /// The trunk the call went through (id); null for calls between agents.
     #[schema(example = "trk_01JD3N5V8K2Q4R6T8W0Y2A4C6E")]
     pub trunk: Option<String>,
@@ -126,6 +130,27 @@ pub struct CallView {
     /// The call's own webhook URL: it gets the call's `call.*` events, signed with
     /// `webhooks.secret`.
     pub status_callback: Option<String>,
+}
+
+/// One input a call program gathered (SPEC §6): the `data` of its `ivr.input` event.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct IvrInputView {
+    /// The channel the digits came from.
+    pub leg_id: String,
+    /// The IVR flow's node that gathered; null for a webhook program's `gather`.
+    pub node: Option<String>,
+    /// The keys pressed, without the finish key; empty when nothing was pressed.
+    pub digits: String,
+    /// The variable the digits were stored in, if any.
+    pub variable: Option<String>,
+    /// `matched` (a menu option), `accepted` (a gather without options), `invalid` or
+    /// `no_input`.
+    #[schema(example = "matched")]
+    pub result: String,
+    /// 0 for the first try of the node, 1 for its first retry, …
+    pub attempt: u32,
+    #[serde(with = "time_format")]
+    pub at: DateTime<Utc>,
 }
 
 /// A page of calls, newest first.
@@ -368,6 +393,7 @@ pub(crate) fn view(c: Call) -> CallView {
         hangup_cause: c.hangup_cause,
         hangup_by: c.hangup_by,
         recording_ids: c.recording_ids,
+        ivr_inputs: None,
         trunk: c.trunk_id,
         cost: c.cost_micros.map(crate::trunks::cost::format_amount),
         currency: c.currency,
@@ -558,7 +584,7 @@ async fn create_call(
     Ok((StatusCode::CREATED, Json(view(created))))
 }
 
-/// Get a call with its legs.
+/// Get a call with its legs and what its program gathered (`ivr_inputs`).
 #[utoipa::path(
     get, path = "/v1/calls/{id}", tag = "calls",
     params(("id" = String, Path, description = "Call id")),
@@ -574,7 +600,17 @@ async fn get_call(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> Result<Json<CallView>, ApiError> {
-    Ok(Json(view(find(&state, &id).await?)))
+    let call = find(&state, &id).await?;
+    let inputs = state.store.ivr_inputs(&call.id).await?;
+    let mut v = view(call);
+    // A row this version cannot read (written by a newer one) is left out, not a 500.
+    v.ivr_inputs = Some(
+        inputs
+            .into_iter()
+            .filter_map(|d| serde_json::from_value(d).ok())
+            .collect(),
+    );
+    Ok(Json(v))
 }
 
 /// End a live call: BYE to answered legs, CANCEL to ringing ones. Recorded with

@@ -567,6 +567,24 @@ impl Store {
         calls_from_page(&row)?.pop().ok_or(StoreError::NotFound)
     }
 
+    /// The inputs a call program gathered on call `id`, oldest first: each the `data`
+    /// of its `ivr.input` event. Empty for an unknown call.
+    pub async fn ivr_inputs(&self, id: &str) -> Result<Vec<serde_json::Value>, StoreError> {
+        let rows = sqlx::query("SELECT data FROM call_ivr_inputs WHERE call_id = $1 ORDER BY seq")
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let text = get_str(row, "data")?;
+                serde_json::from_str(&text).map_err(|e| StoreError::Corrupt {
+                    column: "call_ivr_inputs.data",
+                    reason: e.to_string(),
+                })
+            })
+            .collect()
+    }
+
     /// Calls matching `filter`, newest first, with their legs and recording ids. `after` (a call id, the
     /// `next` of the previous page) continues with the calls older than it.
     pub async fn list_calls(
@@ -1025,6 +1043,7 @@ async fn apply_media_changes(
                 }
             }
             MediaChange::IvrInput { call_id, data } => {
+                insert_ivr_input(conn, call_id, data).await?;
                 if outbox.subscribed("ivr.input") {
                     outbox.push("ivr.input", Some(call_id), data, None);
                 }
@@ -1035,6 +1054,26 @@ async fn apply_media_changes(
         outbox.write(conn).await?;
     }
     Ok(outbox)
+}
+
+/// Appends one call-program input to its call's record (after the call's others; none if
+/// the call's row is missing, which a batch must survive).
+async fn insert_ivr_input(
+    conn: &mut AnyConnection,
+    call_id: &str,
+    data: &serde_json::Value,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO call_ivr_inputs (call_id, seq, data) \
+         SELECT c.id, (SELECT COALESCE(MAX(i.seq), 0) + 1 FROM call_ivr_inputs i \
+                       WHERE i.call_id = c.id), $2 \
+         FROM calls c WHERE c.id = $1",
+    )
+    .bind(call_id)
+    .bind(data.to_string())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 /// Inserts one call (unless its id exists); the rows inserted (0 or 1).
