@@ -820,3 +820,65 @@ async fn an_ivr_dials_a_number_through_a_trunk() {
         .wait_for_log("@@ENDED@@", Duration::from_secs(10))
         .await;
 }
+
+/// A phone set to send DTMF by SIP INFO (its answer has no telephone-event), bridged to
+/// a carrier's caller by an IVR's `dial`: the caller's RFC 4733 key reaches the phone as
+/// an INFO, and the phone's INFO key reaches the caller as telephone-events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_cross_between_rfc4733_and_an_info_phone() {
+    let gw = Gateway::start().await;
+    let bob = Phone::new(("bob", "bobpass123"));
+    gw.create_agent(json!({ "username": "bob", "password": "bobpass123" }))
+        .await;
+    bob.register(gw.sip_port);
+    ivr_number(
+        &gw,
+        json!({
+            "menu": {"type": "dial", "agent": "bob", "ring_timeout_seconds": 10, "next": "bye"},
+            "bye": {"type": "hangup"}
+        }),
+    )
+    .await;
+    let bob_rtp = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+    let mut phone = listen(
+        bob.answer("call_uas_info.xml")
+            .set("rtp", &bob_rtp.local_addr().unwrap().port().to_string()),
+        gw.sip_port,
+    )
+    .await;
+    let rtp = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+    let (mut carrier, voxgate) = carrier_call(&gw, &rtp).await;
+
+    // Bob's INFO key: the caller hears it as telephone-events (PT 101, event 5).
+    phone
+        .wait_for_log("@@INFO-SENT@@", Duration::from_secs(10))
+        .await;
+    let heard = hear(&rtp, Instant::now() + Duration::from_millis(600)).await;
+    let events: Vec<u8> = heard
+        .iter()
+        .filter(|h| h.pt == 101)
+        .filter_map(|h| h.payload.first().copied())
+        .collect();
+    assert!(
+        !events.is_empty() && events.iter().all(|e| *e == 5),
+        "the caller must get bob's key 5 as telephone-events: {events:?}"
+    );
+
+    // The caller's key: bob's phone gets it by INFO, once, then hangs up.
+    press(&rtp, voxgate, 7).await;
+    phone
+        .wait_for_log("@@ENDED@@", Duration::from_secs(10))
+        .await;
+    let log = phone.log();
+    let infos: Vec<&str> = log
+        .lines()
+        .filter_map(|l| l.split("@@INFO-").nth(1))
+        .filter_map(|l| l.strip_suffix("@@"))
+        .filter(|l| l.starts_with("Signal="))
+        .collect();
+    assert_eq!(infos, ["Signal=7"], "{log}");
+    // The flow goes on after the bridge: hangup.
+    carrier
+        .wait_for_log("@@ENDED@@", Duration::from_secs(5))
+        .await;
+}

@@ -452,6 +452,9 @@ struct Call {
     record: Option<RecordingChannels>,
     /// The live recording, if any.
     recording: Option<LiveRecording>,
+    /// Sides whose remote has sent key presses by SIP INFO: relayed presses reach them
+    /// by INFO too unless they negotiated telephone-event.
+    info_dtmf: [bool; 2],
 }
 
 /// A call's recording while it runs.
@@ -926,16 +929,67 @@ impl CallEngine {
         let Some(m) = &call.sdp[side_index(other)].media else {
             return;
         };
-        let method = dtmf_method(m);
+        let method = relay_method(m, call.info_dtmf[side_index(other)]);
         let relay = match press.event.source {
             DtmfSource::Info => true,
-            DtmfSource::Rfc4733 => !matches!(method, Some(DtmfMethod::Rfc4733 { .. })),
+            DtmfSource::Rfc4733 => {
+                !matches!(method, Some(Relay::Media(DtmfMethod::Rfc4733 { .. })))
+            }
             DtmfSource::InBand => false,
         };
-        if let (true, Some(method)) = (relay, method) {
-            let session = call.media;
-            self.media
-                .send_dtmf(session, other, vec![press.event.digit], method);
+        match (relay, method) {
+            (true, Some(Relay::Media(method))) => {
+                let session = call.media;
+                self.media
+                    .send_dtmf(session, other, vec![press.event.digit], method);
+            }
+            (true, Some(Relay::Info)) => {
+                let target = call
+                    .channels
+                    .iter()
+                    .filter_map(|l| self.channels.get(l))
+                    .find(|c| c.side == other && c.status == CallStatus::InProgress)
+                    .map(|c| c.id.clone());
+                if let Some(leg) = target {
+                    self.send_info_digit(layer, &leg, press.event.digit, now);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Sends `digit` to `leg`'s remote as an in-dialog INFO (RFC 6086) with an
+    /// `application/dtmf-relay` body, the de-facto format (Cisco's, which SIP phones and
+    /// carriers read): `Signal=5` and a `Duration` in ms. Its answer needs nothing from us.
+    fn send_info_digit(
+        &mut self,
+        layer: &mut TransactionLayer,
+        leg: &LegId,
+        digit: Digit,
+        now: Instant,
+    ) {
+        let Some((Some(id), peer)) = self.channels.get(leg).map(|c| (c.dialog.clone(), c.peer))
+        else {
+            return;
+        };
+        let via = self.via(peer.transport);
+        let branch = self.branch();
+        let Some(d) = self.dialogs.get_mut(&id) else {
+            return;
+        };
+        let body = format!(
+            "Signal={}\r\nDuration={}\r\n",
+            digit.as_char(),
+            INFO_DIGIT_MS
+        );
+        match d.request(Method::Info, &via, &branch) {
+            Ok(b) => {
+                let req = b.body("application/dtmf-relay", body.as_bytes()).build();
+                if let Err(e) = layer.send_request(req, peer, now) {
+                    tracing::debug!(error = %e, "INFO not sent");
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "no INFO for this dialog"),
         }
     }
 
@@ -955,10 +1009,13 @@ impl CallEngine {
         let Some(channel) = self.channels.get(leg) else {
             return;
         };
-        let Some(session) = self.calls.get(&channel.call).map(|c| c.media) else {
+        let side = channel.side;
+        let Some(call) = self.calls.get_mut(&channel.call) else {
             return;
         };
-        self.media.dtmf_info(session, channel.side, body);
+        call.info_dtmf[side_index(side)] = true;
+        let session = call.media;
+        self.media.dtmf_info(session, side, body);
     }
 
     fn wall(&self, now: Instant) -> DateTime<Utc> {
@@ -1312,6 +1369,7 @@ impl CallEngine {
                 },
                 record,
                 recording: None,
+                info_dtmf: [false; 2],
                 program: None,
             },
         );
@@ -2869,8 +2927,22 @@ fn update_media(media: &mut (dyn MediaPort + Send), call: &Call) {
         }
         media.update_leg(call.media, side, remote);
     }
-    media.listen(call.media, Side::A, listen_config(heard_as(a, b)));
-    media.listen(call.media, Side::B, listen_config(heard_as(b, a)));
+    media.listen(call.media, Side::A, listen_as(a, b));
+    media.listen(call.media, Side::B, listen_as(b, a));
+}
+
+/// What listening to `sender`'s packets on their way to `receiver` needs to know.
+/// Telephone-events the receiver did not negotiate are not renumbered (nothing maps
+/// them): they are heard by the sender's own payload type, unless the receiver uses that
+/// number for something else.
+fn listen_as(sender: &LegMedia, receiver: &LegMedia) -> ListenConfig {
+    let map = heard_as(sender, receiver);
+    let mut config = listen_config(map);
+    if config.telephone_event.is_none() {
+        config.telephone_event =
+            telephone_event(&sender.recv).filter(|(pt, _)| map.codec(*pt).is_none());
+    }
+    config
 }
 
 /// How `sender`'s packets reach a listener: as the relay forwards them, numbered as
@@ -2929,6 +3001,31 @@ fn transcode_spec(this: &LegMedia, other: &LegMedia) -> Option<TranscodeSpec> {
         to,
         events: telephone_event(&other.recv).zip(telephone_event(&this.send)),
     })
+}
+
+/// The `Duration` an INFO-relayed key press reports: a press as phones send it.
+const INFO_DIGIT_MS: u32 = 160;
+
+/// How a relayed key press reaches a leg.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Relay {
+    /// On its media: telephone-events or tones.
+    Media(DtmfMethod),
+    /// As a SIP INFO.
+    Info,
+}
+
+/// How relayed presses reach `leg`: RFC 4733 events when its SDP has `telephone-event`;
+/// else SIP INFO when its remote sends INFO itself (`sends_info`: that is how it speaks
+/// DTMF, as Asterisk's `dtmf_mode=info` endpoints do) or when it has no codec voxgate
+/// encodes (tones impossible); else tones in its audio.
+fn relay_method(leg: &LegMedia, sends_info: bool) -> Option<Relay> {
+    match dtmf_method(leg) {
+        Some(m @ DtmfMethod::Rfc4733 { .. }) => Some(Relay::Media(m)),
+        _ if sends_info => Some(Relay::Info),
+        Some(m) => Some(Relay::Media(m)),
+        None => Some(Relay::Info),
+    }
 }
 
 /// How digits reach `leg`: RFC 4733 events when its SDP has `telephone-event`, else

@@ -133,6 +133,7 @@ impl CallEngine {
                 internal: Side::A,
                 record: o.record,
                 recording: None,
+                info_dtmf: [false; 2],
                 program: None,
             },
         );
