@@ -864,8 +864,29 @@ async fn keys_cross_between_rfc4733_and_an_info_phone() {
         "the caller must get bob's key 5 as telephone-events: {events:?}"
     );
 
-    // The caller's key: bob's phone gets it by INFO, once, then hangs up.
+    // The caller's key: bob's phone gets it by INFO, once. Then keys sent to bob's leg
+    // through the API go the same way, one INFO each, in order; bob hangs up when no
+    // more come.
     press(&rtp, voxgate, 7).await;
+    phone
+        .wait_for_log("@@INFO-Signal=7@@", Duration::from_secs(5))
+        .await;
+    let call = last_call(&gw).await;
+    let bob_leg = call["legs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["agent"].is_string())
+        .unwrap_or_else(|| panic!("bob's leg: {call}"))["id"]
+        .clone();
+    let r = gw
+        .client()
+        .post(gw.url(&format!("/v1/calls/{}/dtmf", call["id"].as_str().unwrap())))
+        .json(&json!({ "digits": "12#", "leg": bob_leg }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202, "{}", r.text().await.unwrap());
     phone
         .wait_for_log("@@ENDED@@", Duration::from_secs(10))
         .await;
@@ -876,7 +897,11 @@ async fn keys_cross_between_rfc4733_and_an_info_phone() {
         .filter_map(|l| l.strip_suffix("@@"))
         .filter(|l| l.starts_with("Signal="))
         .collect();
-    assert_eq!(infos, ["Signal=7"], "{log}");
+    assert_eq!(
+        infos,
+        ["Signal=7", "Signal=1", "Signal=2", "Signal=#"],
+        "{log}"
+    );
     // The flow goes on after the bridge: hangup.
     carrier
         .wait_for_log("@@ENDED@@", Duration::from_secs(5))

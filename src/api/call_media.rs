@@ -1,7 +1,8 @@
 //! `POST /v1/calls/{id}/play` and `POST /v1/calls/{id}/dtmf`: audio voxgate puts into a
 //! live call's legs. A prompt replaces what a leg hears from the other side until it
 //! ends, then the legs hear each other again; digits go out in the method the leg
-//! negotiated (RFC 4733 events when its SDP has `telephone-event`, else tones).
+//! negotiated (RFC 4733 events when its SDP has `telephone-event`, else SIP INFO to a
+//! phone that sends its keys by INFO, else tones).
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -144,7 +145,8 @@ async fn play(
 }
 
 /// Send DTMF digits into a live call, to one leg: RFC 4733 events when the leg
-/// negotiated `telephone-event`, else tones in its audio.
+/// negotiated `telephone-event`, else SIP INFO (one per key, 250 ms apart) when the leg's
+/// phone sends its own keys by INFO or has no codec for tones, else tones in its audio.
 #[utoipa::path(
     post, path = "/v1/calls/{id}/dtmf", tag = "calls",
     params(("id" = String, Path, description = "Call id")),

@@ -263,6 +263,16 @@ struct Channel {
     role: Role,
     /// The call's time limit, kept on the channel that carries it.
     hangup_at: Option<Instant>,
+    /// Key presses waiting to go to this channel's remote by SIP INFO, one at a time.
+    info_keys: Option<Box<InfoKeys>>,
+}
+
+/// Key presses for a channel whose remote takes them by INFO: sent one per
+/// [`INFO_KEY_GAP`], so the phone sees presses, not a burst of overlapping requests.
+struct InfoKeys {
+    waiting: VecDeque<Digit>,
+    /// When the next one may go.
+    next: Instant,
 }
 
 impl Channel {
@@ -298,6 +308,7 @@ impl Channel {
                 u.ack_wait.as_ref().and_then(AckWait::poll_timeout),
                 u.timer.as_ref().and_then(SessionTimer::poll_timeout),
                 self.hangup_at,
+                self.info_keys.as_ref().map(|k| k.next),
             ]
             .into_iter()
             .flatten()
@@ -306,6 +317,7 @@ impl Channel {
                 u.ack_cache.as_ref().map(AckCache::poll_timeout),
                 u.ring_deadline.filter(|_| self.is_ringing() && !u.canceled),
                 self.hangup_at,
+                self.info_keys.as_ref().map(|k| k.next),
             ]
             .into_iter()
             .flatten()
@@ -792,9 +804,11 @@ impl CallEngine {
     /// agent's), as RFC 4733 events when its SDP has `telephone-event`, else as tones.
     pub fn send_digits(
         &mut self,
+        layer: &mut TransactionLayer,
         call_id: &CallId,
         leg: Option<&LegId>,
         digits: Vec<Digit>,
+        now: Instant,
     ) -> Result<LegId, ControlError> {
         let (session, sides) = self.target_sides(call_id, leg)?;
         let Some(call) = self.calls.get(call_id) else {
@@ -814,8 +828,13 @@ impl CallEngine {
         let Some(m) = &call.sdp[side_index(side)].media else {
             return Err(ControlError::Conflict);
         };
-        let Some(method) = dtmf_method(m) else {
-            return Err(ControlError::Conflict);
+        let method = match relay_method(m, call.info_dtmf[side_index(side)]) {
+            Some(Relay::Media(method)) => method,
+            Some(Relay::Info) => {
+                self.info_keys(layer, &leg, &digits, now);
+                return Ok(leg);
+            }
+            None => return Err(ControlError::Conflict),
         };
         if self.media.send_dtmf(session, side, digits, method) {
             Ok(leg)
@@ -951,11 +970,53 @@ impl CallEngine {
                     .find(|c| c.side == other && c.status == CallStatus::InProgress)
                     .map(|c| c.id.clone());
                 if let Some(leg) = target {
-                    self.send_info_digit(layer, &leg, press.event.digit, now);
+                    self.info_keys(layer, &leg, &[press.event.digit], now);
                 }
             }
             _ => {}
         }
+    }
+
+    /// Queues `digits` for `leg`'s remote by INFO; the first goes now unless one went
+    /// less than [`INFO_KEY_GAP`] ago.
+    fn info_keys(
+        &mut self,
+        layer: &mut TransactionLayer,
+        leg: &LegId,
+        digits: &[Digit],
+        now: Instant,
+    ) {
+        let Some(channel) = self.channels.get_mut(leg) else {
+            return;
+        };
+        let keys = channel.info_keys.get_or_insert_with(|| {
+            Box::new(InfoKeys {
+                waiting: VecDeque::new(),
+                next: now,
+            })
+        });
+        keys.waiting.extend(digits.iter().copied());
+        self.info_keys_due(layer, leg, now);
+        self.arm(leg);
+    }
+
+    /// Sends the channel's next INFO key if its time has come.
+    fn info_keys_due(&mut self, layer: &mut TransactionLayer, leg: &LegId, now: Instant) {
+        let Some(channel) = self.channels.get_mut(leg) else {
+            return;
+        };
+        let Some(keys) = channel.info_keys.as_mut() else {
+            return;
+        };
+        if keys.next > now {
+            return;
+        }
+        let Some(digit) = keys.waiting.pop_front() else {
+            channel.info_keys = None;
+            return;
+        };
+        keys.next = now + INFO_KEY_GAP;
+        self.send_info_digit(layer, leg, digit, now);
     }
 
     /// Sends `digit` to `leg`'s remote as an in-dialog INFO (RFC 6086) with an
@@ -1332,6 +1393,7 @@ impl CallEngine {
                     timer: None,
                 })),
                 hangup_at: None,
+                info_keys: None,
             },
         );
         self.by_server_tx.insert(tx, inbound.clone());
@@ -1503,6 +1565,7 @@ impl CallEngine {
                                 fallback: fork.fallback,
                             })),
                             hangup_at: None,
+                            info_keys: None,
                         },
                     );
                     self.arm(&leg);
@@ -2719,6 +2782,7 @@ impl CallEngine {
             }
         }
         for leg in due {
+            self.info_keys_due(layer, &leg, now);
             self.channel_timeout(layer, &leg, now);
             self.program_tick(layer, directory, &leg, now);
             self.arm(&leg);
@@ -3005,6 +3069,9 @@ fn transcode_spec(this: &LegMedia, other: &LegMedia) -> Option<TranscodeSpec> {
 
 /// The `Duration` an INFO-relayed key press reports: a press as phones send it.
 const INFO_DIGIT_MS: u32 = 160;
+
+/// Between two INFO key presses to one phone: the press and a pause, as a person keys.
+const INFO_KEY_GAP: Duration = Duration::from_millis(250);
 
 /// How a relayed key press reaches a leg.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -580,7 +580,14 @@ impl Core {
                 digits,
                 reply,
             } => {
-                let _ = reply.send(self.engine.send_digits(&call_id, leg.as_ref(), digits));
+                let sent = self.engine.send_digits(
+                    &mut self.layer,
+                    &call_id,
+                    leg.as_ref(),
+                    digits,
+                    Instant::now(),
+                );
+                let _ = reply.send(sent);
             }
             CallCommand::Recording {
                 call_id,
