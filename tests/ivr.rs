@@ -163,16 +163,28 @@ async fn relayed(rtp: &UdpSocket, voxgate: SocketAddr, far: &UdpSocket, fill: u8
 
 /// The newest call, as `GET /v1/calls` lists it.
 async fn last_call(gw: &Gateway) -> Value {
-    let calls: Value = gw
-        .client()
-        .get(gw.url("/v1/calls"))
+    get_json(gw, "/v1/calls").await["data"][0].clone()
+}
+
+/// `GET path`'s JSON body.
+async fn get_json(gw: &Gateway, path: &str) -> Value {
+    gw.client()
+        .get(gw.url(path))
         .send()
         .await
         .unwrap()
         .json()
         .await
-        .unwrap();
-    calls["data"][0].clone()
+        .unwrap()
+}
+
+/// Agent bob, with a SIPp phone registered for him.
+async fn registered_bob(gw: &Gateway) -> Phone {
+    let bob = Phone::new(("bob", "bobpass123"));
+    gw.create_agent(json!({ "username": "bob", "password": "bobpass123" }))
+        .await;
+    bob.register(gw.sip_port);
+    bob
 }
 
 /// How many of `heard`, from the first, are frames 0, 1, 2… of `samples` exactly.
@@ -297,15 +309,7 @@ async fn menu_heard_and_key_gathered(gw: Gateway) {
         "answered by voxgate: {call}"
     );
     // The input is in the call's record too, as the event reported it.
-    let one: Value = gw
-        .client()
-        .get(gw.url(&format!("/v1/calls/{}", call["id"].as_str().unwrap())))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let one = get_json(&gw, &format!("/v1/calls/{}", call["id"].as_str().unwrap())).await;
     let inputs = one["ivr_inputs"]
         .as_array()
         .expect("ivr_inputs on the call");
@@ -380,10 +384,7 @@ async fn an_ivr_dials_an_agent_bridges_and_goes_on_when_the_agent_hangs_up() {
     let dir = tempfile::tempdir().unwrap();
     let menu = tone_prompt(&gw, dir.path(), "menu", MENU_HZ, 4).await;
     let thanks = tone_prompt(&gw, dir.path(), "thanks", THANKS_HZ, 1).await;
-    let bob = Phone::new(("bob", "bobpass123"));
-    gw.create_agent(json!({ "username": "bob", "password": "bobpass123" }))
-        .await;
-    bob.register(gw.sip_port);
+    let bob = registered_bob(&gw).await;
     ivr_number(
         &gw,
         json!({
@@ -554,10 +555,7 @@ async fn a_webhook_number_runs_the_apps_verbs_and_bridges_the_agent() {
     .await;
     let dir = tempfile::tempdir().unwrap();
     let menu = tone_prompt(&gw, dir.path(), "menu", MENU_HZ, 4).await;
-    let bob = Phone::new(("bob", "bobpass123"));
-    gw.create_agent(json!({ "username": "bob", "password": "bobpass123" }))
-        .await;
-    bob.register(gw.sip_port);
+    let bob = registered_bob(&gw).await;
 
     let app = std::sync::Arc::new(App::default());
     let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
@@ -827,10 +825,7 @@ async fn an_ivr_dials_a_number_through_a_trunk() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_cross_between_rfc4733_and_an_info_phone() {
     let gw = Gateway::start().await;
-    let bob = Phone::new(("bob", "bobpass123"));
-    gw.create_agent(json!({ "username": "bob", "password": "bobpass123" }))
-        .await;
-    bob.register(gw.sip_port);
+    let bob = registered_bob(&gw).await;
     ivr_number(
         &gw,
         json!({
