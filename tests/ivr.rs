@@ -902,3 +902,84 @@ async fn keys_cross_between_rfc4733_and_an_info_phone() {
         .wait_for_log("@@ENDED@@", Duration::from_secs(5))
         .await;
 }
+
+/// The file a `play` URL names, served by the test: its bytes, and how many GETs came.
+#[derive(Default)]
+struct HoldFile {
+    wav: Vec<u8>,
+    gets: std::sync::atomic::AtomicUsize,
+}
+
+async fn hold_file(
+    axum::extract::State(file): axum::extract::State<std::sync::Arc<HoldFile>>,
+) -> impl axum::response::IntoResponse {
+    file.gets.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    (
+        [(axum::http::header::CONTENT_TYPE, "audio/wav")],
+        file.wav.clone(),
+    )
+}
+
+/// A webhook app's `play` with a `url` and `loop: 2`: voxgate fetches the file (a WAV
+/// made with sox, served by the test), the caller hears it twice, byte for byte in its
+/// codec, then the app's `hangup`; a second call plays it again without a second fetch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_play_url_is_fetched_once_and_played_as_often_as_asked() {
+    let gw = Gateway::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    // The same file uploaded as a prompt: voxgate's own decoding of it, to compare with.
+    let tone = tone_prompt(&gw, dir.path(), "hold", THANKS_HZ, 1).await;
+    let file = std::sync::Arc::new(HoldFile {
+        wav: std::fs::read(dir.path().join("hold.wav")).unwrap(),
+        ..HoldFile::default()
+    });
+    let files = serve(
+        axum::Router::new()
+            .route("/hold.wav", axum::routing::get(hold_file))
+            .with_state(file.clone()),
+    )
+    .await;
+    let verbs = json!([
+        {"verb": "play", "url": format!("{files}/hold.wav"), "loop": 2},
+        {"verb": "hangup"}
+    ]);
+    let app = serve(axum::Router::new().route(
+        "/app",
+        axum::routing::post(move || {
+            let verbs = verbs.clone();
+            async move { axum::Json(verbs) }
+        }),
+    ))
+    .await;
+    carrier_trunk(&gw).await;
+    post(
+        &gw,
+        "/v1/numbers",
+        json!({ "number": "+14155550100", "trunk": "carrier",
+                "route": { "type": "webhook", "target": format!("{app}/app") } }),
+    )
+    .await;
+    for attempt in 0..2 {
+        let rtp = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+        let (mut carrier, _) = carrier_call(&gw, &rtp).await;
+        let heard = hear(&rtp, Instant::now() + Duration::from_millis(3000)).await;
+        let start = heard
+            .iter()
+            .position(|h| ulaw_frame(&tone, 0).is_some_and(|f| f == h.payload))
+            .unwrap_or_else(|| panic!("call {attempt}: the file never played"));
+        let first = frames_of(&heard[start..], &tone);
+        let second = frames_of(&heard[start + first..], &tone);
+        assert!(
+            first >= 49 && second >= 49,
+            "call {attempt}: the file must play whole, twice: {first} then {second} frames matched"
+        );
+        carrier
+            .wait_for_log("@@ENDED@@", Duration::from_secs(5))
+            .await;
+    }
+    assert_eq!(
+        file.gets.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "fetched once, then from the cache"
+    );
+}

@@ -344,8 +344,9 @@ pub trait MediaPort {
         let _ = (session, side, play);
         false
     }
-    /// Speaks `say.text` to a side (the `[tts]` service, off the SIP loop); its end is
-    /// reported like a prompt's. False if it cannot start (no service configured).
+    /// Plays fetched audio to a side: `say`'s speech (the `[tts]` service) or a `play`
+    /// URL's file, fetched off the SIP loop; its end (or failure) is reported like a
+    /// prompt's. False if it cannot start.
     fn say(&mut self, session: SessionId, side: Side, say: SpeechPlay) -> bool {
         let _ = (session, side, say);
         false
@@ -398,13 +399,22 @@ pub struct PromptPlay {
 /// Text to speak into a leg, in the leg's codec.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SpeechPlay {
-    pub text: String,
-    /// The service's voice; `None`: the configured one.
-    pub voice: Option<String>,
+    pub audio: FetchedAudio,
+    /// How many times (a URL's file; speech is said once).
+    pub loops: Loops,
     pub codec: voxgate_media::Codec,
     pub payload_type: u8,
     /// Reported back with the end of the speech.
     pub tag: u64,
+}
+
+/// Audio the media side fetches before it plays it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FetchedAudio {
+    /// `text` from the `[tts]` service, in `voice` (`None`: the configured one).
+    Speech { text: String, voice: Option<String> },
+    /// The audio file at an http(s) URL (`play` with a `url`).
+    Url(String),
 }
 
 /// A recording the engine starts: where the media side files it and how.

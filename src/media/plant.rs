@@ -25,7 +25,7 @@ use super::{
     Digit, DtmfMethod, DtmfTiming, LegRemote, MediaEngine, MediaError, PlaySpec, PlaybackEvent,
     PlaybackId, PlaybackNotify, PlaybackOutcome, Session, SessionId, Side,
 };
-use crate::calls::env::{MediaPort, PromptPlay, RecordingStart, SpeechPlay};
+use crate::calls::env::{FetchedAudio, MediaPort, PromptPlay, RecordingStart, SpeechPlay};
 use crate::calls::record::{CallChange, MediaChange, RecordSender};
 use crate::store::{RecordingChannels, RecordingEnd, RecordingStatus, Store};
 
@@ -331,10 +331,14 @@ impl MediaPort for MediaPlant {
         let notify = self.playbacks.clone();
         self.runtime.spawn(async move {
             let rate = say.codec.sample_rate();
-            let speech = match tts.speak(&say.text, say.voice.as_deref()).await {
+            let fetched = match &say.audio {
+                FetchedAudio::Speech { text, voice } => tts.speak(text, voice.as_deref()).await,
+                FetchedAudio::Url(url) => tts.fetch(url).await,
+            };
+            let speech = match fetched {
                 Ok(p) => p,
                 Err(e) => {
-                    tracing::warn!(error = %e, "say: no speech");
+                    tracing::warn!(error = %e, "program: no audio to play");
                     let _ = notify.send(PlaybackEvent {
                         session,
                         side,
@@ -355,7 +359,7 @@ impl MediaPort for MediaPlant {
                 rate,
                 codec: say.codec,
                 payload_type: say.payload_type,
-                loops: voxgate_media::Loops::ONCE,
+                loops: say.loops,
                 notify: Some(notify),
                 tag: say.tag,
             };

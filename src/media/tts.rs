@@ -1,6 +1,8 @@
-//! Speech for call programs' `say`: an OpenAI-compatible `POST /v1/audio/speech` service
-//! (`[tts]` in the config), its audio decoded and resampled once like an uploaded prompt
-//! and kept by text and voice (the same sentence to the next caller costs nothing).
+//! Audio a call program fetches: speech for `say` from an OpenAI-compatible
+//! `POST /v1/audio/speech` service (`[tts]` in the config), kept by text and voice, and
+//! the audio file of a `play` with a `url` (`GET`, any format an uploaded prompt may
+//! have), kept by URL. Each is decoded and resampled once like an uploaded prompt: the
+//! same sentence or file for the next caller costs nothing.
 //!
 //! Runs on the tokio runtime, never on the SIP loop or a relay worker.
 
@@ -12,11 +14,12 @@ use voxgate_media::prompt::Prompt;
 
 use crate::config::TtsConfig;
 
-/// How long the service has to speak.
+/// How long the service has to speak, or a server to send a file.
 const TIMEOUT: Duration = Duration::from_secs(20);
 /// The largest audio read (a WAV of about 4 minutes at 24 kHz).
 const MAX_AUDIO: usize = 12 * 1024 * 1024;
-/// Sentences kept; the cache starts over when full (operators' sentences are few).
+/// Sentences (and files) kept; a cache starts over when full (operators' sentences and
+/// hold-music files are few).
 const CACHE_ENTRIES: usize = 256;
 
 /// Why there is no speech.
@@ -30,6 +33,8 @@ pub enum TtsError {
     Status(u16),
     #[error("speech service's audio: {0}")]
     Audio(String),
+    #[error("audio URL: {0}")]
+    Url(String),
 }
 
 /// The speech service and the sentences it spoke.
@@ -37,6 +42,8 @@ pub struct Tts {
     config: TtsConfig,
     client: reqwest::Client,
     cache: Mutex<HashMap<(String, String), Arc<Prompt>>>,
+    /// `play` URLs' audio, by URL.
+    files: Mutex<HashMap<String, Arc<Prompt>>>,
 }
 
 impl Tts {
@@ -49,6 +56,7 @@ impl Tts {
             config,
             client,
             cache: Mutex::new(HashMap::new()),
+            files: Mutex::new(HashMap::new()),
         })
     }
 
@@ -70,36 +78,31 @@ impl Tts {
         if let Some(key) = &self.config.api_key {
             request = request.bearer_auth(key);
         }
-        let mut response = request
-            .send()
-            .await
-            .map_err(|e| TtsError::Http(e.to_string()))?;
-        if !response.status().is_success() {
-            return Err(TtsError::Status(response.status().as_u16()));
-        }
-        let mut audio = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| TtsError::Http(e.to_string()))?
+        let prompt = Arc::new(download(request).await?);
+        keep(&self.cache, key, &prompt);
+        Ok(prompt)
+    }
+
+    /// The audio file at `url` (http or https), fetched once and kept.
+    pub async fn fetch(&self, url: &str) -> Result<Arc<Prompt>, TtsError> {
+        if let Some(p) = self
+            .files
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(url)
+            .cloned()
         {
-            audio.extend_from_slice(&chunk);
-            if audio.len() > MAX_AUDIO {
-                return Err(TtsError::Audio("longer than voxgate reads".into()));
-            }
+            return Ok(p);
         }
-        // Decoding and resampling take a while for a long sentence: off the runtime's
-        // worker threads.
-        let prompt = tokio::task::spawn_blocking(move || voxgate_media::prompt::decode(&audio))
-            .await
-            .map_err(|e| TtsError::Audio(e.to_string()))?
-            .map_err(|e| TtsError::Audio(e.to_string()))?;
-        let prompt = Arc::new(prompt);
-        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
-        if cache.len() >= CACHE_ENTRIES {
-            cache.clear();
+        let parsed = reqwest::Url::parse(url).map_err(|e| TtsError::Url(e.to_string()))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(TtsError::Url(format!("{} is not http(s)", parsed.scheme())));
         }
-        cache.insert(key, Arc::clone(&prompt));
+        let prompt = Arc::new(download(self.client.get(parsed)).await.map_err(|e| {
+            // Same reasons, said of the URL rather than of the speech service.
+            TtsError::Url(e.to_string().replace("speech service", "server"))
+        })?);
+        keep(&self.files, url.to_owned(), &prompt);
         Ok(prompt)
     }
 
@@ -110,4 +113,45 @@ impl Tts {
             .get(key)
             .cloned()
     }
+}
+
+/// Sends `request` and decodes the audio it answers with (at most [`MAX_AUDIO`] bytes).
+async fn download(request: reqwest::RequestBuilder) -> Result<Prompt, TtsError> {
+    let mut response = request
+        .send()
+        .await
+        .map_err(|e| TtsError::Http(e.to_string()))?;
+    if !response.status().is_success() {
+        return Err(TtsError::Status(response.status().as_u16()));
+    }
+    let mut audio = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| TtsError::Http(e.to_string()))?
+    {
+        audio.extend_from_slice(&chunk);
+        if audio.len() > MAX_AUDIO {
+            return Err(TtsError::Audio("longer than voxgate reads".into()));
+        }
+    }
+    // Decoding and resampling take a while for a long file: off the runtime's worker
+    // threads.
+    tokio::task::spawn_blocking(move || voxgate_media::prompt::decode(&audio))
+        .await
+        .map_err(|e| TtsError::Audio(e.to_string()))?
+        .map_err(|e| TtsError::Audio(e.to_string()))
+}
+
+/// Keeps `prompt` in `cache` (which starts over when full).
+fn keep<K: std::hash::Hash + Eq>(
+    cache: &Mutex<HashMap<K, Arc<Prompt>>>,
+    key: K,
+    prompt: &Arc<Prompt>,
+) {
+    let mut cache = cache.lock().unwrap_or_else(PoisonError::into_inner);
+    if cache.len() >= CACHE_ENTRIES {
+        cache.clear();
+    }
+    cache.insert(key, Arc::clone(prompt));
 }

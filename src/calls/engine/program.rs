@@ -7,14 +7,15 @@
 //! program's commands become engine actions (answer the channel, play a prompt into it,
 //! stop it, hang up, reject, report the caller's input).
 //!
-//! What runs today: `answer`, `play` (prompts), `say` (the `[tts]` service), `pause`,
+//! What runs today: `answer`, `play` (prompts, and URLs fetched once), `say` (the `[tts]`
+//! service), `pause`,
 //! `gather` (RFC 4733, SIP INFO and in-band digits, with barge-in), `record` (voicemail:
 //! the caller, mono, after a beep), `set`, `goto`, `hangup`, `reject`, `redirect` and
 //! webhook numbers, `dial` to agents (their phones ring at once with voxgate's own offer;
 //! the first to answer is bridged to the caller; the program goes on when the agent hangs
 //! up or nobody answers), and IVR flows' nodes built on them. What does not yet, and ends
-//! the call (logged, hangup cause `program: … not supported yet`): `play` of a URL (it is
-//! skipped), `dial` to numbers and SIP URIs (a failed dial), `enqueue`.
+//! the call (logged, hangup cause `program: … not supported yet`): `dial` to SIP URIs (a
+//! failed dial), `enqueue`.
 //!
 //! Dial outcomes and the end of a bridge arrive where the engine has no directory at hand
 //! (SIP responses, a BYE): they wait in the program's inbox, and its timer is due at once,
@@ -37,7 +38,7 @@ use super::{
     Parties,
 };
 use crate::calls::control::RecordingAction;
-use crate::calls::env::{Directory, ProgramRoute, PromptPlay, Route, SpeechPlay};
+use crate::calls::env::{Directory, FetchedAudio, ProgramRoute, PromptPlay, Route, SpeechPlay};
 use crate::calls::fetch::{ProgramReply, ProgramRequest};
 use crate::calls::record::{CallChange, CallStatus, MediaChange};
 use crate::calls::types::{CallId, HangupBy, LegId};
@@ -331,8 +332,9 @@ impl CallEngine {
                             self.play_for_program(directory, call_id, &reference, loop_count)
                         }
                         PlaySource::Url(url) => {
-                            tracing::warn!(call = %call_id, %url, "program: play of a URL {UNSUPPORTED}");
-                            None
+                            let loops = std::num::NonZeroU32::new(loop_count)
+                                .map_or(Loops::Forever, Loops::Count);
+                            self.fetched_for_program(call_id, FetchedAudio::Url(url), loops)
                         }
                     };
                     self.playback_started(call_id, playback, played, false, now);
@@ -342,7 +344,8 @@ impl CallEngine {
                     text,
                     voice,
                 } => {
-                    let said = self.say_for_program(call_id, text, voice);
+                    let speech = FetchedAudio::Speech { text, voice };
+                    let said = self.fetched_for_program(call_id, speech, Loops::ONCE);
                     self.playback_started(call_id, playback, said, true, now);
                 }
                 Command::StopPlayback { playback } => {
@@ -753,28 +756,30 @@ impl CallEngine {
         self.media.play(call.media, Side::A, play).then_some(tag)
     }
 
-    /// Speaks `text` into side A for the program; the media tag to wait for, or `None`
-    /// when it cannot start (no `[tts]` service, no codec).
-    fn say_for_program(
+    /// Plays fetched audio (`say`'s speech, a `play` URL's file) into side A for the
+    /// program; the media tag to wait for, or `None` when it cannot start (no codec).
+    /// A fetch that fails is reported as the playback's end (failed), and the program
+    /// goes on.
+    fn fetched_for_program(
         &mut self,
         call_id: &CallId,
-        text: String,
-        voice: Option<String>,
+        audio: FetchedAudio,
+        loops: Loops,
     ) -> Option<u64> {
         let call = self.calls.get(call_id)?;
         let (payload_type, codec) = call.sdp[0].media.as_ref().and_then(audio_codec)?;
         self.next_tag += 1;
         let tag = self.next_tag;
         let say = SpeechPlay {
-            text,
-            voice,
+            audio,
+            loops,
             codec,
             payload_type,
             tag,
         };
         let said = self.media.say(call.media, Side::A, say).then_some(tag);
         if said.is_none() {
-            tracing::warn!(call = %call_id, "program: say not started");
+            tracing::warn!(call = %call_id, "program: fetched audio not started");
         }
         said
     }
