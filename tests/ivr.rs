@@ -390,7 +390,7 @@ async fn an_ivr_dials_an_agent_bridges_and_goes_on_when_the_agent_hangs_up() {
         json!({
             "menu": {"type": "menu", "prompt": "menu", "options": {"1": "sales"}},
             "sales": {"type": "dial", "agent": "bob", "ring_timeout_seconds": 10,
-                      "next": "thanks", "no_answer": "bye"},
+                      "record": true, "next": "thanks", "no_answer": "bye"},
             "thanks": {"type": "play", "prompt": "thanks", "next": "bye"},
             "bye": {"type": "hangup"}
         }),
@@ -447,6 +447,18 @@ async fn an_ivr_dials_an_agent_bridges_and_goes_on_when_the_agent_hangs_up() {
         legs.iter()
             .any(|l| l["status"] == "completed" && l["agent"].is_string()),
         "bob's leg completed: {call}"
+    );
+    // The dial's `record`: one dual recording of the bridge (bob talks 2 s), ended with
+    // it, not covering the menu before or the thanks prompt after.
+    let ids = call["recording_ids"].as_array().unwrap();
+    assert_eq!(ids.len(), 1, "{call}");
+    let rec = get_json(&gw, &format!("/v1/recordings/{}", ids[0].as_str().unwrap())).await;
+    assert_eq!(rec["status"], "completed", "{rec}");
+    assert_eq!(rec["channels"], "dual", "{rec}");
+    let ms = rec["duration_ms"].as_i64().unwrap_or(0);
+    assert!(
+        (1500..=2600).contains(&ms),
+        "the bridge's length (bob hangs up after 2 s): {rec}"
     );
 }
 

@@ -57,6 +57,10 @@ pub(super) struct Running {
     dialing: Option<DialId>,
     /// The recording its `record` verb is making.
     recording: Option<String>,
+    /// The dial it waits on asked for `record` and the call did not record already: the
+    /// bridge is recorded (dual), the recording ends with it, and the call's `record`
+    /// setting goes back to none.
+    dial_record: bool,
     /// Events for it that arrived without a directory at hand, and since when.
     inbox: VecDeque<Event>,
     inbox_since: Option<Instant>,
@@ -104,6 +108,7 @@ impl CallEngine {
             playbacks: Vec::new(),
             dialing: None,
             recording: None,
+            dial_record: false,
             inbox: VecDeque::new(),
             inbox_since: None,
         }));
@@ -211,6 +216,13 @@ impl CallEngine {
         };
         call.dial = None;
         super::stop_ringback(self.media.as_mut(), call);
+        if call
+            .program
+            .as_mut()
+            .is_some_and(|r| std::mem::take(&mut r.dial_record))
+        {
+            call.record = None;
+        }
         let Some(dial) = call.program.as_mut().and_then(|r| r.dialing.take()) else {
             return;
         };
@@ -261,8 +273,20 @@ impl CallEngine {
                 .update_leg(session, Side::B, crate::media::LegRemote::default());
         }
         self.listen_alone(call_id);
-        if let Some(run) = self.calls.get_mut(call_id).and_then(|c| c.program.as_mut()) {
-            run.dialing = None;
+        let mut recorded = false;
+        if let Some(call) = self.calls.get_mut(call_id) {
+            if let Some(run) = call.program.as_mut() {
+                run.dialing = None;
+                recorded = std::mem::take(&mut run.dial_record);
+            }
+            if recorded {
+                call.record = None;
+            }
+        }
+        if recorded {
+            if let Err(e) = self.recording(call_id, RecordingAction::Stop, now) {
+                tracing::debug!(call = %call_id, error = ?e, "dial's recording not stopped");
+            }
         }
         self.post_program_event(call_id, Event::BridgeEnded, now);
     }
@@ -374,10 +398,17 @@ impl CallEngine {
                     targets,
                     ring_timeout,
                     caller_id,
-                    ..
+                    record,
                 } => {
                     run.dialing = Some(dial);
                     call.ring_timeout = ring_timeout;
+                    // Recorded from the dialled party's answer (the engine starts a
+                    // call's `record` when a program's dial is bridged), until the bridge
+                    // ends; not when the call records from its own answer anyway.
+                    run.dial_record = record && call.record.is_none();
+                    if run.dial_record {
+                        call.record = Some(RecordingChannels::Dual);
+                    }
                     // The bridge joins two legs that voxgate's own SDP set up: a caller
                     // not answered yet is answered now (billing starts here, not when the
                     // dialled party answers as in Twilio's <Dial>).
