@@ -995,3 +995,87 @@ async fn a_play_url_is_fetched_once_and_played_as_often_as_asked() {
         "fetched once, then from the cache"
     );
 }
+
+/// A webhook app's `dial` to a SIP URI with an IP address (a PBX's extension): voxgate
+/// sends the INVITE to that address with the URI as Request-URI and To, bridges the
+/// caller to the answer (the caller's audio reaches the callee's socket), and the
+/// program goes on after the callee hangs up (the app's next verbs: hang up).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_program_dials_a_sip_uri_and_bridges() {
+    let gw = Gateway::start().await;
+    let pbx_port = sipp::free_port_on(Ipv4Addr::LOCALHOST.into());
+    let uri = format!("sip:2001@127.0.0.1:{pbx_port}");
+    let verbs = json!([
+        {"verb": "dial", "targets": [{"type": "sip", "uri": uri}], "ring_timeout_seconds": 10},
+        {"verb": "hangup"}
+    ]);
+    let app = serve(axum::Router::new().route(
+        "/app",
+        axum::routing::post(move || {
+            let verbs = verbs.clone();
+            async move { axum::Json(verbs) }
+        }),
+    ))
+    .await;
+    carrier_trunk(&gw).await;
+    post(
+        &gw,
+        "/v1/numbers",
+        json!({ "number": "+14155550100", "trunk": "carrier",
+                "route": { "type": "webhook", "target": format!("{app}/app") } }),
+    )
+    .await;
+    let pbx_rtp = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+    let mut pbx = listen(
+        Sipp::new("call_uas_bye.xml")
+            .local_port(pbx_port)
+            .service("2001")
+            .set("rtp", &pbx_rtp.local_addr().unwrap().port().to_string())
+            .timeout(Duration::from_secs(30))
+            .duration(Duration::from_secs(2)),
+        gw.sip_port,
+    )
+    .await;
+    let rtp = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+    let (mut carrier, voxgate) = carrier_call(&gw, &rtp).await;
+    pbx.wait_for_log("@@ANSWERED@@", Duration::from_secs(10))
+        .await;
+    let invite = pbx
+        .requests()
+        .into_iter()
+        .find(|r| r.method == "INVITE")
+        .expect("the PBX got an INVITE");
+    assert_eq!(invite.uri, uri, "{}", invite.raw);
+    let to = invite
+        .headers
+        .iter()
+        .find(|(n, _)| n == "to")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    assert!(to.contains(&uri), "To names the URI: {to}");
+    let got = relayed(&rtp, voxgate, &pbx_rtp, 0x55, 25).await;
+    assert!(
+        got >= 15,
+        "the caller's audio must reach the PBX: {got} of 25"
+    );
+    pbx.wait_for_log("@@ENDED@@", Duration::from_secs(10)).await;
+    carrier
+        .wait_for_log("@@ENDED@@", Duration::from_secs(5))
+        .await;
+    // The record lands a moment after the BYE (the call records are written in batches).
+    let until = Instant::now() + Duration::from_secs(5);
+    let mut call = last_call(&gw).await;
+    while call["status"] != "completed" && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        call = last_call(&gw).await;
+    }
+    assert_eq!(call["status"], "completed", "{call}");
+    assert!(
+        call["legs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["uri"].as_str().is_some_and(|u| u.starts_with(&uri))),
+        "the PBX's leg: {call}"
+    );
+}

@@ -14,8 +14,8 @@
 //! webhook numbers, `dial` to agents (their phones ring at once with voxgate's own offer;
 //! the first to answer is bridged to the caller; the program goes on when the agent hangs
 //! up or nobody answers), and IVR flows' nodes built on them. What does not yet, and ends
-//! the call (logged, hangup cause `program: … not supported yet`): `dial` to SIP URIs (a
-//! failed dial), `enqueue`.
+//! the call (logged, hangup cause `program: … not supported yet`): `enqueue`. A `dial` to
+//! a SIP URI with a host name (not an IP address) is a failed dial.
 //!
 //! Dial outcomes and the end of a bridge arrive where the engine has no directory at hand
 //! (SIP responses, a BYE): they wait in the program's inbox, and its timer is due at once,
@@ -606,32 +606,39 @@ impl CallEngine {
         caller_id: Option<String>,
         now: Instant,
     ) {
+        let ip = host(self.cfg.public_ip);
         let mut forks = Vec::new();
         let mut agents = Vec::new();
-        let mut named = None;
+        // The To of the INVITEs: the first agent's address of record, else the first URI.
+        let mut to = None;
         let mut number = None;
         for target in targets {
             match target {
                 DialTarget::Agent { agent } => {
                     if let Route::Agent { party, targets, .. } = directory.agent(agent) {
                         forks.extend(targets.iter().map(Fork::from));
-                        named.get_or_insert(party.username.clone());
+                        to.get_or_insert(format!("sip:{}@{ip}", party.username));
                         agents.push(party.agent);
                     }
                 }
                 DialTarget::Number { number: n, trunk } => {
                     number.get_or_insert((n.clone(), trunk.clone()));
                 }
-                DialTarget::Sip { .. } => {
-                    tracing::warn!(call = %call_id, "program: dial to a SIP URI {UNSUPPORTED}");
-                }
+                DialTarget::Sip { uri } => match sip_target(uri) {
+                    Ok(t) => {
+                        forks.push(Fork::from(&t));
+                        to.get_or_insert(uri.clone());
+                    }
+                    Err(why) => {
+                        tracing::warn!(call = %call_id, uri, "program: not dialled: {why}");
+                    }
+                },
             }
         }
-        if let (None, Some((n, trunk))) = (&named, number) {
+        if let (None, Some((n, trunk))) = (&to, number) {
             let caller_id = caller_id.as_deref();
             return self.program_dial_number(layer, directory, call_id, &n, trunk, caller_id, now);
         }
-        let ip = host(self.cfg.public_ip);
         let Some(call) = self.calls.get_mut(call_id) else {
             return;
         };
@@ -641,8 +648,8 @@ impl CallEngine {
             .map(|m| m.send.iter().map(|(_, c)| c.clone()).collect())
             .unwrap_or_default();
         let offer = create_offer(&self.cfg.sdp, &codecs, &mut call.sdp[1]);
-        let (Some(username), Ok((offer, pending))) = (named, offer) else {
-            // Nobody to ring (offline, unknown) or nothing to offer.
+        let (Some(to), Ok((offer, pending))) = (to, offer) else {
+            // Nobody to ring (offline, unknown, a URI not dialled) or nothing to offer.
             return self.program_dial_failed(call_id, DialOutcome::Failed, now);
         };
         for agent in &agents {
@@ -660,7 +667,7 @@ impl CallEngine {
             .unwrap_or_else(|| format!("sip:voxgate@{ip}"));
         let parties = Parties {
             from: caller,
-            to: format!("sip:{username}@{ip}"),
+            to,
             agent: agents.first().cloned(),
         };
         let origin = call.channels.first().cloned();
@@ -828,5 +835,61 @@ impl CallEngine {
         let config = listen_config(&m.recv);
         self.media.listen(session, Side::A, config);
         self.media.need_digits(session);
+    }
+}
+
+/// Where to send the INVITE for a `dial` to a SIP URI: `sip:` with an IP address (IPv4,
+/// or IPv6 in brackets), its port (5060 if absent) and `transport` parameter (`udp`, the
+/// default, or `tcp`). Host names are not dialled: resolving them (RFC 3263) happens off
+/// the engine, for trunks only so far.
+fn sip_target(uri: &str) -> Result<crate::calls::env::Target, String> {
+    use voxgate_sip::message::SipUri;
+    use voxgate_sip::transaction::{Peer, Transport};
+    let u = SipUri::parse(uri).map_err(|_| "not a SIP URI".to_owned())?;
+    if u.is_sips() {
+        return Err("sips: URIs are not dialled yet".to_owned());
+    }
+    let host = u.host.trim_start_matches('[').trim_end_matches(']');
+    let ip: std::net::IpAddr = host
+        .parse()
+        .map_err(|_| format!("{host} is a host name; only IP addresses are dialled yet"))?;
+    let transport = match u.param("transport").map(str::to_ascii_lowercase).as_deref() {
+        None | Some("udp") => Transport::Udp,
+        Some("tcp") => Transport::Tcp,
+        Some(other) => return Err(format!("transport {other} is not dialled")),
+    };
+    Ok(crate::calls::env::Target {
+        uri: uri.to_owned(),
+        peer: Peer {
+            transport,
+            addr: std::net::SocketAddr::new(ip, u.port.unwrap_or(5060)),
+            conn: None,
+        },
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::sip_target;
+    use voxgate_sip::transaction::Transport;
+
+    #[test]
+    fn sip_uri_targets_are_ip_addresses_with_their_port_and_transport() {
+        let t = sip_target("sip:2001@192.0.2.7").unwrap();
+        assert_eq!(t.peer.addr, "192.0.2.7:5060".parse().unwrap());
+        assert_eq!(t.peer.transport, Transport::Udp);
+        let t = sip_target("sip:2001@[2001:db8::1]:5080;transport=TCP").unwrap();
+        assert_eq!(t.peer.addr, "[2001:db8::1]:5080".parse().unwrap());
+        assert_eq!(t.peer.transport, Transport::Tcp);
+        assert_eq!(t.uri, "sip:2001@[2001:db8::1]:5080;transport=TCP");
+        for bad in [
+            "sip:2001@pbx.example.com",
+            "sips:2001@192.0.2.7",
+            "sip:2001@192.0.2.7;transport=sctp",
+            "tel:+14155550100",
+        ] {
+            assert!(sip_target(bad).is_err(), "{bad}");
+        }
     }
 }
