@@ -708,6 +708,58 @@ async fn rfc4733_digits_from_sipp_pcaps_are_reported_once_each() {
     assert_eq!(digits(&events, &leg, "rfc4733"), "159#", "{events:#?}");
 }
 
+/// A click-to-call's own `status_callback` gets its `call.dtmf` events (SPEC §5: a call's
+/// `call.*` events), signed, with no webhook subscribed to them: the call is listened to
+/// for it (telephone-events from SIPp's pcaps, which only a listened call hears).
+#[tokio::test]
+async fn a_calls_status_callback_gets_its_key_presses() {
+    const SECRET: &str = "whsec_media_status_callback";
+    let gw = Gateway::start_with(&[("VOXGATE_WEBHOOKS_SECRET", SECRET)], None).await;
+    let rx = Receiver::start().await;
+    rx.secret("/status", SECRET);
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = |d: &str| {
+        Step::Play(PathBuf::from(format!(
+            "/usr/share/sip-tester/dtmf_2833_{d}.pcap"
+        )))
+    };
+    let steps = [
+        Step::Pause(300),
+        pcap("5"),
+        Step::Pause(400),
+        pcap("9"),
+        Step::Pause(400),
+    ];
+    let extra = json!({ "status_callback": rx.url("/status") });
+    let (id, mut peers) = click_to_call(&gw, dir.path(), &steps, &[], extra).await;
+    peers[0]
+        .wait_for_log("@@STEPS-DONE@@", Duration::from_secs(30))
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (status, body) = post(&gw, &format!("/v1/calls/{id}/hangup"), json!({})).await;
+    assert_eq!(status, 204, "{body}");
+    let got = rx
+        .wait("call.completed", Duration::from_secs(10), |g| {
+            g.iter().any(|g| g.body["type"] == "call.completed")
+        })
+        .await;
+    assert!(
+        got.iter().all(|g| g.path == "/status" && g.signature_ok),
+        "{got:?}"
+    );
+    let digits: String = got
+        .iter()
+        .filter(|g| g.body["type"] == "call.dtmf")
+        .map(|g| {
+            assert_eq!(g.body["data"]["call_id"], id.as_str());
+            assert_eq!(g.body["data"]["source"], "rfc4733");
+            g.body["data"]["digit"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(digits, "59");
+    drop(peers);
+}
+
 #[tokio::test]
 async fn sip_info_digits_are_reported_once_each() {
     let steps = [

@@ -565,6 +565,7 @@ async fn create_call(
             body.recording_channels
                 .map_or_else(Default::default, Into::into)
         }),
+        listen: body.status_callback.is_some(),
     };
     if state.calls.originate(originate).await.is_err() {
         // Never started: the record says so rather than staying queued.

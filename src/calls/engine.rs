@@ -189,6 +189,9 @@ pub struct Originate {
     pub time_limit: Option<Duration>,
     /// Record from the lead's answer (`record: true`), with these channels.
     pub record: Option<RecordingChannels>,
+    /// Listen to the call for key presses even when no webhook subscribes to `call.dtmf`:
+    /// the call's own `status_callback` gets them (SPEC §5: its `call.*` events).
+    pub listen: bool,
 }
 
 /// A change in a call's life, for whoever reports it (webhooks, later).

@@ -1195,6 +1195,7 @@ fn originate(sim: &mut Sim, call: &str, agent: &str, time_limit: Option<Duration
             ring_timeout: None,
             time_limit,
             record: None,
+            listen: false,
         })),
         sim.now,
     );

@@ -446,7 +446,7 @@ impl Store {
         if let Some(ev) = &events {
             ev.outbox.write(&mut tx).await?;
         }
-        let media_outbox = apply_media_changes(&mut tx, changes, &subs, &t).await?;
+        let media_outbox = apply_media_changes(&mut tx, changes, &subs, &self.hooks, &t).await?;
         tx.commit().await?;
         let media_events = !media_outbox.is_empty();
         if let Some(ev) = events {
@@ -1001,6 +1001,7 @@ async fn apply_media_changes(
     conn: &mut AnyConnection,
     changes: &[CallChange],
     subs: &Arc<Vec<Subscription>>,
+    hooks: &super::webhooks::Hooks,
     t: &str,
 ) -> Result<Outbox, StoreError> {
     let mut outbox = Outbox::new(subs.clone());
@@ -1026,7 +1027,13 @@ async fn apply_media_changes(
                 }
             }
             MediaChange::Dtmf(d) => {
-                if outbox.subscribed("call.dtmf") {
+                // A call.* event: the call's own status_callback gets it too.
+                let callback = if hooks.has_callback(&d.call_id) {
+                    status_callback(conn, &d.call_id).await?
+                } else {
+                    None
+                };
+                if outbox.subscribed("call.dtmf") || callback.is_some() {
                     outbox.push(
                         "call.dtmf",
                         Some(&d.call_id),
@@ -1038,7 +1045,7 @@ async fn apply_media_changes(
                             "duration_ms": d.duration_ms,
                             "at": fmt_time(d.at),
                         }),
-                        None,
+                        callback.as_deref(),
                     );
                 }
             }
@@ -1054,6 +1061,15 @@ async fn apply_media_changes(
         outbox.write(conn).await?;
     }
     Ok(outbox)
+}
+
+/// The `status_callback` URL of call `id`, if it has one.
+async fn status_callback(conn: &mut AnyConnection, id: &str) -> Result<Option<String>, StoreError> {
+    let row = sqlx::query("SELECT status_callback FROM calls WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    row.map_or(Ok(None), |r| get_opt_str(&r, "status_callback"))
 }
 
 /// Appends one call-program input to its call's record (after the call's others; none if

@@ -80,6 +80,9 @@ impl CallEngine {
                 return self.never_started(&o.call, CallStatus::Failed, "no media ports", now);
             }
         };
+        if o.listen {
+            self.media.need_digits(session.id);
+        }
         let mut sdp = [session.a, session.b].map(|side| {
             LegSdp::new(
                 LocalSession::new(self.rng.random::<u32>().into()),
