@@ -955,22 +955,7 @@ async fn a_play_url_is_fetched_once_and_played_as_often_as_asked() {
         {"verb": "play", "url": format!("{files}/hold.wav"), "loop": 2},
         {"verb": "hangup"}
     ]);
-    let app = serve(axum::Router::new().route(
-        "/app",
-        axum::routing::post(move || {
-            let verbs = verbs.clone();
-            async move { axum::Json(verbs) }
-        }),
-    ))
-    .await;
-    carrier_trunk(&gw).await;
-    post(
-        &gw,
-        "/v1/numbers",
-        json!({ "number": "+14155550100", "trunk": "carrier",
-                "route": { "type": "webhook", "target": format!("{app}/app") } }),
-    )
-    .await;
+    fixed_app_number(&gw, verbs).await;
     for attempt in 0..2 {
         let rtp = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
         let (mut carrier, _) = carrier_call(&gw, &rtp).await;
@@ -1009,22 +994,7 @@ async fn a_program_dials_a_sip_uri_and_bridges() {
         {"verb": "dial", "targets": [{"type": "sip", "uri": uri}], "ring_timeout_seconds": 10},
         {"verb": "hangup"}
     ]);
-    let app = serve(axum::Router::new().route(
-        "/app",
-        axum::routing::post(move || {
-            let verbs = verbs.clone();
-            async move { axum::Json(verbs) }
-        }),
-    ))
-    .await;
-    carrier_trunk(&gw).await;
-    post(
-        &gw,
-        "/v1/numbers",
-        json!({ "number": "+14155550100", "trunk": "carrier",
-                "route": { "type": "webhook", "target": format!("{app}/app") } }),
-    )
-    .await;
+    fixed_app_number(&gw, verbs).await;
     let pbx_rtp = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
     let mut pbx = listen(
         Sipp::new("call_uas_bye.xml")
@@ -1078,4 +1048,25 @@ async fn a_program_dials_a_sip_uri_and_bridges() {
             .any(|l| l["uri"].as_str().is_some_and(|u| u.starts_with(&uri))),
         "the PBX's leg: {call}"
     );
+}
+
+/// A carrier trunk, and number +14155550100 routed to a webhook app that answers every
+/// ask with `verbs`.
+async fn fixed_app_number(gw: &Gateway, verbs: Value) {
+    let app = serve(axum::Router::new().route(
+        "/app",
+        axum::routing::post(move || {
+            let verbs = verbs.clone();
+            async move { axum::Json(verbs) }
+        }),
+    ))
+    .await;
+    carrier_trunk(gw).await;
+    post(
+        gw,
+        "/v1/numbers",
+        json!({ "number": "+14155550100", "trunk": "carrier",
+                "route": { "type": "webhook", "target": format!("{app}/app") } }),
+    )
+    .await;
 }
