@@ -832,12 +832,11 @@ impl CallEngine {
             return Err(ControlError::Conflict);
         };
         let method = match relay_method(m, call.info_dtmf[side_index(side)]) {
-            Some(Relay::Media(method)) => method,
-            Some(Relay::Info) => {
+            Relay::Media(method) => method,
+            Relay::Info => {
                 self.info_keys(layer, &leg, &digits, now);
                 return Ok(leg);
             }
-            None => return Err(ControlError::Conflict),
         };
         if self.media.send_dtmf(session, side, digits, method) {
             Ok(leg)
@@ -908,13 +907,7 @@ impl CallEngine {
             return;
         };
         // The answered channel on that side (a ringing fork sends no media we tap).
-        let Some(leg) = call
-            .channels
-            .iter()
-            .filter_map(|l| self.channels.get(l))
-            .find(|c| c.side == press.side && c.status == CallStatus::InProgress)
-            .map(|c| c.id.to_string())
-        else {
+        let Some(leg) = self.answered_on(call, press.side).map(|c| c.id.to_string()) else {
             return;
         };
         let wall = self.wall(now);
@@ -954,30 +947,30 @@ impl CallEngine {
         let method = relay_method(m, call.info_dtmf[side_index(other)]);
         let relay = match press.event.source {
             DtmfSource::Info => true,
-            DtmfSource::Rfc4733 => {
-                !matches!(method, Some(Relay::Media(DtmfMethod::Rfc4733 { .. })))
-            }
+            DtmfSource::Rfc4733 => !matches!(method, Relay::Media(DtmfMethod::Rfc4733 { .. })),
             DtmfSource::InBand => false,
         };
         match (relay, method) {
-            (true, Some(Relay::Media(method))) => {
+            (false, _) => {}
+            (true, Relay::Media(method)) => {
                 let session = call.media;
                 self.media
                     .send_dtmf(session, other, vec![press.event.digit], method);
             }
-            (true, Some(Relay::Info)) => {
-                let target = call
-                    .channels
-                    .iter()
-                    .filter_map(|l| self.channels.get(l))
-                    .find(|c| c.side == other && c.status == CallStatus::InProgress)
-                    .map(|c| c.id.clone());
-                if let Some(leg) = target {
+            (true, Relay::Info) => {
+                if let Some(leg) = self.answered_on(call, other).map(|c| c.id.clone()) {
                     self.info_keys(layer, &leg, &[press.event.digit], now);
                 }
             }
-            _ => {}
         }
+    }
+
+    /// `call`'s answered channel on `side`.
+    fn answered_on(&self, call: &Call, side: Side) -> Option<&Channel> {
+        call.channels
+            .iter()
+            .filter_map(|l| self.channels.get(l))
+            .find(|c| c.side == side && c.status == CallStatus::InProgress)
     }
 
     /// Queues `digits` for `leg`'s remote by INFO; the first goes now unless one went
@@ -1036,25 +1029,13 @@ impl CallEngine {
         else {
             return;
         };
-        let via = self.via(peer.transport);
-        let branch = self.branch();
-        let Some(d) = self.dialogs.get_mut(&id) else {
-            return;
-        };
         let body = format!(
             "Signal={}\r\nDuration={}\r\n",
             digit.as_char(),
             INFO_DIGIT_MS
         );
-        match d.request(Method::Info, &via, &branch) {
-            Ok(b) => {
-                let req = b.body("application/dtmf-relay", body.as_bytes()).build();
-                if let Err(e) = layer.send_request(req, peer, now) {
-                    tracing::debug!(error = %e, "INFO not sent");
-                }
-            }
-            Err(e) => tracing::debug!(error = %e, "no INFO for this dialog"),
-        }
+        let body = ("application/dtmf-relay", body.as_bytes());
+        self.send_in_dialog(layer, &id, peer, Method::Info, Some(body), now);
     }
 
     /// An INFO carrying a key press (RFC 6086; `application/dtmf-relay` or
@@ -2731,21 +2712,38 @@ impl CallEngine {
         peer: Peer,
         now: Instant,
     ) {
+        self.send_in_dialog(layer, id, peer, Method::Bye, None, now);
+        // The BYE's transaction needs no dialog; a request crossing it gets 481.
+        self.dialogs.remove(id);
+    }
+
+    /// Sends a `method` request in dialog `id` to `peer`, with `body` (content type,
+    /// bytes) if any. Its answer needs nothing from us: failures are only logged.
+    fn send_in_dialog(
+        &mut self,
+        layer: &mut TransactionLayer,
+        id: &DialogId,
+        peer: Peer,
+        method: Method,
+        body: Option<(&str, &[u8])>,
+        now: Instant,
+    ) {
         let via = self.via(peer.transport);
         let branch = self.branch();
         let Some(d) = self.dialogs.get_mut(id) else {
             return;
         };
-        match d.request(Method::Bye, &via, &branch) {
-            Ok(b) => {
+        match d.request(method.clone(), &via, &branch) {
+            Ok(mut b) => {
+                if let Some((content_type, bytes)) = body {
+                    b = b.body(content_type, bytes);
+                }
                 if let Err(e) = layer.send_request(b.build(), peer, now) {
-                    tracing::debug!(error = %e, "BYE not sent");
+                    tracing::debug!(error = %e, %method, "in-dialog request not sent");
                 }
             }
-            Err(e) => tracing::debug!(error = %e, "no BYE for this dialog"),
+            Err(e) => tracing::debug!(error = %e, %method, "no such request for this dialog"),
         }
-        // The BYE's transaction needs no dialog; a request crossing it gets 481.
-        self.dialogs.remove(id);
     }
 
     // ---------------------------------------------------------------------------------
@@ -3089,12 +3087,12 @@ enum Relay {
 /// else SIP INFO when its remote sends INFO itself (`sends_info`: that is how it speaks
 /// DTMF, as Asterisk's `dtmf_mode=info` endpoints do) or when it has no codec voxgate
 /// encodes (tones impossible); else tones in its audio.
-fn relay_method(leg: &LegMedia, sends_info: bool) -> Option<Relay> {
+fn relay_method(leg: &LegMedia, sends_info: bool) -> Relay {
     match dtmf_method(leg) {
-        Some(m @ DtmfMethod::Rfc4733 { .. }) => Some(Relay::Media(m)),
-        _ if sends_info => Some(Relay::Info),
-        Some(m) => Some(Relay::Media(m)),
-        None => Some(Relay::Info),
+        Some(m @ DtmfMethod::Rfc4733 { .. }) => Relay::Media(m),
+        _ if sends_info => Relay::Info,
+        Some(m) => Relay::Media(m),
+        None => Relay::Info,
     }
 }
 
