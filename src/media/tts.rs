@@ -22,19 +22,28 @@ const MAX_AUDIO: usize = 12 * 1024 * 1024;
 /// hold-music files are few).
 const CACHE_ENTRIES: usize = 256;
 
-/// Why there is no speech.
+/// Why there is no audio to play.
 #[derive(Debug, thiserror::Error)]
 pub enum TtsError {
     #[error("no [tts] url is configured")]
     NotConfigured,
     #[error("speech service: {0}")]
+    Speech(FetchError),
+    #[error("audio URL {url}: {error}")]
+    Url { url: String, error: FetchError },
+}
+
+/// Why a download gave no audio.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("not an http(s) URL: {0}")]
+    BadUrl(String),
+    #[error("{0}")]
     Http(String),
-    #[error("speech service answered {0}")]
+    #[error("answered {0}")]
     Status(u16),
-    #[error("speech service's audio: {0}")]
+    #[error("audio: {0}")]
     Audio(String),
-    #[error("audio URL: {0}")]
-    Url(String),
 }
 
 /// The speech service and the sentences it spoke.
@@ -78,7 +87,7 @@ impl Tts {
         if let Some(key) = &self.config.api_key {
             request = request.bearer_auth(key);
         }
-        let prompt = Arc::new(download(request).await?);
+        let prompt = Arc::new(download(request).await.map_err(TtsError::Speech)?);
         keep(&self.cache, key, &prompt);
         Ok(prompt)
     }
@@ -94,14 +103,15 @@ impl Tts {
         {
             return Ok(p);
         }
-        let parsed = reqwest::Url::parse(url).map_err(|e| TtsError::Url(e.to_string()))?;
-        if !matches!(parsed.scheme(), "http" | "https") {
-            return Err(TtsError::Url(format!("{} is not http(s)", parsed.scheme())));
-        }
-        let prompt = Arc::new(download(self.client.get(parsed)).await.map_err(|e| {
-            // Same reasons, said of the URL rather than of the speech service.
-            TtsError::Url(e.to_string().replace("speech service", "server"))
-        })?);
+        let failed = |error| TtsError::Url {
+            url: url.to_owned(),
+            error,
+        };
+        let parsed = reqwest::Url::parse(url)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https"))
+            .ok_or_else(|| failed(FetchError::BadUrl(url.to_owned())))?;
+        let prompt = Arc::new(download(self.client.get(parsed)).await.map_err(failed)?);
         keep(&self.files, url.to_owned(), &prompt);
         Ok(prompt)
     }
@@ -116,31 +126,31 @@ impl Tts {
 }
 
 /// Sends `request` and decodes the audio it answers with (at most [`MAX_AUDIO`] bytes).
-async fn download(request: reqwest::RequestBuilder) -> Result<Prompt, TtsError> {
+async fn download(request: reqwest::RequestBuilder) -> Result<Prompt, FetchError> {
     let mut response = request
         .send()
         .await
-        .map_err(|e| TtsError::Http(e.to_string()))?;
+        .map_err(|e| FetchError::Http(e.to_string()))?;
     if !response.status().is_success() {
-        return Err(TtsError::Status(response.status().as_u16()));
+        return Err(FetchError::Status(response.status().as_u16()));
     }
     let mut audio = Vec::new();
     while let Some(chunk) = response
         .chunk()
         .await
-        .map_err(|e| TtsError::Http(e.to_string()))?
+        .map_err(|e| FetchError::Http(e.to_string()))?
     {
         audio.extend_from_slice(&chunk);
         if audio.len() > MAX_AUDIO {
-            return Err(TtsError::Audio("longer than voxgate reads".into()));
+            return Err(FetchError::Audio("longer than voxgate reads".into()));
         }
     }
     // Decoding and resampling take a while for a long file: off the runtime's worker
     // threads.
     tokio::task::spawn_blocking(move || voxgate_media::prompt::decode(&audio))
         .await
-        .map_err(|e| TtsError::Audio(e.to_string()))?
-        .map_err(|e| TtsError::Audio(e.to_string()))
+        .map_err(|e| FetchError::Audio(e.to_string()))?
+        .map_err(|e| FetchError::Audio(e.to_string()))
 }
 
 /// Keeps `prompt` in `cache` (which starts over when full).
