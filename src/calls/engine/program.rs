@@ -351,13 +351,14 @@ impl CallEngine {
                     source,
                     loop_count,
                 } => {
+                    // 0: until something stops it (hold music).
+                    let loops =
+                        std::num::NonZeroU32::new(loop_count).map_or(Loops::Forever, Loops::Count);
                     let played = match source {
                         PlaySource::Prompt(reference) => {
-                            self.play_for_program(directory, call_id, &reference, loop_count)
+                            self.play_for_program(directory, call_id, &reference, loops)
                         }
                         PlaySource::Url(url) => {
-                            let loops = std::num::NonZeroU32::new(loop_count)
-                                .map_or(Loops::Forever, Loops::Count);
                             self.fetched_for_program(call_id, FetchedAudio::Url(url), loops)
                         }
                     };
@@ -773,7 +774,7 @@ impl CallEngine {
         directory: &mut dyn Directory,
         call_id: &CallId,
         reference: &str,
-        loop_count: u32,
+        loops: Loops,
     ) -> Option<u64> {
         let Some(prompt) = directory.prompt(reference) else {
             tracing::warn!(call = %call_id, prompt = reference, "program: no such prompt");
@@ -781,7 +782,6 @@ impl CallEngine {
         };
         let call = self.calls.get(call_id)?;
         let (payload_type, codec) = call.sdp[0].media.as_ref().and_then(audio_codec)?;
-        let loops = std::num::NonZeroU32::new(loop_count).map_or(Loops::Forever, Loops::Count);
         self.next_tag += 1;
         let tag = self.next_tag;
         let play = PromptPlay {
